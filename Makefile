@@ -1,0 +1,27 @@
+# README command 1: `make install`  — README command 2: `make test`
+VENV   ?= .venv
+PYTHON ?= python3
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip install --constraint constraints.txt
+
+.PHONY: install test bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) setuptools wheel
+	$(PIP) torch torchvision
+	# basicsr's setup.py imports torch: build it against the torch above, not a fresh one.
+	$(PIP) --no-build-isolation basicsr
+	$(PIP) --no-build-isolation -e '.[test]'
+	touch $@
+
+test: install
+	$(PY) -m pytest
+
+bench: install
+	$(PY) benchmarks/bench_sampler.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

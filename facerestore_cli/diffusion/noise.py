@@ -1,0 +1,24 @@
+"""Per-face random streams: a face's noise depends only on (seed, input relative path, face index),
+never on which batch it lands in (diffusers-style per-sample generators)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+
+
+def face_seed(seed: int, relpath: str, face_index: int) -> int:
+    key = f"{seed}\0{relpath}\0{face_index}".encode()
+    return int.from_bytes(hashlib.sha256(key).digest()[:8], "little") & ((1 << 63) - 1)
+
+
+def face_generator(seed: int, relpath: str, face_index: int) -> torch.Generator:
+    return torch.Generator(device="cpu").manual_seed(face_seed(seed, relpath, face_index))
+
+
+def randn_per_face(generators: list[torch.Generator], shape: tuple[int, ...], device, dtype=torch.float32) -> torch.Tensor:
+    """One standard-normal sample of `shape` per generator, drawn on the CPU (so results agree across devices
+    and batch compositions) and stacked to [B, *shape] on `device`."""
+    draws = [torch.randn(shape, generator=g, dtype=torch.float32) for g in generators]
+    return torch.stack(draws).to(device=device, dtype=dtype)
