@@ -1,0 +1,35 @@
+"""Network registry: ``build_arch(name, config)``.
+
+Each entry maps an arch name (the ``arch`` field of a weight registry entry) to "module:function"; the
+module is imported only when that arch is built, so importing this package stays cheap. To add a network,
+add one line to ``ARCHS`` whose function takes the plain config dict and returns an ``nn.Module``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from facerestore_cli.errors import UsageError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+ARCHS: dict[str, str] = {
+    "unet": "facerestore_cli.archs.unet:build_unet",
+    "swinir_difface": "facerestore_cli.archs.swinir:build_swinir_difface",
+}
+
+
+def build_arch(name: str, config: dict) -> nn.Module:
+    """Build network ``name`` from its config dict (on the current default device, e.g. ``meta``)."""
+    try:
+        target = ARCHS[name]
+    except KeyError:
+        raise UsageError(f"unknown network architecture {name!r}", hint=f"known: {', '.join(sorted(ARCHS))}") from None
+    module_name, function_name = target.split(":")
+    builder = getattr(importlib.import_module(module_name), function_name)
+    try:
+        return builder(dict(config))
+    except TypeError as exc:  # unknown or missing config keys
+        raise UsageError(f"bad config for network {name!r}: {exc}") from exc

@@ -1,0 +1,49 @@
+"""Tiny network configs (same code paths as the official ones, milliseconds per forward on CPU).
+
+Plain dicts, usable as the ``config`` of a weight registry entry or preset override.
+GroupNorm(32) needs every UNet channel count to be a multiple of 32.
+"""
+
+# DifFace-style UNet: per-level res-block counts, attention by spatial size, conv resampling. Input 32x32.
+TINY_UNET_DIFFACE = {
+    "image_size": 32,
+    "in_channels": 3,
+    "model_channels": 32,
+    "out_channels": 6,
+    "num_res_blocks": [1, 2, 1],
+    "attention_sizes": [16, 8],
+    "channel_mult": [1, 1, 2],
+    "num_head_channels": 16,
+    "use_scale_shift_norm": True,
+    "resblock_updown": False,
+}
+
+# DR2-style (guided-diffusion) UNet: residual up/down-sampling blocks. Input 32x32.
+TINY_UNET_DR2 = {
+    "image_size": 32,
+    "in_channels": 3,
+    "model_channels": 32,
+    "out_channels": 6,
+    "num_res_blocks": 1,
+    "attention_sizes": [8],
+    "channel_mult": [1, 2, 2],
+    "num_head_channels": 32,
+    "use_scale_shift_norm": True,
+    "resblock_updown": True,
+}
+
+# DifFace SwinIR estimator layout at toy width: 64x64 in -> unshuffle 8 -> 8x8 tokens -> 64x64 out.
+TINY_SWINIR = {
+    "img_size": 8,
+    "in_chans": 3,
+    "embed_dim": 12,
+    "depths": [2],
+    "num_heads": [2],
+    "window_size": 4,
+    "mlp_ratio": 2,
+    "unshuffle_scale": 8,
+    "upscale": 8,
+    "upsampler": "nearest+conv",
+    "resi_connection": "1conv",
+    "img_range": 1.0,
+}
