@@ -1,0 +1,322 @@
+"""The local weights cache: where files live, whether they are intact, and how they get there (fetch/import).
+
+Layout: `<home>/weights/<file>` per registry entry, `<file>.part` while downloading, and `hashes.json`
+recording `{file: {sha256, size, mtime_ns}}` so that later loads only re-hash a file that changed on disk.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from facerestore_cli.errors import WeightsError
+from facerestore_cli.weights.download import ProgressCallback, download, fsync_dir, part_path, sha256_file
+from facerestore_cli.weights.registry import WeightSpec, get_spec, load_registry
+
+HASHES_FILE = "hashes.json"
+_TRUTHY = {"1", "true", "yes"}
+
+
+def home() -> Path:
+    """`$FACERESTORE_HOME`, else `$XDG_CACHE_HOME/facerestore`, else `~/.cache/facerestore`."""
+    explicit = os.environ.get("FACERESTORE_HOME", "").strip()
+    if explicit:
+        return Path(explicit).expanduser().resolve()
+    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
+    if xdg and Path(xdg).is_absolute():  # the XDG spec says relative paths are invalid and must be ignored
+        return Path(xdg) / "facerestore"
+    return Path.home() / ".cache" / "facerestore"
+
+
+def offline() -> bool:
+    return os.environ.get("FACERESTORE_OFFLINE", "").strip().lower() in _TRUTHY
+
+
+_offline_from_env = offline  # WeightStore's `offline` parameter shadows the function
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    ok: bool
+    sha256: str | None
+    reason: str
+
+
+def _read_state_dict(path: Path, what: str, spec: WeightSpec) -> dict:
+    """torch.load (CPU, weights_only) and normalise to a flat state dict; any failure names the file."""
+    import torch
+
+    from facerestore_cli.archs.layout import normalize_state_dict
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises RuntimeError, EOFError, UnpicklingError, ... for bad files
+        text = str(exc)
+        unpickler = re.search(r"WeightsUnpickler error:\s*(.+)", text)
+        detail = (unpickler.group(1) if unpickler else text.split("\n")[0] or type(exc).__name__)[:160]
+        if "Unsupported global" in text:
+            problem = f"holds Python objects other than tensors; refusing to unpickle it ({detail})"
+        else:
+            problem = f"is corrupt or truncated (torch.load: {detail})"
+        raise WeightsError(f"{what} {path} {problem}") from exc
+    try:
+        return normalize_state_dict(obj, spec.nested_key, spec.strip_prefix)
+    except WeightsError as exc:
+        raise WeightsError(f"{what} {path}: {exc.message}", hint=exc.hint) from exc
+
+
+class WeightStore:
+    """Weight files of one cache root, looked up by registry id."""
+
+    def __init__(
+        self,
+        root: Path | None = None,
+        offline: bool | None = None,
+        registry: Mapping[str, WeightSpec] | None = None,
+    ):
+        self.root = Path(root) if root is not None else home()
+        self.weights_dir = self.root / "weights"
+        self.offline = _offline_from_env() if offline is None else bool(offline)
+        self._registry = dict(registry) if registry is not None else None
+
+    @property
+    def registry(self) -> dict[str, WeightSpec]:
+        if self._registry is None:
+            self._registry = load_registry()
+        return self._registry
+
+    def spec(self, weight_id: str) -> WeightSpec:
+        return get_spec(weight_id, self.registry)
+
+    def path(self, weight_id: str) -> Path:
+        return self.weights_dir / self.spec(weight_id).file
+
+    def is_present(self, weight_id: str) -> bool:
+        return self.path(weight_id).is_file()
+
+    def status(self, weight_id: str) -> str:
+        """One of "present", "partial" (an interrupted download left a `.part` file) or "missing"."""
+        path = self.path(weight_id)
+        if path.is_file():
+            return "present"
+        return "partial" if part_path(path).is_file() else "missing"
+
+    # -- recorded hashes --------------------------------------------------------------------------------
+
+    def _records(self) -> dict[str, dict]:
+        try:
+            data = json.loads((self.weights_dir / HASHES_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _record(self, path: Path, sha256: str, best_effort: bool = False) -> None:
+        """Write {sha256, size, mtime_ns} of `path` into hashes.json; `best_effort` tolerates a read-only cache."""
+        try:
+            self._write_record(path, sha256)
+        except OSError:
+            if not best_effort:
+                raise
+
+    def _write_record(self, path: Path, sha256: str) -> None:
+        stat = path.stat()
+        records = self._records()
+        records[path.name] = {"sha256": sha256, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+        target = self.weights_dir / HASHES_FILE
+        tmp = target.with_name(f".{HASHES_FILE}.{os.getpid()}.tmp")
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(records, fh, indent=1, sort_keys=True)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+        fsync_dir(self.weights_dir)
+
+    def recorded_sha256(self, weight_id: str) -> str | None:
+        record = self._records().get(self.spec(weight_id).file)
+        return record.get("sha256") if isinstance(record, dict) else None
+
+    # -- checks -----------------------------------------------------------------------------------------
+
+    def _repair_command(self, spec: WeightSpec) -> str:
+        return spec.fetch_command() if spec.downloadable else spec.import_command()
+
+    def verify(self, weight_id: str) -> VerifyResult:
+        """Hash the whole file and compare it with the registry's sha256, else with the recorded one."""
+        spec, path = self.spec(weight_id), self.path(weight_id)
+        if not path.is_file():
+            return VerifyResult(False, None, f"missing: {path}")
+        size = path.stat().st_size
+        if spec.size is not None and size != spec.size:
+            return VerifyResult(False, None, f"corrupt: expected {spec.size} bytes, file has {size}")
+        sha = sha256_file(path).hexdigest()
+        recorded = self.recorded_sha256(weight_id)
+        if spec.sha256 is not None:
+            if sha != spec.sha256:
+                return VerifyResult(False, sha, f"corrupt: expected sha256 {spec.sha256}, file has {sha}")
+            self._record(path, sha, best_effort=True)
+            return VerifyResult(True, sha, "verified against the registry sha256")
+        if recorded is not None:
+            if sha != recorded:
+                reason = f"changed since it was recorded: expected sha256 {recorded}, file has {sha}"
+                return VerifyResult(False, sha, reason)
+            return VerifyResult(True, sha, "matches the sha256 recorded when it was fetched or imported")
+        self._record(path, sha, best_effort=True)
+        note = ""
+        if spec.sha256_reported is not None:
+            agrees = "matches" if sha == spec.sha256_reported else "differs from"
+            note = f"; {agrees} the third-party-reported sha256 {spec.sha256_reported}"
+        return VerifyResult(True, sha, f"unverified: no published sha256, recorded this one for later checks{note}")
+
+    def _checked_sha256(self, spec: WeightSpec, path: Path) -> tuple[str, bool]:
+        """(sha256, whether it was re-hashed): trusted from hashes.json while size and mtime are unchanged,
+        else re-hashed; either way compared with the registry's hash, else the recorded one."""
+        stat = path.stat()
+        record = self._records().get(spec.file)
+        record = record if isinstance(record, dict) else None
+        if record and record.get("size") == stat.st_size and record.get("mtime_ns") == stat.st_mtime_ns:
+            sha, rehashed = record.get("sha256"), False
+        else:
+            sha, rehashed = sha256_file(path).hexdigest(), True
+        expected = spec.sha256 or (record or {}).get("sha256")
+        if expected is not None and sha != expected:
+            raise WeightsError(
+                f"{path} is corrupt: expected sha256 {expected}, file has {sha}; "
+                f"delete it and run {self._repair_command(spec)}",
+                hint=f"rm '{path}' && {self._repair_command(spec)}",
+            )
+        return sha, rehashed
+
+    # -- loading ----------------------------------------------------------------------------------------
+
+    def load_state_dict(self, weight_id: str, config_override: Mapping | None = None) -> dict:
+        """Check the file, load it on the CPU with `weights_only=True`, return a flat `{key: tensor}`.
+
+        With `config_override` (even `{}`), the keys and shapes are also checked against `spec.arch` built
+        with the registry config updated by it.
+        """
+        spec, path = self.spec(weight_id), self.path(weight_id)
+        self.require([weight_id])
+        sha, rehashed = self._checked_sha256(spec, path)
+        state_dict = _read_state_dict(path, f"weight file of {weight_id}:", spec)
+        if rehashed:
+            self._record(path, sha, best_effort=True)
+        if config_override is not None:
+            self._check_layout(spec, state_dict, {**spec.config, **config_override}, str(path))
+        return state_dict
+
+    def _check_layout(self, spec: WeightSpec, state_dict: Mapping, config: dict, what: str) -> None:
+        layout = importlib.import_module("facerestore_cli.archs.layout")
+        expected = layout.expected_layout(spec.arch, config)
+        diff = layout.compare_layouts(expected, layout.layout_of(state_dict))
+        if not diff.ok:
+            raise WeightsError(
+                f"{what} does not fit {spec.id} (network {spec.arch}): {diff.summary()}",
+                hint=f"{spec.id} expects {spec.file} from {spec.source}",
+            )
+
+    # -- getting files ----------------------------------------------------------------------------------
+
+    def fetch(self, weight_id: str, progress: ProgressCallback | None = None) -> Path:
+        """Download the file unless it is already present; tries each URL of the entry in order."""
+        spec, path = self.spec(weight_id), self.path(weight_id)
+        if path.is_file():
+            return path
+        if not spec.urls:
+            raise WeightsError(
+                f"{weight_id} ({spec.file}) cannot be downloaded automatically. {spec.obtain}",
+                hint=f"then run: {spec.import_command(f'/path/to/{spec.file}')}",
+            )
+        if self.offline:
+            raise WeightsError(
+                f"offline (FACERESTORE_OFFLINE is set): cannot download {weight_id} ({spec.file}) from {spec.urls[0]}",
+                hint=f"download it elsewhere and run {spec.import_command(f'/path/to/{spec.file}')}, "
+                f"or unset FACERESTORE_OFFLINE",
+            )
+        self.weights_dir.mkdir(parents=True, exist_ok=True)
+        failures = []
+        for url in spec.urls:
+            try:
+                sha = download(url, path, spec.size, spec.sha256, progress=progress)
+            except WeightsError as exc:
+                failures.append(exc.message)
+                continue
+            self._record(path, sha)
+            return path
+        raise WeightsError(
+            f"could not download {weight_id} ({spec.file}): " + "; ".join(failures),
+            hint=f"run {spec.fetch_command()} again to resume, or download {spec.urls[0]} by hand and run "
+            f"{spec.import_command(f'/path/to/{spec.file}')}",
+        )
+
+    def import_file(self, weight_id: str, src: Path) -> Path:
+        """Check a user-supplied checkpoint against the entry's network layout, then copy it into the cache."""
+        spec, dest = self.spec(weight_id), self.path(weight_id)
+        src = Path(src).expanduser()
+        if not src.is_file():
+            raise WeightsError(f"cannot import {weight_id}: {src} is not a file")
+        state_dict = _read_state_dict(src, "checkpoint", spec)
+        self._check_layout(spec, state_dict, spec.config, str(src))
+
+        self.weights_dir.mkdir(parents=True, exist_ok=True)
+        if src.resolve() == dest.resolve():
+            sha = sha256_file(dest).hexdigest()
+        else:
+            sha = self._copy_atomically(src, dest, spec)
+        part_path(dest).unlink(missing_ok=True)
+        self._record(dest, sha)
+        return dest
+
+    def _copy_atomically(self, src: Path, dest: Path, spec: WeightSpec) -> str:
+        import hashlib
+
+        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.import")
+        hasher = hashlib.sha256()
+        try:
+            with open(src, "rb") as fin, open(tmp, "wb") as fout:
+                while chunk := fin.read(1 << 20):
+                    hasher.update(chunk)
+                    fout.write(chunk)
+                fout.flush()
+                os.fsync(fout.fileno())
+            sha = hasher.hexdigest()
+            if spec.sha256 is not None and sha != spec.sha256:
+                raise WeightsError(
+                    f"{src} has the right layout but is not the official {spec.file}: "
+                    f"expected sha256 {spec.sha256}, file has {sha}",
+                    hint="the registry pins this file's hash; a different file needs its own registry entry",
+                )
+            os.replace(tmp, dest)
+        finally:
+            tmp.unlink(missing_ok=True)
+        fsync_dir(dest.parent)
+        return sha
+
+    def require(self, weight_ids: Iterable[str]) -> None:
+        """Raise one WeightsError naming every missing file and how to get each of them."""
+        missing = [self.spec(i) for i in dict.fromkeys(weight_ids) if not self.is_present(i)]
+        if not missing:
+            return
+        lines = [f"{len(missing)} weight file(s) missing from {self.weights_dir}:"]
+        for spec in missing:
+            size = f" (~{spec.approx_size:g} MiB)" if spec.approx_size else ""
+            partial = ", partly downloaded" if self.status(spec.id) == "partial" else ""
+            lines.append(f"  {spec.id}: {spec.file}{size}{partial}")
+            if spec.urls:
+                lines.append(f"    download: {' or '.join(spec.urls)}")
+            else:
+                lines.append(f"    obtain: {spec.obtain}")
+        fetchable = [s.id for s in missing if s.urls]
+        manual = [s for s in missing if not s.urls]
+        commands = []
+        if fetchable and not self.offline:
+            commands.append(f"facerestore weights fetch {' '.join(fetchable)}")
+        for spec in (missing if self.offline else manual):
+            commands.append(spec.import_command(f"/path/to/{spec.file}"))
+        if self.offline and fetchable:
+            lines.append("  (offline: FACERESTORE_OFFLINE is set, so nothing is downloaded)")
+        raise WeightsError("\n".join(lines), hint="run: " + " ; ".join(commands))
