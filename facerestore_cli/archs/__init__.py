@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 ARCHS: dict[str, str] = {
     "unet": "facerestore_cli.archs.unet:build_unet",
     "swinir_difface": "facerestore_cli.archs.swinir:build_swinir_difface",
+    "retinaface": "facerestore_cli.archs.facexlib_nets:build_retinaface",
+    "parsenet": "facerestore_cli.archs.facexlib_nets:build_parsenet",
 }
 
 

@@ -73,10 +73,14 @@ def layout_from_manifest(json_path: str | Path) -> Layout:
 
 
 def expected_layout(arch_name: str, config: dict) -> Layout:
-    """Layout of network ``arch_name`` built on the ``meta`` device: no memory, no init cost."""
+    """Layout of network ``arch_name`` built on the ``meta`` device: no memory, no init cost. Networks that move
+    themselves to a device while being built (facexlib's RetinaFace) are built on the CPU instead."""
     from facerestore_cli.archs import build_arch
 
-    with torch.device("meta"):
+    try:
+        with torch.device("meta"):
+            model = build_arch(arch_name, config)
+    except (NotImplementedError, RuntimeError):
         model = build_arch(arch_name, config)
     return layout_of(model)
 

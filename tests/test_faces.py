@@ -1,0 +1,289 @@
+"""Face detection, alignment, masks and paste-back against facexlib's behaviour on real photos."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from facerestore_cli.archs.facexlib_nets import build_parsenet, build_retinaface
+from facerestore_cli.faces.align import (
+    BORDER_RGB,
+    FFHQ_TEMPLATE_512,
+    crop_to_unit_float,
+    estimate_affine,
+    paste_faces,
+    warp_face,
+)
+from facerestore_cli.faces.detect import FaceDetector, retinaface_priors
+from facerestore_cli.faces.masks import (
+    MASK_COLORMAP,
+    parse_masks,
+    parse_soft_mask,
+    run_parsenet,
+    square_soft_mask,
+)
+from facerestore_cli.imageio import read_image
+
+PHOTOS = Path("/work/shared/data/photos")
+WEIGHTS = Path("/work/shared/weights/detection_mobilenet0.25_Final.pth")
+needs_data = pytest.mark.skipif(not (WEIGHTS.exists() and PHOTOS.exists()), reason="shared photos/weights absent")
+
+
+@pytest.fixture(scope="module")
+def retinaface():
+    model = build_retinaface({"network": "mobile0.25"})
+    state = torch.load(WEIGHTS, map_location="cpu", weights_only=True)
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+@pytest.fixture(scope="module")
+def detector(retinaface):
+    return FaceDetector(retinaface, "cpu")
+
+
+@pytest.fixture(scope="module")
+def group(detector):
+    rgb = read_image(PHOTOS / "group-of-eight.jpg").rgb
+    return rgb, detector.detect(rgb)
+
+
+def facexlib_helper(bgr: np.ndarray, landmarks: list[np.ndarray]):
+    """A FaceRestoreHelper without its model downloads, set up for upscale 1."""
+    from facexlib.utils.face_restoration_helper import FaceRestoreHelper
+
+    helper = object.__new__(FaceRestoreHelper)
+    helper.__dict__.update(
+        upscale_factor=1, face_size=(512, 512), face_template=FFHQ_TEMPLATE_512.copy(), pad_blur=False,
+        template_3points=False, all_landmarks_5=list(landmarks), affine_matrices=[], inverse_affine_matrices=[],
+        cropped_faces=[], restored_faces=[], input_img=bgr, device=torch.device("cpu"), use_parse=False,
+    )
+    helper.align_warp_face()
+    helper.get_inverse_affine()
+    return helper
+
+
+@needs_data
+@pytest.mark.parametrize(("name", "count"), [("group-of-eight.jpg", 8), ("old-portrait-00.jpg", 4),
+                                             ("whole-02.png", 4)])
+def test_detects_faces_in_real_photos(detector, name, count):
+    faces = detector.detect(read_image(PHOTOS / name).rgb)
+    assert len(faces) == count
+    assert all(f.score > 0.97 and f.landmarks.shape == (5, 2) for f in faces)
+    lefts = [f.box[0] for f in faces]
+    assert lefts == sorted(lefts)
+    for f in faces:  # left eye left of right eye, eyes above mouth
+        assert f.landmarks[0, 0] < f.landmarks[1, 0] and f.landmarks[:2, 1].max() < f.landmarks[3:, 1].min()
+
+
+@needs_data
+def test_detection_matches_facexlib_detect_faces(retinaface, detector):
+    bgr = cv2.imread(str(PHOTOS / "old-portrait-00.jpg"))
+    with torch.no_grad():
+        reference = retinaface.detect_faces(bgr, 0.97, 0.4)
+    reference = reference[np.lexsort((reference[:, 1], reference[:, 0]))]
+    ours = np.array([[*f.box, f.score, *f.landmarks.ravel()] for f in detector.detect(bgr[:, :, ::-1].copy())])
+    np.testing.assert_allclose(ours, reference, atol=1e-4)
+
+
+def test_priors_match_facexlib_priorbox():
+    from facexlib.detection.retinaface import generate_config
+    from facexlib.detection.retinaface_utils import PriorBox
+
+    cfg = generate_config("mobile0.25")
+    for h, w in [(310, 491), (33, 17), (64, 64)]:
+        assert torch.equal(retinaface_priors(cfg, h, w), PriorBox(cfg, image_size=(h, w)).forward())
+
+
+@needs_data
+def test_large_photo_downscaled_for_detection(retinaface, group):
+    rgb, faces = group
+    big = cv2.resize(rgb, None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC)
+    big_faces = FaceDetector(retinaface, max_side=2000).detect(big)
+    assert len(big_faces) == 8
+    centres = np.array([[(f.box[0] + f.box[2]) / 2, (f.box[1] + f.box[3]) / 2] for f in faces])
+    for large in big_faces:  # every face found again, at twice the coordinates
+        centre = np.array([(large.box[0] + large.box[2]) / 4, (large.box[1] + large.box[3]) / 4])
+        assert np.linalg.norm(centres - centre, axis=1).min() < 0.1 * (large.box[2] - large.box[0]) / 2
+    assert FaceDetector(retinaface, max_side=2000).detect(rgb)[0].box == faces[0].box  # no-op below the limit
+
+
+@needs_data
+def test_alignment_puts_landmarks_on_template(group):
+    rgb, faces = group
+    for face in faces:
+        affine = estimate_affine(face.landmarks)
+        mapped = np.hstack([face.landmarks, np.ones((5, 1))]) @ affine.T
+        assert np.abs(mapped[:2] - FFHQ_TEMPLATE_512[:2]).max() < 12  # eyes
+        assert np.linalg.norm(mapped - FFHQ_TEMPLATE_512, axis=1).mean() < 20  # turned heads fit worse
+    half = estimate_affine(faces[0].landmarks, size=256)
+    np.testing.assert_allclose(half, estimate_affine(faces[0].landmarks) / 2, atol=1e-6)
+
+
+@needs_data
+def test_crops_match_facexlib_in_rgb(group):
+    rgb, faces = group
+    bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+    helper = facexlib_helper(bgr, [f.landmarks for f in faces])
+    for face, affine_ref, crop_ref in zip(faces, helper.affine_matrices, helper.cropped_faces):
+        affine = estimate_affine(face.landmarks)
+        np.testing.assert_array_equal(affine, affine_ref)
+        np.testing.assert_array_equal(warp_face(rgb, affine)[:, :, ::-1], crop_ref)
+
+
+def test_warp_border_is_facexlib_gray_in_rgb():
+    away = np.array([[1.0, 0, 5000], [0, 1.0, 5000]])
+    crop8 = warp_face(np.zeros((10, 10, 3), np.uint8), away, 16)
+    assert tuple(crop8[0, 0]) == tuple(int(v) for v in BORDER_RGB) == (132, 133, 135)
+    crop16 = warp_face(np.zeros((10, 10, 3), np.uint16), away, 16)
+    assert tuple(crop16[0, 0]) == (132 * 257, 133 * 257, 135 * 257)
+
+
+def _inside_any_square(affines, shape, size=512) -> np.ndarray:
+    inside = np.zeros(shape[:2], bool)
+    for affine in affines:
+        inv = cv2.invertAffineTransform(affine)
+        inside |= cv2.warpAffine(np.ones((size, size), np.uint8), inv, shape[1::-1]) > 0
+    return cv2.dilate(inside.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+
+
+@needs_data
+def test_identity_paste_changes_little_and_leaves_far_pixels(group):
+    rgb, faces = group
+    affines = [estimate_affine(f.landmarks) for f in faces]
+    crops = [crop_to_unit_float(warp_face(rgb, a)) for a in affines]
+    out = paste_faces(rgb, crops, affines)
+    assert out.dtype == rgb.dtype and out.shape == rgb.shape
+    inside = _inside_any_square(affines, rgb.shape)
+    np.testing.assert_array_equal(out[~inside], rgb[~inside])
+    diff = np.abs(out.astype(int) - rgb)
+    assert diff[inside].mean() < 1.5 and diff.max() < 64
+    # 16-bit images keep their depth and the same geometry
+    out16 = paste_faces(rgb.astype(np.uint16) * 257, crops, affines)
+    assert out16.dtype == np.uint16
+    assert np.abs(out16 / 257 - out).max() <= 1.01
+
+
+@needs_data
+@pytest.mark.parametrize("name", ["group-of-eight.jpg", "old-portrait-01.jpg"])  # the latter: crops overhang
+def test_square_paste_matches_facexlib(detector, name):
+    rgb = read_image(PHOTOS / name).rgb
+    faces = detector.detect(rgb)
+    bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+    helper = facexlib_helper(bgr, [f.landmarks for f in faces])
+    restored = [np.clip(c.astype(np.float32) * 1.1 + 5, 0, 255).astype(np.uint8) for c in helper.cropped_faces]
+    helper.restored_faces = restored
+    reference = helper.paste_faces_to_input_image()[:, :, ::-1]
+    ours = paste_faces(rgb, [crop_to_unit_float(r[:, :, ::-1]) for r in restored], helper.affine_matrices)
+    # facexlib truncates to uint8 where this module rounds: at most one level apart
+    assert np.abs(ours.astype(int) - reference).max() <= 1
+
+
+class FixedParse(nn.Module):
+    """Stands in for ParseNet: always returns the logits of one label map."""
+
+    def __init__(self, labels: np.ndarray):
+        super().__init__()
+        onehot = np.eye(19, dtype=np.float32)[labels].transpose(2, 0, 1)
+        self.register_buffer("logits", torch.from_numpy(onehot)[None])
+        self.seen: torch.Tensor | None = None
+
+    def forward(self, x):
+        self.seen = x
+        return self.logits.expand(x.shape[0], -1, -1, -1), x
+
+
+def face_labels(size=512) -> np.ndarray:
+    labels = np.zeros((size, size), np.int64)  # background
+    labels[120:420, 110:400] = 1  # skin
+    labels[200:240, 160:220] = 4  # an eye
+    labels[60:130, 100:410] = 17  # hair
+    labels[420:512, 150:360] = 14  # neck
+    return labels
+
+
+@needs_data
+def test_parse_paste_matches_facexlib(group):
+    rgb, faces = group
+    bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+    helper = facexlib_helper(bgr, [f.landmarks for f in faces[:3]])
+    restored = [np.clip(c.astype(np.float32) * 0.9, 0, 255).astype(np.uint8) for c in helper.cropped_faces]
+    helper.restored_faces, helper.use_parse = restored, True
+    helper.face_parse = FixedParse(face_labels())
+    reference = helper.paste_faces_to_input_image()[:, :, ::-1]
+    mask = parse_soft_mask(face_labels())
+    ours = paste_faces(rgb, [crop_to_unit_float(r[:, :, ::-1]) for r in restored], helper.affine_matrices,
+                       [mask] * 3)
+    diff = np.abs(ours.astype(int) - reference)
+    assert diff.max() <= 2 and diff.mean() < 0.5  # facexlib warps the face in uint8 and truncates
+
+
+@needs_data
+def test_clip_to_square_with_full_parse_mask_is_square_paste(group):
+    rgb, faces = group
+    affines = [estimate_affine(f.landmarks) for f in faces[:2]]
+    crops = [np.full((512, 512, 3), 0.6, np.float32)] * 2
+    ones = [np.ones((512, 512), np.float32)] * 2
+    square = paste_faces(rgb, crops, affines).astype(int)
+    clipped = paste_faces(rgb, crops, affines, ones, clip_to_square=True)
+    assert np.abs(clipped - square).max() <= 1  # bilinear-warped ones are 1 - 1e-7 in places
+    assert np.abs(paste_faces(rgb, crops, affines, ones) - square).max() > 10
+
+
+def test_square_soft_mask_shape():
+    inverse = np.array([[0.5, 0, 100], [0, 0.5, 50]])  # 512 crop → 256 px square at (100, 50)
+    soft, eroded = square_soft_mask(inverse, (500, 400))
+    assert soft.shape == eroded.shape == (400, 500) and soft.dtype == np.float32
+    assert soft.min() >= 0 and soft.max() <= 1 + 1e-6
+    assert soft[178, 228] == pytest.approx(1.0)  # centre of the pasted square
+    assert soft[:50].max() == 0 and soft[:, :100].max() == 0 and soft[307:].max() == 0
+    assert eroded[60, 110] == 1 and eroded[50, 100] == 0  # 2 px erosion at the square's edge
+    row = soft[178, 100:229]
+    assert np.all(np.diff(row) >= -1e-6) and row[0] == 0  # rises from the edge to the centre
+    w_edge = int(float(eroded.sum()) ** 0.5) // 20
+    assert soft[178, 100 + 2 * w_edge] > 0.5 and soft[178, 100 + 3] < 0.1
+
+
+def test_tiny_face_square_mask_like_facexlib():
+    inverse = np.array([[0.02, 0, 10], [0, 0.02, 10]])  # ~10 px face: zero-sized kernel branch
+    soft, _ = square_soft_mask(inverse, (40, 40))
+    assert soft.shape == (40, 40) and soft.max() <= 1
+
+
+def test_parse_soft_mask_from_labels_and_logits():
+    labels = face_labels()
+    mask = parse_soft_mask(labels)
+    assert mask.shape == (512, 512) and mask.dtype == np.float32
+    assert mask[220, 190] == pytest.approx(1.0, abs=0.02)  # eye centre
+    assert mask[300, 250] > 0.95  # skin
+    assert mask[62, 250] < 0.05  # hair
+    assert mask[505, 250] == 0 and mask[:10].max() == 0 and mask[:, -10:].max() == 0  # 10 px border
+    logits = torch.from_numpy(np.eye(19, dtype=np.float32)[labels].transpose(2, 0, 1))
+    np.testing.assert_array_equal(parse_soft_mask(logits), mask)
+    assert [i for i, v in enumerate(MASK_COLORMAP) if v == 0] == [0, 14, 16, 17, 18]
+
+
+def test_run_parsenet_feeds_normalised_rgb():
+    net = FixedParse(face_labels())
+    crops = torch.zeros(2, 3, 512, 512)
+    crops[:, 0] = 1.0  # pure red
+    labels = run_parsenet(net, crops)
+    assert labels.shape == (2, 512, 512)
+    np.testing.assert_array_equal(labels[1], face_labels())
+    assert net.seen[:, 0].min() == 1 and net.seen[:, 1].max() == -1 and net.seen[:, 2].max() == -1
+    as_arrays = parse_masks(net, [c.permute(1, 2, 0).numpy() for c in crops], "cpu")
+    assert len(as_arrays) == 2 and np.array_equal(as_arrays[0], parse_soft_mask(face_labels()))
+    assert parse_masks(net, []) == []
+
+
+def test_builders():
+    parsenet = build_parsenet({})
+    assert parsenet.out_mask_conv.conv2d.out_channels == 19 and not parsenet.training
+    with pytest.raises(ValueError, match="unknown RetinaFace network"):
+        build_retinaface({"network": "resnet18"})
