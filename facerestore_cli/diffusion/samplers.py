@@ -61,6 +61,8 @@ def ddim_loop(
     """Run DDIM from x (already noised to the level before timesteps[0]) down through `timesteps`
     (descending original timesteps; one model evaluation each). ᾱ_prev of the last step is 1.
     Fresh noise z comes from each face's own generator, so results do not depend on batch composition."""
+    # channels-last convolutions fold the batch into GEMM rows, making a face's result depend on its batch position
+    x = x.contiguous()
     for i, t in enumerate(timesteps):
         t_batch = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
         abar_t = extract(abar, t, x)

@@ -1,0 +1,189 @@
+"""Command line: a thin Typer layer over the pipeline. Heavy modules (torch, cv2) are imported inside commands."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from facerestore_cli.errors import EXIT_USAGE, FacerestoreError, UsageError
+
+EXIT_CODES = """Exit codes: 0 all done (or already done) · 1 some files failed · 2 usage error · 3 no inputs matched ·
+4 weights missing/corrupt or needed while offline · 5 requested device unavailable · 75 output folder locked ·
+130/143 interrupted."""
+
+app = typer.Typer(
+    name="facerestore",
+    help="Restore faces in photos with diffusion-based blind face restoration (DifFace, DR2, ...).\n\n"
+    "Example: facerestore run ./photos -o ./restored --method difface --steps 100",
+    epilog=EXIT_CODES,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+KNOB_FLAGS = {"steps": "--steps", "eta": "--eta", "start_t": "--start-t", "seed": "--seed"}
+
+
+def _stderr():
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+def _load_preset(method: str, preset_file: Optional[Path]):
+    from facerestore_cli import presets
+
+    return presets.load_file(preset_file) if preset_file else presets.load_builtin(method)
+
+
+def merge_knobs(preset, given: dict) -> dict:
+    """The preset's defaults overridden by the knobs given on the command line; a knob the preset does not use is a
+    usage error rather than being silently ignored."""
+    params = dict(preset.parameters)
+    for name, value in given.items():
+        if value is None:
+            continue
+        if name not in preset.parameters:
+            takes = ", ".join(KNOB_FLAGS.get(k, "--" + k.replace("_", "-")) for k in preset.parameters) or "no knobs"
+            raise UsageError(f"{KNOB_FLAGS[name]} is not used by method '{preset.name}'", hint=f"it takes: {takes}")
+        params[name] = value
+    return params
+
+
+@app.command(epilog=EXIT_CODES)
+def run(
+    inputs: Optional[List[Path]] = typer.Argument(None, help="Image files and/or folders.", show_default=False),
+    output: Path = typer.Option(..., "-o", "--output", help="Output folder; mirrors the input tree.", show_default=False),
+    recursive: bool = typer.Option(False, "-r", "--recursive", help="Descend into sub-folders."),
+    files_from: Optional[str] = typer.Option(None, "--files-from", metavar="FILE|-", help="Read input paths from FILE (one per line), '-' for stdin."),
+    method: str = typer.Option("difface", "-m", "--method", help="Method preset name (see `facerestore methods`)."),
+    preset_file: Optional[Path] = typer.Option(None, "--preset", metavar="FILE.yaml", help="Use a preset file instead of --method."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Network evaluations of the diffusion loop [preset default]."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed; each face gets its own stream [preset default]."),
+    eta: Optional[float] = typer.Option(None, "--eta", help="DDIM η (0 = deterministic) [preset default]."),
+    start_t: Optional[int] = typer.Option(None, "--start-t", help="DifFace start timestep N: higher = more realism, less fidelity [400]."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Faces per forward [device-aware default]."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N"),
+    precision: str = typer.Option("auto", "--precision", help="auto | fp32 | fp16 | bf16 (auto: fp32 on CPU, bf16/fp16 on GPU)."),
+    detector: str = typer.Option("retinaface_resnet50", "--detector", help="retinaface_resnet50 | retinaface_mobile0.25"),
+    aligned: bool = typer.Option(False, "--aligned", help="Inputs are already aligned face crops (no detection, no paste-back)."),
+    save_faces: bool = typer.Option(False, "--save-faces", help="Also write restored face crops under OUT/_faces/."),
+    save_compare: bool = typer.Option(False, "--save-compare", help="Also write input|restored sheets under OUT/_compare/."),
+    report: Optional[Path] = typer.Option(None, "--report", metavar="FILE.jsonl", help="Write one JSON line per photo and a summary."),
+    min_face: int = typer.Option(20, "--min-face", min=1, help="Skip faces whose box is smaller than this many pixels."),
+    offline: bool = typer.Option(False, "--offline", help="Never touch the network (also FACERESTORE_OFFLINE=1)."),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress output (errors still go to stderr)."),
+    verbose: bool = typer.Option(False, "-v", "--verbose", help="One line per photo on stderr."),
+) -> int:
+    """Restore every face in the given photos and write the results to OUT.
+
+    Example: facerestore run ./photos -o ./restored --method difface --steps 100
+    """
+    from facerestore_cli.discover import discover, read_list
+    from facerestore_cli.pipeline import DETECTOR_WEIGHTS, RunOptions
+    from facerestore_cli.pipeline import run as run_pipeline
+    from facerestore_cli.progress import Progress
+
+    if quiet and verbose:
+        raise UsageError("-q and -v contradict each other")
+    if detector not in DETECTOR_WEIGHTS:
+        raise UsageError(f"unknown detector '{detector}'", hint=f"choose one of: {', '.join(DETECTOR_WEIGHTS)}")
+    if aligned and (detector != "retinaface_resnet50" or min_face != 20):
+        raise UsageError("--detector/--min-face do not apply with --aligned (no detection is done)")
+    preset = _load_preset(method, preset_file)
+    params = merge_knobs(preset, {"steps": steps, "eta": eta, "start_t": start_t, "seed": seed})
+    paths = list(inputs or [])
+    if files_from is not None:
+        paths += [Path(p) for p in read_list(files_from)]
+    if not paths:
+        raise UsageError("no inputs given", hint="pass image files or folders, or --files-from FILE")
+    found = discover(paths, output, recursive=recursive)
+    opts = RunOptions(
+        inputs=paths, output=output, preset=preset, params=params, recursive=recursive, batch_size=batch_size,
+        device=device, precision=precision, detector=detector, aligned=aligned, save_faces=save_faces,
+        save_compare=save_compare, report=report, min_face=min_face,
+        offline=offline or os.environ.get("FACERESTORE_OFFLINE", "").lower() in ("1", "true", "yes"),
+    )
+    console = _stderr()
+    progress = Progress(console, "plain" if verbose else Progress.choose_mode(quiet), interval=0.0 if verbose else 10.0)
+    summary = run_pipeline(opts, progress, found.jobs)
+    summary.skipped_hidden, summary.skipped_not_image = found.skipped_hidden, found.skipped_not_image
+    if not quiet:
+        skipped = found.skipped_hidden + found.skipped_not_image
+        console.print(f"done: {summary.restored} restored, {summary.no_face} without faces (copied), "
+                      f"{summary.failed} failed, {summary.faces} faces in {summary.seconds:.1f}s"
+                      + (f"; {skipped} non-image/hidden files skipped" if skipped else ""))
+    return 1 if summary.failed else 0
+
+
+@app.command()
+def methods() -> int:
+    """List method presets, their components and weights, and whether the weights are present locally."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from facerestore_cli import presets
+    from facerestore_cli.weights.store import WeightStore
+
+    store = WeightStore()
+    table = Table(title="facerestore methods")
+    for col in ("method", "title", "components (weights)", "defaults"):
+        table.add_column(col)
+    for name in presets.builtin_names():
+        p = presets.load_builtin(name)
+        provenance = p.raw.get("provenance", {})
+        parts = [f"{role}: {c['weights']} [{'present' if store.is_present(c['weights']) else 'missing'}]"
+                 + (f" — {provenance[role]}" if role in provenance else "") for role, c in p.components.items()]
+        defaults = ", ".join(f"{k}={v}" for k, v in p.parameters.items())
+        table.add_row(p.name, p.title, "\n".join(parts), defaults)
+    Console().print(table)
+    return 0
+
+
+@app.command()
+def doctor() -> int:
+    """Check python, torch, CUDA, the weights cache and which weights are present."""
+    from facerestore_cli.doctor import report
+
+    return report(_stderr())
+
+
+def _register_weights() -> None:
+    from facerestore_cli.cli_weights import weights_app
+
+    app.add_typer(weights_app, name="weights", help="List, fetch, verify and import model weights.")
+
+
+_register_weights()
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    args = [a for a in args if a != "--debug"]
+    try:
+        rv = app(args=args, prog_name="facerestore", standalone_mode=False)
+    except FacerestoreError as exc:
+        if debug:
+            raise
+        console = _stderr()
+        console.print(f"[red]error:[/red] {exc.message}", markup=True, highlight=False, soft_wrap=True)
+        if exc.hint:
+            console.print(f"hint: {exc.hint}", markup=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except typer.TyperException as exc:  # typer's vendored click: bad options, missing arguments
+        exc.show() if hasattr(exc, "show") else _stderr().print(f"error: {exc.format_message()}", markup=False)
+        sys.exit(getattr(exc, "exit_code", EXIT_USAGE) or EXIT_USAGE)
+    except (typer.Abort, KeyboardInterrupt):
+        sys.exit(130)
+    except Exception as exc:  # an unexpected bug: one line, traceback with --debug
+        if debug:
+            raise
+        _stderr().print(f"[red]error:[/red] internal error: {type(exc).__name__}: {exc}", markup=True, soft_wrap=True)
+        _stderr().print("hint: rerun with --debug for the traceback and report it", markup=False)
+        sys.exit(1)
+    sys.exit(rv if isinstance(rv, int) else 0)

@@ -1,0 +1,111 @@
+"""Input discovery: files and folders → jobs (source, relative path, mirrored destination)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from facerestore_cli.errors import UsageError
+
+MAGIC = (
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"BM", "BMP"),
+)
+
+
+def sniff_image(path: Path) -> str | None:
+    """The image format from the file's first bytes (content, not extension), or None."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+    except OSError:
+        return None
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    for magic, fmt in MAGIC:
+        if head.startswith(magic):
+            return fmt
+    return None
+
+
+@dataclass(frozen=True)
+class Job:
+    src: Path
+    rel: str  # POSIX-style path relative to its input root; also the identity used for seeding
+    dest: Path
+
+
+@dataclass
+class Discovery:
+    jobs: list[Job] = field(default_factory=list)
+    skipped_hidden: int = 0
+    skipped_not_image: int = 0
+
+
+def _walk(root: Path, recursive: bool, exclude: Path | None):
+    if not recursive:
+        for entry in sorted(root.iterdir()):
+            yield entry
+        return
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        dirnames[:] = sorted(d for d in dirnames if exclude is None or (here / d).resolve() != exclude)
+        for name in sorted(filenames):
+            yield here / name
+
+
+def read_list(source: str, null_separated: bool = False) -> list[str]:
+    """Paths from --files-from: a file, or '-' for standard input; one per line (or NUL-separated)."""
+    try:
+        data = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read --files-from {source}: {exc.strerror}") from None
+    sep = b"\0" if null_separated else b"\n"
+    items = [p.decode("utf-8", "surrogateescape").rstrip("\r") if not null_separated else p.decode("utf-8", "surrogateescape")
+             for p in data.split(sep)]
+    return [p for p in items if p]
+
+
+def discover(inputs: list[Path], output: Path, recursive: bool = False) -> Discovery:
+    """Expand files and folders into jobs. Files named explicitly are always taken (a bad one fails later with its
+    reason); inside folders, hidden entries and non-images (by content) are skipped and counted."""
+    found = Discovery()
+    out_resolved = output.resolve()
+    dir_inputs = [p for p in inputs if p.is_dir()]
+    for item in inputs:
+        if not item.exists():
+            raise UsageError(f"input not found: {item}")
+        if item.is_dir():
+            prefix = item.resolve().name + "/" if len(dir_inputs) > 1 else ""
+            for path in _walk(item, recursive, out_resolved):
+                rel_parts = path.relative_to(item).parts
+                if any(part.startswith(".") for part in rel_parts):
+                    found.skipped_hidden += 1
+                    continue
+                if not path.is_file():
+                    continue
+                if path.resolve().is_relative_to(out_resolved):
+                    continue
+                if sniff_image(path) is None:
+                    found.skipped_not_image += 1
+                    continue
+                rel = prefix + "/".join(rel_parts)
+                found.jobs.append(Job(path, rel, output / rel))
+        else:
+            found.jobs.append(Job(item, item.name, output / item.name))
+    seen: dict[Path, Path] = {}
+    for job in found.jobs:
+        if job.dest in seen:
+            raise UsageError(f"two inputs would write the same output {job.dest}: {seen[job.dest]} and {job.src}",
+                             hint="pass them in separate runs or with different output folders")
+        seen[job.dest] = job.src
+        if job.dest.resolve() == job.src.resolve():
+            raise UsageError(f"output {job.dest} would overwrite its input", hint="choose another -o folder")
+    return found

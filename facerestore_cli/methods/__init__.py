@@ -1,0 +1,22 @@
+"""Method presets as compositions of shared parts. `build_method` is the only entry point the pipeline uses."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from facerestore_cli.errors import UsageError
+
+METHOD_MODULES = {
+    "difface": "facerestore_cli.methods.difface",
+}
+
+
+def build_method(preset, params: dict[str, Any], store, compute):
+    """Build the restorer named by `preset.method`: an object with `face_size`, `weight_ids()` and
+    `restore(faces [B,3,S,S] in [0,1], generators) -> [B,3,S,S] in [0,1]`."""
+    module_name = METHOD_MODULES.get(preset.method)
+    if module_name is None:
+        raise UsageError(f"preset {preset.source}: unknown method '{preset.method}'",
+                         hint=f"known methods: {', '.join(sorted(METHOD_MODULES))}")
+    return importlib.import_module(module_name).build(preset, params, store, compute)

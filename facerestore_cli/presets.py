@@ -1,0 +1,82 @@
+"""Method presets: YAML files declaring a method's components, weights and default parameters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from facerestore_cli.errors import UsageError
+
+REQUIRED = ("name", "method", "components", "parameters")
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    method: str
+    title: str
+    components: dict[str, dict[str, Any]]
+    parameters: dict[str, Any]
+    face_size: int = 512
+    schedule: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def weight_ids(self) -> list[str]:
+        return [c["weights"] for c in self.components.values() if c.get("weights")]
+
+
+def _parse(data: Any, source: str) -> Preset:
+
+    if not isinstance(data, dict):
+        raise UsageError(f"preset {source} is not a YAML mapping")
+    missing = [k for k in REQUIRED if k not in data]
+    if missing:
+        raise UsageError(f"preset {source} lacks {', '.join(missing)}")
+    for name, comp in data["components"].items():
+        if not isinstance(comp, dict) or "weights" not in comp:
+            raise UsageError(f"preset {source}: component '{name}' must name its weights")
+    return Preset(
+        name=str(data["name"]),
+        method=str(data["method"]),
+        title=str(data.get("title", data["name"])),
+        components=dict(data["components"]),
+        parameters=dict(data["parameters"]),
+        face_size=int(data.get("face_size", 512)),
+        schedule=dict(data.get("schedule", {})),
+        source=source,
+        raw=data,
+    )
+
+
+def _load_text(text: str, source: str) -> Preset:
+    import yaml
+
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise UsageError(f"preset {source} is not valid YAML: {exc}") from None
+    return _parse(data, source)
+
+
+def builtin_names() -> list[str]:
+    root = resources.files("facerestore_cli.builtin_presets")
+    return sorted(p.name[: -len(".yaml")] for p in root.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_builtin(name: str) -> Preset:
+    names = builtin_names()
+    if name not in names:
+        raise UsageError(f"unknown method '{name}'", hint=f"choose one of: {', '.join(names)} (or --preset FILE.yaml)")
+    text = resources.files("facerestore_cli.builtin_presets").joinpath(f"{name}.yaml").read_text(encoding="utf-8")
+    return _load_text(text, f"{name}.yaml")
+
+
+def load_file(path: Path) -> Preset:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot read preset {path}: {exc.strerror}") from None
+    return _load_text(text, str(path))

@@ -1,0 +1,58 @@
+"""Extra outputs: restored face crops (--save-faces) and before/after sheets (--save-compare)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from facerestore_cli.pixels import from_float, to_uint8
+
+SHEET_MAX_SIDE = 2048
+BOX_COLOR = (0, 255, 0)  # BGR
+
+
+def _encode(bgr: np.ndarray, ext: str, params: list[int]) -> bytes:
+    import cv2
+
+    ok, buf = cv2.imencode(ext, bgr, params)
+    if not ok:
+        raise OSError(f"could not encode {ext} image")
+    return buf.tobytes()
+
+
+def save_face_crop(restored: np.ndarray, path: Path) -> None:
+    """A restored aligned crop (HxWx3 float [0, 1]) as an 8-bit PNG, written atomically."""
+    from facerestore_cli.imageio import atomic_write_bytes
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    bgr = from_float(restored, np.uint8)[..., ::-1]
+    atomic_write_bytes(path, _encode(np.ascontiguousarray(bgr), ".png", []))
+
+
+def compare_sheet(before: np.ndarray, after: np.ndarray, boxes) -> np.ndarray:
+    """input | restored, side by side, every restored face boxed on both halves; BGR uint8."""
+    import cv2
+
+    halves = []
+    thickness = max(2, round(max(before.shape[:2]) / 400))
+    for rgb in (before, after):
+        bgr = np.ascontiguousarray(to_uint8(rgb)[..., ::-1])
+        for x1, y1, x2, y2 in boxes:
+            cv2.rectangle(bgr, (int(x1), int(y1)), (int(x2), int(y2)), BOX_COLOR, thickness)
+        halves.append(bgr)
+    sheet = np.concatenate(halves, axis=1)
+    scale = SHEET_MAX_SIDE / max(sheet.shape[:2])
+    if scale < 1:
+        sheet = cv2.resize(sheet, (round(sheet.shape[1] * scale), round(sheet.shape[0] * scale)), interpolation=cv2.INTER_AREA)
+    return sheet
+
+
+def save_compare_sheet(before: np.ndarray, after: np.ndarray, boxes, path: Path) -> None:
+    import cv2
+
+    from facerestore_cli.imageio import atomic_write_bytes
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet = compare_sheet(before, after, boxes)
+    atomic_write_bytes(path, _encode(sheet, ".jpg", [cv2.IMWRITE_JPEG_QUALITY, 90]))

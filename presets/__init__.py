@@ -1,0 +1,1 @@
+"""Method presets (YAML data), installed as the package `facerestore_cli.presets`."""

@@ -1,0 +1,87 @@
+"""Shared fixtures: ../shared data, and a FACERESTORE_HOME holding the real RetinaFace mobile0.25 file plus tiny
+random DifFace networks written exactly in the official checkpoint layouts (module. prefixes, SwinIR nested under
+"state_dict"), so every test goes through the real weights code."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("FACERESTORE_SHARED", REPO.parent / "shared"))
+PHOTOS = SHARED / "data" / "photos"
+ALIGNED_LQ = SHARED / "data" / "aligned-lq"
+RETINA_MOBILE = SHARED / "weights" / "detection_mobilenet0.25_Final.pth"
+
+sys.path.insert(0, str(Path(__file__).parent))
+from tiny_configs import TINY_SWINIR, TINY_UNET_DIFFACE  # noqa: E402
+
+TINY_FACE_SIZE = 128
+TINY_UNET_AT_128 = {**TINY_UNET_DIFFACE, "image_size": TINY_FACE_SIZE, "attention_sizes": [32]}
+TINY_SWINIR_AT_128 = {**TINY_SWINIR, "img_size": TINY_FACE_SIZE // 8}
+
+
+def require_shared():
+    if not RETINA_MOBILE.exists():
+        pytest.skip(f"../shared not found at {SHARED} (set FACERESTORE_SHARED)")
+
+
+def randomize(model, seed: int):
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+    return model
+
+
+def write_official_layout(model, path: Path, nested_key: str | None, prefix: str = "module.") -> None:
+    import torch
+
+    sd = {prefix + k: v for k, v in model.state_dict().items()}
+    torch.save({nested_key: sd} if nested_key else sd, path)
+
+
+def make_tiny_weights(weights_dir: Path) -> None:
+    from facerestore_cli.archs import build_arch
+
+    weights_dir.mkdir(parents=True, exist_ok=True)
+    unet = randomize(build_arch("unet", TINY_UNET_AT_128), 1)
+    swinir = randomize(build_arch("swinir_difface", TINY_SWINIR_AT_128), 2)
+    write_official_layout(unet, weights_dir / "iddpm_ffhq512_ema500000.pth", None)
+    write_official_layout(swinir, weights_dir / "swinir_restoration512_L1.pth", "state_dict")
+
+
+def write_tiny_preset(path: Path) -> Path:
+    data = yaml.safe_load((REPO / "presets" / "difface.yaml").read_text())
+    data["name"] = "difface-tiny"
+    data["face_size"] = TINY_FACE_SIZE
+    data["components"]["estimator"]["config"] = TINY_SWINIR_AT_128
+    data["components"]["prior"]["config"] = TINY_UNET_AT_128
+    data["parameters"]["steps"] = 3
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_home(tmp_path_factory) -> Path:
+    require_shared()
+    home = tmp_path_factory.mktemp("facerestore-home")
+    make_tiny_weights(home / "weights")
+    shutil.copy(RETINA_MOBILE, home / "weights" / RETINA_MOBILE.name)
+    write_tiny_preset(home / "difface-tiny.yaml")
+    return home
+
+
+@pytest.fixture
+def tiny_env(tiny_home, monkeypatch) -> Path:
+    """FACERESTORE_HOME = the tiny home, offline. Yields the tiny preset path."""
+    monkeypatch.setenv("FACERESTORE_HOME", str(tiny_home))
+    monkeypatch.setenv("FACERESTORE_OFFLINE", "1")
+    return tiny_home / "difface-tiny.yaml"

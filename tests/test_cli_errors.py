@@ -1,0 +1,117 @@
+"""The CLI's contract with people and scripts: exit codes, one-line errors with hints, fast --help without torch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import yaml
+from PIL import Image
+
+from cli_helpers import run_cli
+from conftest import PHOTOS, REPO
+
+
+def test_help_does_not_import_torch():
+    code = (
+        "import sys\n"
+        "from facerestore_cli.cli import main\n"
+        "for argv in (['--help'], ['run', '--help'], ['weights', '--help']):\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit as e:\n"
+        "        assert e.code == 0, (argv, e.code)\n"
+        "heavy = [m for m in ('torch', 'cv2', 'numpy', 'facexlib', 'basicsr') if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert "HEAVY []" in res.stdout
+    assert "--steps" in res.stdout and "Exit codes" in res.stdout
+
+
+def test_console_script_and_module_entry_points():
+    exe = REPO / ".venv" / "bin" / "facerestore"
+    cmds = [[sys.executable, "-m", "facerestore_cli", "--help"]]
+    if exe.exists():
+        cmds.append([str(exe), "--help"])
+    for cmd in cmds:
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0 and "run" in res.stdout, res.stderr
+
+
+def test_missing_weights_exit_4_with_import_hint(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FACERESTORE_HOME", str(tmp_path / "empty-home"))
+    monkeypatch.setenv("FACERESTORE_OFFLINE", "1")
+    code, out, err = run_cli(capsys, "run", PHOTOS / "old-portrait-01.jpg", "-o", tmp_path / "out")
+    assert code == 4
+    assert out == ""
+    for needle in ("iddpm_ffhq512_ema500000.pth", "swinir_restoration512_L1.pth", "detection_Resnet50_Final.pth",
+                   "https://github.com/zsyOAOA/DifFace/releases/download/V1.0/iddpm_ffhq512_ema500000.pth",
+                   "facerestore weights import"):
+        assert needle in err, needle
+    assert not (tmp_path / "out" / "old-portrait-01.jpg").exists()
+
+
+def test_knob_not_used_by_method_is_usage_error(tiny_env, tmp_path, capsys):
+    data = yaml.safe_load(tiny_env.read_text())
+    del data["parameters"]["eta"]
+    preset = tmp_path / "no-eta.yaml"
+    preset.write_text(yaml.safe_dump(data))
+    code, _out, err = run_cli(capsys, "run", PHOTOS / "old-portrait-01.jpg", "-o", tmp_path / "o", "--preset", preset, "--eta", "0.1")
+    assert code == 2
+    assert "--eta is not used by method" in err and "--steps" in err
+
+
+def test_bad_steps_is_usage_error(tiny_env, tmp_path, capsys):
+    code, _out, err = run_cli(capsys, "run", PHOTOS / "old-portrait-01.jpg", "-o", tmp_path / "o", "--preset", tiny_env,
+                              "--detector", "retinaface_mobile0.25", "--steps", "401")
+    assert code == 2 and "--steps" in err
+
+
+def test_unknown_method_is_usage_error(tmp_path, capsys):
+    code, _out, err = run_cli(capsys, "run", PHOTOS, "-o", tmp_path / "o", "--method", "nope")
+    assert code == 2 and "unknown method 'nope'" in err and "difface" in err
+
+
+def test_no_inputs_exit_3(tiny_env, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("not an image")
+    code, _out, err = run_cli(capsys, "run", empty, "-o", tmp_path / "o", "--preset", tiny_env)
+    assert code == 3 and "no input images" in err
+
+
+def test_missing_input_path_is_usage_error(tmp_path, capsys):
+    code, _out, err = run_cli(capsys, "run", tmp_path / "nope.jpg", "-o", tmp_path / "o")
+    assert code == 2 and "nope.jpg" in err
+
+
+def test_unavailable_device_exit_5(tiny_env, tmp_path, capsys):
+    code, _out, err = run_cli(capsys, "run", PHOTOS / "old-portrait-01.jpg", "-o", tmp_path / "o", "--preset", tiny_env,
+                              "--device", "cuda:7")
+    assert code == 5 and "cuda:7" in err
+
+
+def test_bad_file_fails_alone_and_exit_1(tiny_env, tmp_path, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\0" * 20)
+    Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(src / "ok.png")
+    code, _out, err = run_cli(capsys, "run", src, "-o", tmp_path / "out", "--preset", tiny_env,
+                              "--detector", "retinaface_mobile0.25", "-q")
+    assert code == 1
+    assert "broken.jpg" in err
+    assert (tmp_path / "out" / "ok.png").exists() and not (tmp_path / "out" / "broken.jpg").exists()
+
+
+def test_unexpected_error_is_one_line_without_debug(monkeypatch, tmp_path, capsys):
+    import facerestore_cli.pipeline as pipeline
+
+    def boom(*_a, **_k):
+        raise RuntimeError("kaboom")
+
+    monkeypatch.setattr(pipeline, "run", boom)
+    code, _out, err = run_cli(capsys, "run", PHOTOS / "old-portrait-01.jpg", "-o", tmp_path / "o")
+    assert code == 1 and "kaboom" in err and "Traceback" not in err and "--debug" in err
