@@ -12,8 +12,7 @@ import typer
 from facerestore_cli.errors import EXIT_USAGE, FacerestoreError, UsageError
 
 EXIT_CODES = """Exit codes: 0 all done (or already done) · 1 some files failed · 2 usage error · 3 no inputs matched ·
-4 weights missing/corrupt or needed while offline · 5 requested device unavailable · 75 output folder locked ·
-130/143 interrupted."""
+4 weights missing/corrupt or needed while offline · 5 requested device unavailable · 130/143 interrupted."""
 
 app = typer.Typer(
     name="facerestore",
@@ -22,6 +21,7 @@ app = typer.Typer(
     epilog=EXIT_CODES,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -62,11 +62,11 @@ def run(
     files_from: Optional[str] = typer.Option(None, "--files-from", metavar="FILE|-", help="Read input paths from FILE (one per line), '-' for stdin."),
     method: str = typer.Option("difface", "-m", "--method", help="Method preset name (see `facerestore methods`)."),
     preset_file: Optional[Path] = typer.Option(None, "--preset", metavar="FILE.yaml", help="Use a preset file instead of --method."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Network evaluations of the diffusion loop [preset default]."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed; each face gets its own stream [preset default]."),
-    eta: Optional[float] = typer.Option(None, "--eta", help="DDIM η (0 = deterministic) [preset default]."),
-    start_t: Optional[int] = typer.Option(None, "--start-t", help="DifFace start timestep N: higher = more realism, less fidelity [400]."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Faces per forward [device-aware default]."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Network evaluations of the diffusion loop (default: from the preset)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed; each face gets its own stream (default: from the preset)."),
+    eta: Optional[float] = typer.Option(None, "--eta", help="DDIM η (0 = deterministic) (default: from the preset)."),
+    start_t: Optional[int] = typer.Option(None, "--start-t", help="DifFace start timestep N: higher = more realism, less fidelity (default: from the preset, 400 for difface)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Faces per forward (default: 1 on CPU, up to 8 on GPU by free memory)."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N"),
     precision: str = typer.Option("auto", "--precision", help="auto | fp32 | fp16 | bf16 (auto: fp32 on CPU, bf16/fp16 on GPU)."),
     detector: str = typer.Option("retinaface_resnet50", "--detector", help="retinaface_resnet50 | retinaface_mobile0.25"),
