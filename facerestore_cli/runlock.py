@@ -1,0 +1,123 @@
+"""One facerestore run per output folder: an exclusive ``flock`` on ``OUT/.facerestore.lock``.
+
+The lock is the kernel's flock, never the file's existence: the kernel drops it when the holder exits or is
+killed, so there are no stale locks. The file stays in place (deleting it would let two runs lock two
+different files of the same name); while held it names the holder (pid, start time, host) for messages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import socket
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Callable, Iterator
+
+from facerestore_cli.errors import EXIT_LOCKED, FacerestoreError
+
+LOCK_NAME = ".facerestore.lock"
+POLL_SECONDS = 0.2
+_NO_FLOCK = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EINVAL}
+
+
+class LockHeld(FacerestoreError):
+    """Another facerestore run holds the output folder."""
+
+    exit_code = EXIT_LOCKED
+
+
+@contextlib.contextmanager
+def run_lock(out_dir: str | os.PathLike, wait_seconds: float | None = None, *,
+             clock: Callable[[], float] = time.monotonic,
+             sleep: Callable[[float], None] = time.sleep) -> Iterator[Path]:
+    """Hold the output folder's lock for the block (creating the folder); yields the lock file's path.
+
+    Raises LockHeld (exit code 75) when another run holds it, at once or after waiting up to wait_seconds,
+    and FacerestoreError when the folder cannot be written or its filesystem has no flock.
+    """
+    out_dir = Path(out_dir)
+    path = out_dir / LOCK_NAME
+    fd = _open_lock_file(out_dir, path)
+    try:
+        deadline = clock() + (wait_seconds or 0)
+        while not _try_flock(fd, out_dir):
+            remaining = deadline - clock()
+            if remaining <= 0:
+                raise _held_error(out_dir, fd, wait_seconds)
+            sleep(min(POLL_SECONDS, remaining))
+        _write_holder(fd)
+        try:
+            yield path
+        finally:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)  # still locked here, so no other run is reading or writing it
+    finally:
+        os.close(fd)  # closing the only descriptor releases the flock
+
+
+def _open_lock_file(out_dir: Path, path: Path) -> int:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise FacerestoreError(f"cannot write to output folder {out_dir} (creating {path.name}): "
+                               f"{exc.strerror or exc}", hint="choose an output folder you can write to") from None
+
+
+def _try_flock(fd: int, out_dir: Path) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    except OSError as exc:
+        if exc.errno in _NO_FLOCK:
+            raise FacerestoreError(
+                f"cannot lock output folder {out_dir}: its filesystem does not support file locks "
+                f"({exc.strerror or exc})",
+                hint="write the output to a local disk; a run lock keeps two runs from mixing one folder",
+            ) from None
+        raise FacerestoreError(f"cannot lock output folder {out_dir}: {exc.strerror or exc}") from None
+
+
+def _write_holder(fd: int) -> None:
+    started = datetime.now().astimezone().isoformat(timespec="seconds")
+    text = f"pid: {os.getpid()}\nstarted: {started}\nhost: {socket.gethostname()}\n"
+    with contextlib.suppress(OSError):  # the lock holds without the note; a full disk must not stop the run
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, text.encode("utf-8"), 0)
+
+
+def read_holder(fd_or_path: int | str | os.PathLike) -> dict[str, str]:
+    """The holder note of a lock file as {pid, started, host}; {} when empty or unreadable."""
+    try:
+        if isinstance(fd_or_path, int):
+            raw = os.pread(fd_or_path, 4096, 0)
+        else:
+            raw = Path(fd_or_path).read_bytes()[:4096]
+    except OSError:
+        return {}
+    holder = {}
+    for line in raw.decode("utf-8", "replace").splitlines():
+        key, sep, value = line.partition(": ")
+        if sep:
+            holder[key.strip()] = value.strip()
+    return holder
+
+
+def _held_error(out_dir: Path, fd: int, waited: float | None) -> LockHeld:
+    holder = read_holder(fd)
+    details = [f"pid {holder.get('pid', 'unknown')}"]
+    if holder.get("host") and holder["host"] != socket.gethostname():
+        details.append(f"on {holder['host']}")
+    if holder.get("started"):
+        details.append(f"started {holder['started']}")
+    who = f"another facerestore run ({', '.join(details)})"
+    if waited:
+        return LockHeld(f"output folder {out_dir} is still in use by {who} after waiting {waited:g} s",
+                        hint="wait for it, or pass a longer --wait-lock SECONDS")
+    return LockHeld(f"output folder {out_dir} is in use by {who}", hint="wait for it, or pass --wait-lock SECONDS")

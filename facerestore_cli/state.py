@@ -1,0 +1,254 @@
+"""The rerun manifest ``OUT/.facerestore-state.json``: what each input became last time, so reruns skip it.
+
+An input is skipped when its entry says done/no_face, the run signature (method, parameters, weights, tool
+version, output options) is the same, the output file still exists and the input is unchanged. Unchanged
+means same size and mtime_ns (no hashing: a no-op rerun over 10,000 files takes well under a second), or,
+when those differ, the same sha256. As with rsync, an edit that keeps both size and mtime_ns goes unnoticed.
+Failed inputs are skipped unless redo_failed, or unless the input or the signature changed since.
+
+Crash semantics: ``record`` only updates memory and ``maybe_flush`` writes at most every ``flush_interval``
+seconds, atomically (temp file, fsync, rename). A crash therefore loses at most the last few seconds of
+records, and those photos are simply redone next time (their outputs were written atomically too). Call
+``record`` only after the output was renamed into place, so a "done" entry never stands for unfinished work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from facerestore_cli.errors import FacerestoreError
+
+STATE_NAME = ".facerestore-state.json"
+STATE_VERSION = 1
+STATUSES = ("done", "failed", "no_face")
+DEFAULT_FLUSH_INTERVAL = 5.0
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: str  # "skip" | "run"
+    reason: str
+
+
+def run_signature(settings: dict) -> str:
+    """sha256 of the canonical JSON of everything that shapes an output (TypeError/ValueError if not plain JSON)."""
+    canonical = json.dumps(settings, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def fingerprint_of(path: str | os.PathLike, sha256: str | None = None) -> dict:
+    """{size, mtime_ns, sha256} of a file; pass sha256 when the caller already hashed the content."""
+    st = os.stat(path)
+    digest = sha256 or _file_sha256(path)
+    if sha256 is None and _stat_key(os.stat(path)) != _stat_key(st):
+        digest = None  # written to while hashing: record no hash, so the next run redoes it
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
+
+
+def _file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _stat_key(st: os.stat_result) -> tuple[int, int]:
+    return st.st_size, st.st_mtime_ns
+
+
+def _stat_fingerprint(path) -> dict | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": None}
+
+
+class RunState:
+    def __init__(self, out_dir: str | os.PathLike, entries: dict | None = None, warning: str | None = None,
+                 flush_interval: float = DEFAULT_FLUSH_INTERVAL, clock: Callable[[], float] = time.monotonic):
+        self.out_dir = Path(out_dir)
+        self.path = self.out_dir / STATE_NAME
+        self.entries: dict[str, dict] = entries if entries is not None else {}
+        self.warning = warning  # set by load when a bad manifest was moved aside; the caller prints it
+        self.flush_interval = flush_interval
+        self._clock = clock
+        self._last_flush = clock()
+        self._dirty = False
+        self._seen: dict[str, dict] = {}  # job_rel -> input fingerprint when decide said "run"
+
+    @classmethod
+    def load(cls, out_dir: str | os.PathLike, flush_interval: float = DEFAULT_FLUSH_INTERVAL,
+             clock: Callable[[], float] = time.monotonic) -> "RunState":
+        """Read OUT/.facerestore-state.json; missing → empty; corrupt or unknown version → moved aside, empty."""
+        kwargs = {"flush_interval": flush_interval, "clock": clock}
+        path = Path(out_dir) / STATE_NAME
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            return cls(out_dir, **kwargs)
+        except OSError as exc:
+            raise FacerestoreError(f"cannot read the run state {path}: {exc.strerror or exc}",
+                                   hint="check the output folder's permissions") from None
+        try:
+            entries = _parse(raw)
+        except ValueError as exc:
+            aside = _move_aside(path)
+            warning = (f"the run state {path} is unusable ({exc}); moved it to {aside.name} "
+                       f"and starting afresh, so every photo will be processed again")
+            return cls(out_dir, warning=warning, **kwargs)
+        return cls(out_dir, entries, **kwargs)
+
+    def decide(self, job_rel: str, src_path: str | os.PathLike, dest_path: str | os.PathLike, signature: str,
+               force: bool = False, redo_failed: bool = False) -> Decision:
+        seen = _stat_fingerprint(src_path)
+        entry = self.entries.get(job_rel)
+        if force or entry is None or entry["signature"] != signature:
+            reason = "forced" if force else "new" if entry is None else "method or parameters changed"
+            return self._run(job_rel, seen, reason)
+        if not self._same_content(entry, src_path, seen):
+            return self._run(job_rel, seen, "input changed")
+        if entry["status"] == "failed":
+            if redo_failed:
+                return self._run(job_rel, seen, "previous run failed")
+            return Decision("skip", "failed last run (use --redo-failed)")
+        if not os.path.exists(dest_path):
+            return self._run(job_rel, seen, "output missing")
+        return Decision("skip", "unchanged since last run")
+
+    def _run(self, job_rel: str, seen: dict | None, reason: str) -> Decision:
+        if seen is not None:
+            self._seen[job_rel] = seen  # record() compares against it to catch edits made while processing
+        return Decision("run", reason)
+
+    def _same_content(self, entry: dict, src_path, seen: dict | None) -> bool:
+        """Fills seen["sha256"]; hashes only when size matches but mtime_ns does not."""
+        recorded = entry["fingerprint"]
+        if seen is None or not recorded["sha256"]:
+            return False  # vanished or unreadable (the run reports it), or no trustworthy hash recorded
+        if (seen["size"], seen["mtime_ns"]) == (recorded["size"], recorded["mtime_ns"]):
+            seen["sha256"] = recorded["sha256"]
+            return True
+        if seen["size"] != recorded["size"]:
+            return False
+        try:
+            seen["sha256"] = _file_sha256(src_path)
+        except OSError:
+            return False
+        if seen["sha256"] != recorded["sha256"]:
+            return False
+        entry["fingerprint"] = dict(seen)  # touched, same bytes: the next run takes the fast path again
+        self._dirty = True
+        return True
+
+    def record(self, job_rel: str, src_path: str | os.PathLike, dest_path: str | os.PathLike | None,
+               status: str, reason: str | None, signature: str, fingerprint: dict | None = None) -> None:
+        """Remember the outcome of one input (in memory; see maybe_flush / flush). dest_path None: no output."""
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, not {status!r}")
+        seen = self._seen.pop(job_rel, None)
+        if fingerprint is None:
+            try:
+                fingerprint = self._fingerprint_after_run(src_path, seen)
+            except OSError:
+                self.entries.pop(job_rel, None)  # input gone: no entry, so it counts as new if it comes back
+                self._dirty = True
+                return
+        self.entries[job_rel] = {
+            "fingerprint": fingerprint,
+            "output": None if dest_path is None else self._output_rel(dest_path),
+            "status": status,
+            "reason": reason,
+            "signature": signature,
+            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        self._dirty = True
+
+    @staticmethod
+    def _fingerprint_after_run(src_path, seen: dict | None) -> dict:
+        current = os.stat(src_path)
+        if seen is not None and seen["sha256"] and _stat_key(current) == (seen["size"], seen["mtime_ns"]):
+            return seen
+        fingerprint = fingerprint_of(src_path)
+        if seen is not None and (fingerprint["size"], fingerprint["mtime_ns"]) != (seen["size"], seen["mtime_ns"]):
+            fingerprint["sha256"] = None  # edited while being processed: the output may be of the old bytes
+        return fingerprint
+
+    def _output_rel(self, dest_path) -> str:
+        dest = Path(os.path.abspath(dest_path))
+        try:
+            return dest.relative_to(os.path.abspath(self.out_dir)).as_posix()
+        except ValueError:
+            return str(dest)
+
+    def maybe_flush(self) -> bool:
+        """Flush when flush_interval seconds passed since the last flush; call after every photo."""
+        if self._dirty and self._clock() - self._last_flush >= self.flush_interval:
+            return self.flush()
+        return False
+
+    def flush(self) -> bool:
+        """Write the manifest atomically if anything changed; call at the end of a run and on signals."""
+        if not self._dirty:
+            return False
+        from facerestore_cli.imageio import atomic_open  # imageio pulls in cv2 and PIL; keep `import state` light
+
+        document = {"version": STATE_VERSION, "tool": "facerestore", "entries": self.entries}
+        try:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            with atomic_open(self.path, "w") as handle:
+                json.dump(document, handle, ensure_ascii=False, sort_keys=True, indent=1)
+        except OSError as exc:
+            raise FacerestoreError(f"cannot write the run state {self.path}: {exc.strerror or exc}",
+                                   hint="check free space and permissions of the output folder") from None
+        self._dirty = False
+        self._last_flush = self._clock()
+        return True
+
+
+def _parse(raw: bytes) -> dict[str, dict]:
+    """The entries of a manifest; ValueError saying what is wrong otherwise."""
+    try:
+        document = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"not valid JSON: {exc}") from None
+    if not isinstance(document, dict) or document.get("tool") != "facerestore":
+        raise ValueError("not a facerestore state file")
+    if document.get("version") != STATE_VERSION:
+        raise ValueError(f"unknown version {document.get('version')!r}, this facerestore reads {STATE_VERSION}")
+    entries = document.get("entries")
+    if not isinstance(entries, dict) or not all(_valid_entry(e) for e in entries.values()):
+        raise ValueError("malformed entries")
+    return entries
+
+
+def _valid_entry(entry) -> bool:
+    fp = entry.get("fingerprint") if isinstance(entry, dict) else None
+    return (isinstance(fp, dict)
+            and all(type(fp.get(key)) is int for key in ("size", "mtime_ns"))
+            and (fp.get("sha256") is None or isinstance(fp["sha256"], str))
+            and entry.get("status") in STATUSES
+            and isinstance(entry.get("signature"), str))
+
+
+def _move_aside(path: Path) -> Path:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    aside = path.with_name(f"{path.name}.corrupt-{stamp}")
+    n = 1
+    while aside.exists():
+        aside = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+        n += 1
+    try:
+        os.replace(path, aside)
+    except OSError as exc:
+        raise FacerestoreError(f"the run state {path} is unusable and cannot be moved aside: {exc.strerror or exc}",
+                               hint="move or delete it by hand, then run again") from None
+    return aside
