@@ -110,13 +110,12 @@ def run(
     )
     console = _stderr()
     progress = Progress(console, "plain" if verbose else Progress.choose_mode(quiet), interval=0.0 if verbose else 10.0)
-    summary = run_pipeline(opts, progress, found.jobs)
-    summary.skipped_hidden, summary.skipped_not_image = found.skipped_hidden, found.skipped_not_image
+    summary = run_pipeline(opts, progress, found.jobs, found.skipped_hidden, found.skipped_not_image)
     if not quiet:
         skipped = found.skipped_hidden + found.skipped_not_image
         console.print(f"done: {summary.restored} restored, {summary.no_face} without faces (copied), "
                       f"{summary.failed} failed, {summary.faces} faces in {summary.seconds:.1f}s"
-                      + (f"; {skipped} non-image/hidden files skipped" if skipped else ""))
+                      + (f"; {skipped} non-image/hidden files skipped" if skipped else ""), soft_wrap=True)
     return 1 if summary.failed else 0
 
 
@@ -124,6 +123,7 @@ def run(
 def methods() -> int:
     """List method presets, their components and weights, and whether the weights are present locally."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from facerestore_cli import presets
@@ -139,7 +139,7 @@ def methods() -> int:
         parts = [f"{role}: {c['weights']} [{'present' if store.is_present(c['weights']) else 'missing'}]"
                  + (f" — {provenance[role]}" if role in provenance else "") for role, c in p.components.items()]
         defaults = ", ".join(f"{k}={v}" for k, v in p.parameters.items())
-        table.add_row(p.name, p.title, "\n".join(parts), defaults)
+        table.add_row(p.name, p.title, escape("\n".join(parts)), defaults)  # "[present]" is text, not a style tag
     Console().print(table)
     return 0
 
@@ -170,8 +170,10 @@ def main(argv: Optional[list[str]] = None) -> None:
     except FacerestoreError as exc:
         if debug:
             raise
+        from rich.markup import escape
+
         console = _stderr()
-        console.print(f"[red]error:[/red] {exc.message}", markup=True, highlight=False, soft_wrap=True)
+        console.print(f"[red]error:[/red] {escape(exc.message)}", markup=True, highlight=False, soft_wrap=True)
         if exc.hint:
             console.print(f"hint: {exc.hint}", markup=False, soft_wrap=True)
         sys.exit(exc.exit_code)
@@ -183,7 +185,10 @@ def main(argv: Optional[list[str]] = None) -> None:
     except Exception as exc:  # an unexpected bug: one line, traceback with --debug
         if debug:
             raise
-        _stderr().print(f"[red]error:[/red] internal error: {type(exc).__name__}: {exc}", markup=True, soft_wrap=True)
+        from rich.markup import escape
+
+        _stderr().print(f"[red]error:[/red] internal error: {escape(f'{type(exc).__name__}: {exc}')}", markup=True,
+                        soft_wrap=True)
         _stderr().print("hint: rerun with --debug for the traceback and report it", markup=False)
         sys.exit(1)
     sys.exit(rv if isinstance(rv, int) else 0)

@@ -15,7 +15,8 @@ weights_app = typer.Typer(no_args_is_help=True, context_settings={"help_option_n
 def _console(stderr: bool = True):
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False)
+    # markup off: paths and messages are printed verbatim ("[draft]/x.pth" is not a style tag)
+    return Console(stderr=stderr, highlight=False, markup=False)
 
 
 def _store(offline: bool = False):
@@ -53,7 +54,8 @@ def list_weights() -> int:
     store = _store()
     table = Table(title=f"weights in {store.root}")
     for col in ("id", "file", "size", "license", "status", "source"):
-        table.add_column(col, overflow="fold")
+        # ids and statuses are what people copy and grep: never fold them, even at 80 columns
+        table.add_column(col, overflow="fold", no_wrap=col in ("id", "status"))
     for wid, spec in store.registry.items():
         source = spec.urls[0] if spec.urls else f"no direct URL: {spec.obtain or spec.source}"
         table.add_row(wid, spec.file, _size(spec), spec.license, store.status(wid), source)
@@ -69,6 +71,8 @@ def fetch(
     offline: bool = typer.Option(False, "--offline", help="Refuse any network access (also FACERESTORE_OFFLINE=1)."),
 ) -> int:
     """Download weights into the cache (resumable, size- and hash-checked, atomic)."""
+    from rich.markup import escape
+
     from facerestore_cli.weights.download import rich_progress
 
     store = _store(offline)
@@ -84,7 +88,7 @@ def fetch(
             console.print(f"{wid}: saved {path}")
         except WeightsError as exc:
             failures.append(exc)
-            console.print(f"[red]error:[/red] {wid}: {exc.message}", markup=True)
+            console.print(f"[red]error:[/red] {escape(f'{wid}: {exc.message}')}", markup=True)
             if exc.hint:
                 console.print(f"hint: {exc.hint}", markup=False)
     if failures:

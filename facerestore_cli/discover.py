@@ -83,7 +83,14 @@ def discover(inputs: list[Path], output: Path, recursive: bool = False) -> Disco
         if not item.exists():
             raise UsageError(f"input not found: {item}")
         if item.is_dir():
-            prefix = item.resolve().name + "/" if len(dir_inputs) > 1 else ""
+            root = item.resolve()
+            if root == out_resolved:
+                raise UsageError(f"output folder {output} is the input folder {item}: results would overwrite "
+                                 "the photos", hint="choose another -o folder")
+            # Earlier results are skipped only where the output folder lies inside this input folder; an input
+            # folder inside the output folder (run out/raw -o out) holds real inputs.
+            out_inside = out_resolved.is_relative_to(root)
+            prefix = root.name + "/" if len(dir_inputs) > 1 else ""
             for path in _walk(item, recursive, out_resolved):
                 rel_parts = path.relative_to(item).parts
                 if any(part.startswith(".") for part in rel_parts):
@@ -91,7 +98,7 @@ def discover(inputs: list[Path], output: Path, recursive: bool = False) -> Disco
                     continue
                 if not path.is_file():
                     continue
-                if path.resolve().is_relative_to(out_resolved):
+                if out_inside and path.resolve().is_relative_to(out_resolved):
                     continue
                 if sniff_image(path) is None:
                     found.skipped_not_image += 1

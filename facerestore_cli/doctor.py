@@ -8,6 +8,7 @@ import tempfile
 
 
 def report(console) -> int:
+    from rich.markup import escape
     from rich.table import Table
 
     from facerestore_cli import __version__
@@ -29,16 +30,16 @@ def report(console) -> int:
             console.print("CUDA: not available (runs on the CPU; expect minutes per face at full size)")
     except Exception as exc:  # doctor reports, never crashes
         problems += 1
-        console.print(f"[red]torch import failed:[/red] {exc}")
+        console.print(f"[red]torch import failed:[/red] {escape(str(exc))}")
     root = home()
     try:
         (root / "weights").mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=root / "weights"):
             pass
-        console.print(f"cache: {root} (writable){' · offline' if offline() else ''}")
+        console.print(f"cache: {escape(str(root))} (writable){' · offline' if offline() else ''}")
     except OSError as exc:
         problems += 1
-        console.print(f"[red]cache: {root} is not writable:[/red] {exc.strerror}")
+        console.print(f"[red]cache: {escape(str(root))} is not writable:[/red] {escape(str(exc.strerror))}")
     store = WeightStore()
     table = Table(title="weights")
     for col in ("id", "file", "status"):

@@ -310,7 +310,10 @@ def _round(box) -> list[float]:
     return [round(float(v), 2) for v in box]
 
 
-def run(opts: RunOptions, progress, jobs) -> Summary:
+def run(opts: RunOptions, progress, jobs, skipped_hidden: int = 0, skipped_not_image: int = 0) -> Summary:
+    """Run the jobs; the discovery's skip counts go into the summary before it is written to the report."""
     if not jobs:
         raise NoInputsError("no input images found", hint="check the paths; folders are scanned one level deep unless --recursive")
-    return Pipeline(opts, progress).run(jobs)
+    pipeline = Pipeline(opts, progress)
+    pipeline.summary.skipped_hidden, pipeline.summary.skipped_not_image = skipped_hidden, skipped_not_image
+    return pipeline.run(jobs)

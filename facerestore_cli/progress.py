@@ -1,5 +1,6 @@
 """Progress on stderr: a Rich live bar on a terminal, plain periodic lines otherwise, nothing with -q.
-stdout is never written here (it is reserved for data)."""
+stdout is never written here (it is reserved for data). Plain lines are never wrapped (soft_wrap): one event, one
+line, whatever the width of a log file."""
 
 from __future__ import annotations
 
@@ -37,7 +38,8 @@ class Progress:
             self._rich.start()
             self._task = self._rich.add_task(method, total=photos_total, faces=0, rate="– faces/s", device=device)
         elif self.mode == "plain":
-            self.console.print(f"facerestore: {photos_total} photo(s), method {method}, device {device}", highlight=False)
+            self.console.print(f"facerestore: {photos_total} photo(s), method {method}, device {device}", highlight=False,
+                               markup=False, soft_wrap=True)
 
     def _rate(self) -> float:
         elapsed = time.monotonic() - self.started
@@ -61,11 +63,12 @@ class Progress:
                 eta = elapsed / self.photos_done * left if self.photos_done else 0.0
                 self.console.print(
                     f"[{self.photos_done}/{self.photos_total} photos] {self.faces_done} faces, "
-                    f"{self._rate():.2f} faces/s, ETA {eta:.0f}s, {self.device}", highlight=False)
+                    f"{self._rate():.2f} faces/s, ETA {eta:.0f}s, {self.device}", highlight=False, markup=False,
+                    soft_wrap=True)
 
     def warn(self, text: str) -> None:
         if self.mode != "quiet" or text:
-            self.console.print(text, highlight=False, markup=False)
+            self.console.print(text, highlight=False, markup=False, soft_wrap=True)
 
     def stop(self) -> None:
         if self._rich is not None:
