@@ -199,7 +199,7 @@ class RunState:
         """Write the manifest atomically if anything changed; call at the end of a run and on signals."""
         if not self._dirty:
             return False
-        from facerestore_cli.imageio import atomic_open  # imageio pulls in cv2 and PIL; keep `import state` light
+        from facerestore_cli.atomic import atomic_open  # imageio pulls in cv2 and PIL; keep `import state` light
 
         document = {"version": STATE_VERSION, "tool": "facerestore", "entries": self.entries}
         try:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms, ImageOps
 
+from conftest import PHOTOS, require_shared
 from facerestore_cli.errors import InputError
 from facerestore_cli.imageio import (
     Picture,
@@ -24,7 +25,6 @@ from facerestore_cli.imageio import (
     write_image,
 )
 
-PHOTOS = Path("/work/shared/data/photos")
 SRGB_ICC = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 
 
@@ -184,16 +184,22 @@ def test_icc_profile_kept(tmp_path):
         assert pic.icc_profile == SRGB_ICC and back.icc_profile == SRGB_ICC, ext
 
 
-def test_tiff_roundtrip_keeps_compression_and_exif(tmp_path):
+def test_tiff_roundtrip_lossless_with_exif_sub_ifd(tmp_path):
+    # PIL's libtiff writer cannot write EXIF sub-IFDs (RuntimeError); TIFF is written by imagewrite instead:
+    # Deflate + predictor whatever the source compression, uncompressed when the source was.
     arr = gradient()
     exif = Image.Exif()
     exif[0x010F] = "TiffMaker"
-    Image.fromarray(arr).save(tmp_path / "a.tif", compression="tiff_lzw", exif=exif.tobytes())
-    pic, back, _ = roundtrip(tmp_path, tmp_path / "a.tif")
-    assert pic.format == "TIFF" and pic.encoder["tiff_compression"] == "tiff_lzw"
-    np.testing.assert_array_equal(back.rgb, arr)
-    written = Image.open(tmp_path / "out.tif")
-    assert written.info["compression"] == "tiff_lzw" and written.getexif()[0x010F] == "TiffMaker"
+    for compression, written_as in (("tiff_lzw", "tiff_adobe_deflate"), ("raw", "raw")):
+        if compression == "raw":  # PIL itself can write a sub-IFD only without libtiff
+            exif.get_ifd(0x8769)[0x9003] = "2001:02:03 04:05:06"
+        Image.fromarray(arr).save(tmp_path / "a.tif", compression=compression, exif=exif.tobytes())
+        pic, back, _ = roundtrip(tmp_path, tmp_path / "a.tif")
+        assert pic.format == "TIFF" and pic.encoder["tiff_compression"] == compression
+        np.testing.assert_array_equal(back.rgb, arr)
+        written = Image.open(tmp_path / "out.tif")
+        assert written.info["compression"] == written_as and written.getexif()[0x010F] == "TiffMaker"
+    assert written.getexif().get_ifd(0x8769)[0x9003] == "2001:02:03 04:05:06"
 
 
 def test_tiff_16bit_rgb(tmp_path):
@@ -295,6 +301,7 @@ def test_limit_above_pil_default_is_honoured(tmp_path, monkeypatch):
 
 
 def test_real_photos_alpha_and_metadata(tmp_path):
+    require_shared()
     pic = read_image(PHOTOS / "whole-02.png")
     assert pic.alpha is not None and pic.icc_profile and pic.size == (1204, 645)
     write_image(pic, tmp_path / "w.png")
@@ -376,3 +383,98 @@ def test_png_metadata_chunks_are_valid(tmp_path):
     back = read_image(tmp_path / "m.png")
     assert back.icc_profile == SRGB_ICC and back.dpi == pytest.approx((150, 150), abs=0.1)
     assert Image.open(io.BytesIO(data)).getexif()[0x010F] == "PngMaker"
+
+
+def test_split_modules_reexport_the_same_objects():
+    from facerestore_cli import atomic, imageio, imagewrite, picture
+
+    assert imageio.atomic_open is atomic.atomic_open and imageio.atomic_copy is atomic.atomic_copy
+    assert imageio.atomic_write_bytes is atomic.atomic_write_bytes
+    assert imageio.write_image is imagewrite.write_image and imageio.Picture is picture.Picture
+
+
+def _exif_with_thumbnail_ifd() -> bytes:
+    """II TIFF: IFD0 (Orientation 6, Make, ExifIFD), Exif IFD (PixelX LONG, PixelY SHORT, MakerNote), IFD1."""
+    def ifd(entries, next_ifd):
+        body = struct.pack("<H", len(entries)) + b"".join(struct.pack("<HHI4s", *e) for e in entries)
+        return body + struct.pack("<I", next_ifd)
+
+    make = b"CamMaker\x00\x00"  # 9 bytes + pad: stored out of line
+    note = b"MAKERNOTE with absolute offset 0x0008"
+    ifd0_at, make_at = 8, 8 + 2 + 3 * 12 + 4
+    exif_at = make_at + len(make)
+    note_at = exif_at + 2 + 3 * 12 + 4
+    ifd1_at = note_at + len(note) + (len(note) & 1)
+    blob = b"II*\x00" + struct.pack("<I", ifd0_at)
+    blob += ifd([(0x010F, 2, 9, struct.pack("<I", make_at)), (0x0112, 3, 1, struct.pack("<HH", 6, 0)),
+                 (0x8769, 4, 1, struct.pack("<I", exif_at))], ifd1_at)
+    blob += make
+    blob += ifd([(0x927C, 7, len(note), struct.pack("<I", note_at)), (0xA002, 4, 1, struct.pack("<I", 40)),
+                 (0xA003, 3, 1, struct.pack("<HH", 30, 0))], 0)
+    blob += note + b"\x00" * (len(note) & 1)
+    blob += ifd([(0x0103, 3, 1, struct.pack("<HH", 6, 0))], 0)
+    return b"Exif\x00\x00" + blob
+
+
+def test_patch_exif_edits_in_place_and_keeps_offsets():
+    from facerestore_cli.picture import patch_exif
+
+    original = _exif_with_thumbnail_ifd()
+    patched = patch_exif(original, size=(30, 40))
+    assert len(patched) == len(original)
+    changed = [i for i, (a, b) in enumerate(zip(original, patched)) if a != b]
+    assert len(changed) == 3  # one byte each: orientation 6 → 1, PixelX 40 → 30, PixelY 30 → 40
+    exif = Image.Exif()
+    exif.load(patched)
+    assert exif[0x0112] == 1 and exif[0x010F] == "CamMaker"
+    assert (exif.get_ifd(0x8769)[0xA002], exif.get_ifd(0x8769)[0xA003]) == (30, 40)
+    signed = patch_exif(original, software="facerestore 0.1.0")
+    upright = patch_exif(original)  # nothing before the new IFD0 moves; only the IFD0 pointer (bytes 10-13) changes
+    assert signed[:10] == upright[:10] and signed[14 : len(upright)] == upright[14:]
+    exif = Image.Exif()
+    exif.load(signed)
+    assert exif[0x0131] == "facerestore 0.1.0" and exif[0x010F] == "CamMaker" and exif[0x0112] == 1
+    assert exif.get_ifd(0x8769)[0x927C].startswith(b"MAKERNOTE")
+    tiff = signed[6:]
+    (ifd0,) = struct.unpack_from("<I", tiff, 4)
+    (count,) = struct.unpack_from("<H", tiff, ifd0)
+    (next_ifd,) = struct.unpack_from("<I", tiff, ifd0 + 2 + 12 * count)
+    assert next_ifd == struct.unpack_from("<I", original[6:], 8 + 2 + 36)[0]  # the IFD1 thumbnail is still chained
+    assert tiff[next_ifd : next_ifd + 2] == b"\x01\x00"
+    with pytest.raises(ValueError):
+        patch_exif(b"Exif\x00\x00garbage!")
+
+
+def test_orientation_reset_when_writing_any_exif(tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 8
+    pic = Picture(rgb=gradient(), format="JPEG", exif=exif.tobytes())
+    for ext in (".jpg", ".png", ".webp", ".tif"):
+        write_image(pic, tmp_path / f"o{ext}")
+        assert Image.open(tmp_path / f"o{ext}").getexif()[0x0112] == 1, ext
+        assert read_image(tmp_path / f"o{ext}").size == (64, 48)
+
+
+def test_jpeg_structure_check():
+    from facerestore_cli.picture import jpeg_structure_problem
+
+    buffer = io.BytesIO()
+    Image.fromarray(gradient()).save(buffer, "JPEG", quality=90)
+    data = buffer.getvalue()
+    assert jpeg_structure_problem(data) is None
+    assert jpeg_structure_problem(data + b"trailing data after EOI, e.g. an MPO's second image") is None
+    assert "start-of-image" in jpeg_structure_problem(b"\x00" + data[1:])
+    assert "ends" in jpeg_structure_problem(data[:-2])
+    assert "ends" in jpeg_structure_problem(data[:300])
+    sos = data.index(b"\xff\xda")
+    assert "invalid marker 0xFF45" in jpeg_structure_problem(data[: sos + 20] + b"\xff\x45" + data[sos + 20 :])
+    buffer = io.BytesIO()
+    Image.fromarray(gradient()).save(buffer, "JPEG", quality=90, progressive=True, restart_marker_blocks=1)
+    assert jpeg_structure_problem(buffer.getvalue()) is None  # RST markers and several scans
+
+
+def test_tiff_preview_pages_are_not_pages(tmp_path):
+    pages = [Image.fromarray(gradient()), Image.fromarray(gradient(12, 16))]
+    pages[0].save(tmp_path / "p.tif", save_all=True, append_images=pages[1:], tiffinfo={254: 1})
+    pic = read_image(tmp_path / "p.tif")
+    assert pic.size == (64, 48) and any("preview page" in n for n in pic.notes)

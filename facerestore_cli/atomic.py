@@ -1,0 +1,66 @@
+"""Atomic file writing: a hidden temp file beside the target, fsync, rename; nothing half-written is ever left."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import IO, Iterator
+
+__all__ = ["atomic_open", "atomic_write_bytes", "atomic_copy"]
+
+
+def _file_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_NEW_FILE_MODE = _file_mode()
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
+    """Write to a hidden temp file beside path; on success fsync and rename it onto path.
+
+    If the body raises (or the fsync/rename fails) the temp file is removed and path is left as it was."""
+    if mode not in ("w", "wt", "wb"):
+        raise ValueError(f"atomic_open supports 'w', 'wt' and 'wb', not {mode!r}")
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with contextlib.suppress(AttributeError, OSError):
+            os.fchmod(fd, _NEW_FILE_MODE)
+        binary = "b" in mode
+        with os.fdopen(fd, "wb" if binary else "w", encoding=None if binary else encoding) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_open(path, "wb") as handle:
+        handle.write(data)
+
+
+def atomic_copy(src: str | os.PathLike, dest: str | os.PathLike) -> None:
+    """Byte-identical copy of src onto dest, replacing dest atomically."""
+    with open(src, "rb") as source, atomic_open(dest, "wb") as handle:
+        shutil.copyfileobj(source, handle, 1 << 20)
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
