@@ -12,7 +12,8 @@ import typer
 from facerestore_cli.errors import EXIT_USAGE, FacerestoreError, UsageError
 
 EXIT_CODES = """Exit codes: 0 all done (or already done) · 1 some files failed · 2 usage error · 3 no inputs matched ·
-4 weights missing/corrupt or needed while offline · 5 requested device unavailable · 130/143 interrupted."""
+4 weights missing/corrupt or needed while offline · 5 requested device unavailable · 75 output folder locked by
+another run · 130/143 interrupted (SIGINT/SIGTERM)."""
 
 app = typer.Typer(
     name="facerestore",
@@ -78,45 +79,80 @@ def run(
     offline: bool = typer.Option(False, "--offline", help="Never touch the network (also FACERESTORE_OFFLINE=1)."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress output (errors still go to stderr)."),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="One line per photo on stderr."),
+    force: bool = typer.Option(False, "--force", help="Redo every input, even those already done."),
+    redo_failed: bool = typer.Option(False, "--redo-failed", help="Redo inputs that failed last time (others done stay skipped)."),
+    wait_lock: Optional[float] = typer.Option(None, "--wait-lock", metavar="SECONDS", help="If another run holds OUT, wait this long instead of exiting 75."),
+    fail_fast: bool = typer.Option(False, "--fail-fast", help="Stop at the first failed file."),
+    max_failures: Optional[int] = typer.Option(None, "--max-failures", min=1, help="Stop after N failed files."),
+    max_pixels: Optional[int] = typer.Option(None, "--max-pixels", min=1, help="Refuse images above N pixels (decompression-bomb guard; default 178,956,970)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List input, output and why it would run or be skipped (stdout); load no model."),
+    print_outputs: bool = typer.Option(False, "--print-outputs", help="Write each finished output path to stdout (and nothing else)."),
+    json_out: bool = typer.Option(False, "--json", help="Write the per-file records as JSON lines to stdout."),
+    null: bool = typer.Option(False, "-0", "--null", help="NUL-separated paths for --files-from and --print-outputs."),
+    fmt: Optional[str] = typer.Option(None, "--format", metavar="png|jpg|webp|tiff", help="Write this format instead of the input's."),
+    quality: Optional[int] = typer.Option(None, "--quality", min=1, max=100, help="JPEG/WebP quality (default 95)."),
+    metadata: str = typer.Option("keep", "--metadata", metavar="keep|strip", help="Keep or strip EXIF/ICC/XMP/IPTC."),
+    provenance: bool = typer.Option(False, "--provenance", help="Note tool, version, method and parameters in the output's metadata (EXIF Software)."),
 ) -> int:
     """Restore every face in the given photos and write the results to OUT.
 
     Example: facerestore run ./photos -o ./restored --method difface --steps 100
     """
     from facerestore_cli.discover import discover, read_list
-    from facerestore_cli.pipeline import DETECTOR_WEIGHTS, RunOptions
+    from facerestore_cli.models import DETECTOR_WEIGHTS
+    from facerestore_cli.pipeline import RunOptions
     from facerestore_cli.pipeline import run as run_pipeline
     from facerestore_cli.progress import Progress
+    from facerestore_cli.report import StdoutSink
 
     if quiet and verbose:
         raise UsageError("-q and -v contradict each other")
+    if print_outputs and json_out:
+        raise UsageError("--print-outputs and --json both want stdout", hint="choose one")
     if detector not in DETECTOR_WEIGHTS:
         raise UsageError(f"unknown detector '{detector}'", hint=f"choose one of: {', '.join(DETECTOR_WEIGHTS)}")
     if aligned and (detector != "retinaface_resnet50" or min_face != 20):
         raise UsageError("--detector/--min-face do not apply with --aligned (no detection is done)")
+    if metadata not in ("keep", "strip"):
+        raise UsageError(f"--metadata must be keep or strip, not '{metadata}'")
+    fmt = _check_format(fmt)
     preset = _load_preset(method, preset_file)
     params = merge_knobs(preset, {"steps": steps, "eta": eta, "start_t": start_t, "seed": seed})
     paths = list(inputs or [])
     if files_from is not None:
-        paths += [Path(p) for p in read_list(files_from)]
+        paths += [Path(p) for p in read_list(files_from, null_separated=null)]
     if not paths:
         raise UsageError("no inputs given", hint="pass image files or folders, or --files-from FILE")
-    found = discover(paths, output, recursive=recursive)
+    found = discover(paths, output, recursive=recursive, fmt=fmt)
     opts = RunOptions(
         inputs=paths, output=output, preset=preset, params=params, recursive=recursive, batch_size=batch_size,
         device=device, precision=precision, detector=detector, aligned=aligned, save_faces=save_faces,
         save_compare=save_compare, report=report, min_face=min_face,
         offline=offline or os.environ.get("FACERESTORE_OFFLINE", "").lower() in ("1", "true", "yes"),
+        force=force, redo_failed=redo_failed, wait_lock=wait_lock, fail_fast=fail_fast, max_failures=max_failures,
+        dry_run=dry_run, fmt=fmt, quality=quality, metadata=metadata, provenance=provenance, max_pixels=max_pixels,
     )
     console = _stderr()
     progress = Progress(console, "plain" if verbose else Progress.choose_mode(quiet), interval=0.0 if verbose else 10.0)
-    summary = run_pipeline(opts, progress, found.jobs, found.skipped_hidden, found.skipped_not_image)
-    if not quiet:
+    sink = StdoutSink("json" if json_out else "paths" if print_outputs else "none", null=null)
+    summary = run_pipeline(opts, progress, found.jobs, found.skipped_hidden, found.skipped_not_image, sink)
+    if not quiet and not dry_run:
         skipped = found.skipped_hidden + found.skipped_not_image
         console.print(f"done: {summary.restored} restored, {summary.no_face} without faces (copied), "
                       f"{summary.failed} failed, {summary.faces} faces in {summary.seconds:.1f}s"
-                      + (f"; {skipped} non-image/hidden files skipped" if skipped else ""), soft_wrap=True)
+                      + (f"; {summary.skipped} already done, skipped" if summary.skipped else "")
+                      + (f"; {skipped} non-image/hidden files skipped" if skipped else ""), soft_wrap=True,
+                      markup=False)
     return 1 if summary.failed else 0
+
+
+def _check_format(fmt: Optional[str]) -> Optional[str]:
+    if fmt is None:
+        return None
+    fmt = fmt.lower()
+    if fmt not in ("png", "jpg", "jpeg", "webp", "tiff", "tif"):
+        raise UsageError(f"unsupported --format '{fmt}'", hint="choose png, jpg, webp or tiff")
+    return {"jpeg": "jpg", "tif": "tiff"}.get(fmt, fmt)
 
 
 @app.command()

@@ -82,3 +82,20 @@ def default_batch_size(compute: Compute) -> int:
     free, _total = torch.cuda.mem_get_info(compute.device)
     per_face = 2.5 * 2**30 * (2 if compute.precision == "fp32" else 1)
     return max(1, min(8, int(free * 0.8 // per_face)))
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, or an allocator failure reported as a plain RuntimeError."""
+    import torch
+
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    text = str(exc).lower()
+    return "out of memory" in text or "can't allocate memory" in text
+
+
+def empty_cache(compute: Compute) -> None:
+    import torch
+
+    if compute.device.type == "cuda":
+        torch.cuda.empty_cache()

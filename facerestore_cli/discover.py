@@ -73,7 +73,21 @@ def read_list(source: str, null_separated: bool = False) -> list[str]:
     return [p for p in items if p]
 
 
-def discover(inputs: list[Path], output: Path, recursive: bool = False) -> Discovery:
+def output_name(src: Path, dest: Path, fmt: str | None) -> Path:
+    """The output keeps the input's name unless its format changes (--format, or a format we cannot write, such
+    as GIF, which is written as PNG): then the extension follows the format written."""
+    from facerestore_cli.picture import EXTENSIONS, output_format
+
+    content = sniff_image(src)
+    if content is None:
+        return dest
+    written = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP", "tiff": "TIFF"}[fmt] if fmt else output_format(content)
+    if written == content:
+        return dest
+    return dest.with_suffix(EXTENSIONS[written])
+
+
+def discover(inputs: list[Path], output: Path, recursive: bool = False, fmt: str | None = None) -> Discovery:
     """Expand files and folders into jobs. Files named explicitly are always taken (a bad one fails later with its
     reason); inside folders, hidden entries and non-images (by content) are skipped and counted."""
     found = Discovery()
@@ -107,6 +121,7 @@ def discover(inputs: list[Path], output: Path, recursive: bool = False) -> Disco
                 found.jobs.append(Job(path, rel, output / rel))
         else:
             found.jobs.append(Job(item, item.name, output / item.name))
+    found.jobs = [Job(j.src, j.rel, output_name(j.src, j.dest, fmt)) for j in found.jobs]
     seen: dict[Path, Path] = {}
     for job in found.jobs:
         if job.dest in seen:

@@ -1,22 +1,26 @@
-"""The restoration pipeline, top to bottom: discover → read → detect/align → batch restore → paste → write → report.
+"""The restoration pipeline, top to bottom: discover → plan (skip what is done) → read → detect/align →
+batch restore → paste → write → report.
 
 Faces from many photos share batches; a photo is pasted and written as soon as its last face is restored, so
-memory stays bounded by the batch size, not by the number of photos."""
+memory stays bounded by the batch size, not by the number of photos. Every output is written atomically and
+recorded in the run state only once it is in place, so a crash at any moment costs at most a redo."""
 
 from __future__ import annotations
 
 import dataclasses
-import shutil
+import os
+import re
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from facerestore_cli.errors import FacerestoreError, NoInputsError
 from facerestore_cli.presets import Preset
+from facerestore_cli.report import ReportWriter, StdoutSink, Summary
 
-DETECTOR_WEIGHTS = {"retinaface_resnet50": "retinaface-resnet50", "retinaface_mobile0.25": "retinaface-mobile0.25"}
+STALE_TEMP = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")  # atomic-write temp files left by a killed run
 
 
 @dataclass
@@ -36,6 +40,17 @@ class RunOptions:
     report: Path | None = None
     min_face: int = 20
     offline: bool = False
+    force: bool = False
+    redo_failed: bool = False
+    wait_lock: float | None = None
+    fail_fast: bool = False
+    max_failures: int | None = None
+    dry_run: bool = False
+    fmt: str | None = None
+    quality: int | None = None
+    metadata: str = "keep"
+    provenance: bool = False
+    max_pixels: int | None = None
 
 
 @dataclass
@@ -55,75 +70,63 @@ class Photo:
     faces: list[Face]
     skipped: list[dict]
     started: float
-    error: str | None = None
     pending: int = 0
 
 
-@dataclass
-class Summary:
-    photos: int = 0
-    restored: int = 0
-    no_face: int = 0
-    failed: int = 0
-    faces: int = 0
-    seconds: float = 0.0
-    skipped_hidden: int = 0
-    skipped_not_image: int = 0
-    outputs: list[str] = field(default_factory=list)
-
-    def as_record(self) -> dict:
-        rec = dataclasses.asdict(self)
-        rec.pop("outputs")
-        rec["faces_per_second"] = round(self.faces / self.seconds, 3) if self.seconds else None
-        return {"summary": rec}
+class StopRun(Exception):
+    """--fail-fast / --max-failures reached."""
 
 
 class Pipeline:
-    def __init__(self, opts: RunOptions, progress):
-        self.opts, self.progress = opts, progress
+    def __init__(self, opts: RunOptions, progress, sink: StdoutSink):
+        self.opts, self.progress, self.sink = opts, progress, sink
         self.summary = Summary()
+        self.models = None
+        self.guard = None
 
-    # -- setup -------------------------------------------------------------------------------------------------
-    def prepare_models(self) -> None:
-        from facerestore_cli.device import default_batch_size, resolve
-        from facerestore_cli.methods import build_method
-        from facerestore_cli.weights.store import WeightStore
+    # -- plan: what is already done ------------------------------------------------------------------------------
+    def signature(self, weights: dict) -> str:
+        from facerestore_cli import __version__
+        from facerestore_cli.state import run_signature
 
-        opts = self.opts
-        self.compute = resolve(opts.device, opts.precision)
-        self.store = WeightStore(offline=opts.offline)
-        needed = list(opts.preset.weight_ids())
-        if not opts.aligned:
-            needed.append(DETECTOR_WEIGHTS[opts.detector])
-        self.store.require(needed)
-        self.restorer = build_method(opts.preset, opts.params, self.store, self.compute)
-        self.detector = None if opts.aligned else self._load_detector(DETECTOR_WEIGHTS[opts.detector])
-        self.parsenet = None
-        if not opts.aligned and self.store.is_present("parsenet"):
-            self.parsenet = self._load_aux("parsenet")
-        self.mask_kind = "parsenet" if self.parsenet is not None else "square"
-        self.batch_size = opts.batch_size or default_batch_size(self.compute)
-        self.weights = {wid: self.store.recorded_sha256(wid) for wid in needed + (["parsenet"] if self.parsenet else [])}
+        o = self.opts
+        return run_signature({
+            "tool": __version__, "preset": o.preset.name, "method": o.preset.method, "parameters": o.params,
+            "weights": weights, "detector": None if o.aligned else o.detector, "min_face": o.min_face,
+            "aligned": o.aligned, "precision": o.precision, "format": o.fmt, "quality": o.quality,
+            "metadata": o.metadata, "provenance": o.provenance, "face_size": o.preset.face_size,
+        })
 
-    def _load_aux(self, weight_id: str):
-        from facerestore_cli.methods.components import load_network
+    def plan(self, jobs, state, signature) -> list:
+        todo = []
+        for job in jobs:
+            decision = state.decide(job.rel, job.src, job.dest, signature, force=self.opts.force,
+                                    redo_failed=self.opts.redo_failed)
+            if decision.action == "run":
+                todo.append((job, decision.reason))
+            elif not self.opts.dry_run:
+                self.summary.skipped += 1
+                self.emit(self.record(job, "skipped", reason=decision.reason), progress=False)
+            else:
+                todo.append((job, None))
+                self.emit_plan(job, "skip", decision.reason)
+        return todo
 
-        return load_network(self.store, {"weights": weight_id}, self.compute)
+    def emit_plan(self, job, action: str, reason: str) -> None:
+        if self.sink.mode == "json":
+            self.sink.record({"input": str(job.src), "output": str(job.dest), "action": action, "reason": reason})
+        else:
+            print(f"{action}\t{job.src}\t{job.dest}\t{reason}", flush=True)
 
-    def _load_detector(self, weight_id: str):
-        from facerestore_cli.faces.detect import FaceDetector
-
-        return FaceDetector(self._load_aux(weight_id), self.compute.device)
-
-    # -- per photo ---------------------------------------------------------------------------------------------
+    # -- per photo -------------------------------------------------------------------------------------------------
     def read(self, job) -> Photo:
         import numpy as np
 
         from facerestore_cli.faces.align import estimate_affine, warp_face
-        from facerestore_cli.imageio import read_image
+        from facerestore_cli.imageio import DEFAULT_MAX_PIXELS, read_image
         from facerestore_cli.pixels import to_float, to_uint8
 
-        picture = read_image(job.src)
+        picture = read_image(job.src, max_pixels=self.opts.max_pixels or DEFAULT_MAX_PIXELS)
         photo = Photo(job, picture, [], [], time.monotonic())
         image = to_float(picture.rgb)
         if self.opts.aligned:
@@ -131,19 +134,18 @@ class Pipeline:
             photo.faces.append(Face(0, (0.0, 0.0, float(w), float(h)), 1.0, None, image))
             return photo
         size = self.opts.preset.face_size
-        for det in self.detector.detect(to_uint8(picture.rgb)):
+        for det in self.models.detector.detect(to_uint8(picture.rgb)):
             x1, y1, x2, y2 = det.box
             if min(x2 - x1, y2 - y1) < self.opts.min_face:
                 photo.skipped.append({"box": _round(det.box), "score": round(det.score, 4),
                                       "reason": f"face {min(x2 - x1, y2 - y1):.0f} px < --min-face {self.opts.min_face}"})
                 continue
             affine = estimate_affine(np.asarray(det.landmarks), size)
-            crop = warp_face(image, affine, size)
-            photo.faces.append(Face(len(photo.faces), tuple(det.box), float(det.score), affine, crop))
+            photo.faces.append(Face(len(photo.faces), tuple(det.box), float(det.score), affine, warp_face(image, affine, size)))
         return photo
 
     def restore_batch(self, batch: list[tuple[Photo, Face]]) -> None:
-        """Restore one batch of faces. A short batch is padded with blank faces to exactly --batch-size: kernels
+        """Restore one batch of faces. A short batch is padded with blank faces to exactly the batch size: kernels
         pick their blocking from the batch shape, so a fixed shape is what makes a face's result bit-identical
         whatever photos share its batch and wherever it sits in it."""
         import torch
@@ -155,151 +157,214 @@ class Pipeline:
         size = self.opts.preset.face_size
         faces = torch.cat([resize_batch(to_tensor(face.crop), size) for _photo, face in batch])
         generators = [face_generator(seed, photo.job.rel, face.index) for photo, face in batch]
-        padding = self.batch_size - len(batch)
+        padding = self.models.batch_size - len(batch)
         if padding > 0:
             faces = torch.cat([faces, faces.new_zeros((padding, *faces.shape[1:]))])
             generators += [face_generator(seed, "\0padding", i) for i in range(padding)]
-        out = self.restorer.restore(faces, generators)[: len(batch)]
-        out = out.permute(0, 2, 3, 1).float().cpu().numpy()
-        for (_photo, face), restored in zip(batch, out):
+        out = self.models.restorer.restore(faces, generators, callback=lambda _step: self.guard.check())[: len(batch)]
+        for (_photo, face), restored in zip(batch, out.permute(0, 2, 3, 1).float().cpu().numpy()):
             face.restored = restored
         self.progress.faces(len(batch))
 
-    def masks_for(self, photo: Photo):
-        from facerestore_cli.faces import masks
+    def restore_with_retry(self, batch: list[tuple[Photo, Face]]) -> None:
+        """Out of memory: halve the batch size (for the rest of the run) and retry the same faces. Only a single
+        face that still does not fit fails — its photo, never the run."""
+        from facerestore_cli.device import empty_cache, is_out_of_memory
 
-        if self.parsenet is None:
-            return None
-        return masks.parse_masks(self.parsenet, [f.restored for f in photo.faces], self.compute.device)
+        try:
+            self.restore_batch(batch)
+        except RuntimeError as exc:
+            if not is_out_of_memory(exc):
+                raise
+            empty_cache(self.models.compute)
+            if len(batch) == 1:
+                raise FacerestoreError("out of memory restoring a single face; try --precision bf16 or another device") from None
+            self.models.batch_size = max(1, len(batch) // 2)
+            self.progress.warn(f"warning: out of memory with {len(batch)} faces per batch; "
+                               f"continuing with {self.models.batch_size}")
+            for i in range(0, len(batch), self.models.batch_size):
+                self.restore_with_retry(batch[i: i + self.models.batch_size])
 
     def finish(self, photo: Photo) -> None:
         import numpy as np
 
+        from facerestore_cli.faces import masks
         from facerestore_cli.faces.align import paste_faces
-        from facerestore_cli.imageio import write_image
         from facerestore_cli.pixels import from_float, resize_float, to_float
+        from facerestore_cli.sheets import save_extras
 
-        job, picture = photo.job, photo.picture
-        job.dest.parent.mkdir(parents=True, exist_ok=True)
+        picture, faces = photo.picture, photo.faces
         if self.opts.aligned:
             h, w = picture.rgb.shape[:2]
-            result = resize_float(photo.faces[0].restored, (w, h))
+            result = resize_float(faces[0].restored, (w, h))
         else:
-            result = paste_faces(to_float(picture.rgb), [f.restored for f in photo.faces],
-                                 [f.affine for f in photo.faces], self.masks_for(photo))
+            face_masks = None
+            if self.models.parsenet is not None:
+                face_masks = masks.parse_masks(self.models.parsenet, [f.restored for f in faces], self.models.compute.device)
+            result = paste_faces(to_float(picture.rgb), [f.restored for f in faces], [f.affine for f in faces], face_masks)
         rgb = from_float(np.clip(result, 0.0, 1.0), picture.rgb.dtype)
-        write_image(dataclasses.replace(picture, rgb=rgb), job.dest)
-        extras = self.save_extras(photo, rgb)
+        self.write(dataclasses.replace(picture, rgb=rgb), photo.job.dest)
+        extras = save_extras(self.opts, photo, rgb)
         self.summary.restored += 1
-        self.summary.faces += len(photo.faces)
-        self.record(photo, "restored", extras=extras)
+        self.summary.faces += len(faces)
+        self.done(photo, "restored", None, extras)
 
-    def save_extras(self, photo: Photo, rgb) -> dict:
-        from facerestore_cli.sheets import save_compare_sheet, save_face_crop
+    def write(self, picture, dest: Path) -> None:
+        from facerestore_cli import __version__
+        from facerestore_cli.imageio import write_image
 
-        extras: dict[str, Any] = {}
-        stem = Path(photo.job.rel).with_suffix("")
-        if self.opts.save_faces:
-            extras["face_files"] = []
-            for face in photo.faces:
-                path = self.opts.output / "_faces" / f"{stem}_face{face.index:02d}.png"
-                save_face_crop(face.restored, path)
-                extras["face_files"].append(str(path))
-        if self.opts.save_compare:
-            path = self.opts.output / "_compare" / f"{stem}.jpg"
-            save_compare_sheet(photo.picture.rgb, rgb, [f.box for f in photo.faces], path)
-            extras["compare_file"] = str(path)
-        return extras
+        provenance = None
+        if self.opts.provenance:
+            params = " ".join(f"{k}={v}" for k, v in self.opts.params.items())
+            provenance = f"facerestore {__version__}; method={self.opts.preset.name}; {params}"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        write_image(picture, dest, fmt=self.opts.fmt, quality=self.opts.quality, metadata=self.opts.metadata,
+                    provenance=provenance)
 
     def copy_through(self, photo: Photo) -> None:
+        """No face: the photo goes through unchanged (byte for byte unless a format/metadata change was asked)."""
         from facerestore_cli.imageio import atomic_copy
 
-        photo.job.dest.parent.mkdir(parents=True, exist_ok=True)
-        atomic_copy(photo.job.src, photo.job.dest)
+        if self.opts.fmt or self.opts.metadata != "keep" or self.opts.provenance or photo.job.dest.suffix != photo.job.src.suffix:
+            self.write(photo.picture, photo.job.dest)
+        else:
+            photo.job.dest.parent.mkdir(parents=True, exist_ok=True)
+            atomic_copy(photo.job.src, photo.job.dest)
         self.summary.no_face += 1
-        self.record(photo, "no_face", reason="no face found" if not photo.skipped else "every face below --min-face")
+        self.done(photo, "no_face", "no face found" if not photo.skipped else "every face below --min-face")
+
+    def done(self, photo: Photo, status: str, reason: str | None, extras: dict | None = None) -> None:
+        job = photo.job
+        self.state.record(job.rel, job.src, job.dest, "done" if status == "restored" else status, reason, self.sig)
+        self.emit(self.record(job, status, photo, reason, extras))
+        self.state.maybe_flush()
 
     def fail(self, job, reason: str, photo: Photo | None = None) -> None:
         self.summary.failed += 1
         self.progress.warn(f"error: {job.src}: {reason}")
-        self.record(photo or Photo(job, None, [], [], time.monotonic()), "failed", reason=reason)
+        self.state.record(job.rel, job.src, None, "failed", reason, self.sig)
+        self.emit(self.record(job, "failed", photo, reason))
+        self.state.maybe_flush()
+        if self.opts.fail_fast or (self.opts.max_failures is not None and self.summary.failed >= self.opts.max_failures):
+            raise StopRun("--fail-fast" if self.opts.fail_fast else f"--max-failures {self.opts.max_failures} reached")
 
-    def record(self, photo: Photo, status: str, reason: str | None = None, extras: dict | None = None) -> None:
-        job = photo.job
+    def record(self, job, status: str, photo: Photo | None = None, reason: str | None = None, extras=None) -> dict:
+        m = self.models
         rec = {
             "input": str(job.src), "output": str(job.dest) if status != "failed" else None, "status": status,
             "reason": reason,
-            "faces": [{"index": f.index, "box": _round(f.box), "score": round(f.score, 4)} for f in photo.faces],
-            "skipped_faces": photo.skipped,
-            "mask": self.mask_kind if status == "restored" and not self.opts.aligned else None,
-            "seconds": round(time.monotonic() - photo.started, 3),
+            "faces": [{"index": f.index, "box": _round(f.box), "score": round(f.score, 4)} for f in photo.faces] if photo else [],
+            "skipped_faces": photo.skipped if photo else [],
+            "mask": m.mask_kind if status == "restored" and not self.opts.aligned else None,
+            "seconds": round(time.monotonic() - photo.started, 3) if photo else 0.0,
             "method": self.opts.preset.name, "parameters": self.opts.params,
-            "weights": self.weights, "device": self.compute.describe(),
+            "weights": m.weights if m else self.weights, "device": m.compute.describe() if m else None,
+            "batch_size": m.batch_size if m else None,
         }
-        if extras:
-            rec.update(extras)
-        if status != "failed":
-            self.summary.outputs.append(str(job.dest))
-        self.report.write(rec)
-        self.progress.photo(rec)
+        rec.update(extras or {})
+        return rec
 
-    # -- the run -------------------------------------------------------------------------------------------------
+    def emit(self, rec: dict, progress: bool = True) -> None:
+        self.report.write(rec)
+        self.sink.record(rec)
+        if progress:
+            self.progress.photo(rec)
+
+    # -- the run ---------------------------------------------------------------------------------------------------
     def run(self, jobs) -> Summary:
-        from facerestore_cli.report import ReportWriter
+        from facerestore_cli.device import resolve
+        from facerestore_cli.interrupts import Interrupted, InterruptGuard
+        from facerestore_cli.models import load_models, weight_hashes
+        from facerestore_cli.state import RunState
+        from facerestore_cli.weights.store import WeightStore
 
         started = time.monotonic()
-        self.prepare_models()
-        self.report = ReportWriter(self.opts.report)
-        self.progress.start(len(jobs), self.compute.describe(), self.opts.preset.name)
-        queue: deque[tuple[Photo, Face]] = deque()
-        try:
-            for job in jobs:
-                self.summary.photos += 1
-                try:
-                    photo = self.read(job)
-                except FacerestoreError as exc:
-                    self.fail(job, exc.message)
-                    continue
-                if not photo.faces:
-                    self.copy_through(photo)
-                    continue
-                photo.pending = len(photo.faces)
-                queue.extend((photo, face) for face in photo.faces)
-                while len(queue) >= self.batch_size:
-                    self._drain(queue, self.batch_size)
-            while queue:
-                self._drain(queue, self.batch_size)
-        finally:
-            self.progress.stop()
-            self.summary.seconds = round(time.monotonic() - started, 3)
-            self.report.write(self.summary.as_record())
-            self.report.close()
+        compute = resolve(self.opts.device, self.opts.precision)
+        store = WeightStore(offline=self.opts.offline)
+        self.state = RunState.load(self.opts.output)
+        if self.state.warning:
+            self.progress.warn(f"warning: {self.state.warning}")
+        self.weights = weight_hashes(self.opts, store)
+        self.sig = self.signature(self.weights)
+        self.report = ReportWriter(None if self.opts.dry_run else self.opts.report)
+        interrupted = None
+        with InterruptGuard() as self.guard:
+            try:
+                todo = self.plan(jobs, self.state, self.sig)
+                if self.opts.dry_run:
+                    for job, reason in todo:
+                        if reason is not None:
+                            self.emit_plan(job, "run", reason)
+                    return self.summary
+                if todo:
+                    self.models = load_models(self.opts, compute, store)
+                    self.sig = self.signature(self.models.weights)
+                    self.progress.start(len(todo), compute.describe(), self.opts.preset.name)
+                    self.process([job for job, _reason in todo])
+            except Interrupted as exc:
+                interrupted = exc
+                self.summary.interrupted = str(exc.signum)
+            except StopRun as exc:
+                self.summary.stopped_early = str(exc)
+                self.progress.warn(f"stopping: {exc}")
+            finally:
+                self.progress.stop()
+                self.summary.seconds = round(time.monotonic() - started, 3)
+                self.report.write(self.summary.as_record())
+                self.report.close()
+                self.sink.summary(self.summary)
+                if not self.opts.dry_run:
+                    self.state.flush()
+        if interrupted is not None:
+            s = self.summary
+            interrupted.message += f" after {s.restored + s.no_face} photo(s) ({s.failed} failed); report and state saved"
+            raise interrupted
         return self.summary
 
-    def _drain(self, queue: deque, n: int) -> None:
-        batch = [queue.popleft() for _ in range(min(n, len(queue)))]
+    def process(self, jobs) -> None:
+        queue: deque[tuple[Photo, Face]] = deque()
+        for job in jobs:
+            self.guard.check()
+            self.summary.photos += 1
+            try:
+                photo = self.read(job)
+            except FacerestoreError as exc:
+                self.fail(job, exc.message)
+                continue
+            except OSError as exc:
+                self.fail(job, f"cannot read: {exc.strerror or exc}")
+                continue
+            if not photo.faces:
+                self._complete(photo, self.copy_through)
+                continue
+            photo.pending = len(photo.faces)
+            queue.extend((photo, face) for face in photo.faces)
+            while len(queue) >= self.models.batch_size:
+                self._drain(queue)
+        while queue:
+            self._drain(queue)
+
+    def _drain(self, queue: deque) -> None:
+        batch = [queue.popleft() for _ in range(min(self.models.batch_size, len(queue)))]
         try:
-            self.restore_batch(batch)
-        except FacerestoreError as exc:
+            self.restore_with_retry(batch)
+        except (FacerestoreError, RuntimeError) as exc:
+            reason = exc.message if isinstance(exc, FacerestoreError) else f"device error: {exc}".splitlines()[0]
             failed = {id(photo): photo for photo, _face in batch}
             kept = [(photo, face) for photo, face in queue if id(photo) not in failed]
             queue.clear()
             queue.extend(kept)
             for photo in failed.values():
-                photo.error = exc.message
-                self._complete(photo)
+                self.fail(photo.job, f"restoration failed: {reason}", photo)
             return
         for photo, _face in batch:
             photo.pending -= 1
             if photo.pending == 0:
-                self._complete(photo)
+                self._complete(photo, self.finish)
 
-    def _complete(self, photo: Photo) -> None:
-        if photo.error is not None:
-            self.fail(photo.job, f"restoration failed: {photo.error}", photo)
-            return
+    def _complete(self, photo: Photo, step) -> None:
         try:
-            self.finish(photo)
+            step(photo)
         except FacerestoreError as exc:
             self.fail(photo.job, exc.message, photo)
         except OSError as exc:
@@ -310,10 +375,28 @@ def _round(box) -> list[float]:
     return [round(float(v), 2) for v in box]
 
 
-def run(opts: RunOptions, progress, jobs, skipped_hidden: int = 0, skipped_not_image: int = 0) -> Summary:
-    """Run the jobs; the discovery's skip counts go into the summary before it is written to the report."""
+def remove_stale_temps(output: Path) -> int:
+    """Delete atomic-write temp files a killed run left in the output tree (we hold the run lock)."""
+    removed = 0
+    for dirpath, _dirs, files in os.walk(output):
+        for name in files:
+            if STALE_TEMP.match(name):
+                Path(dirpath, name).unlink(missing_ok=True)
+                removed += 1
+    return removed
+
+
+def run(opts: RunOptions, progress, jobs, skipped_hidden: int = 0, skipped_not_image: int = 0,
+        sink: StdoutSink | None = None) -> Summary:
+    """Lock the output folder, clean what a killed run left, run the jobs."""
+    from facerestore_cli.runlock import run_lock
+
     if not jobs:
         raise NoInputsError("no input images found", hint="check the paths; folders are scanned one level deep unless --recursive")
-    pipeline = Pipeline(opts, progress)
+    pipeline = Pipeline(opts, progress, sink or StdoutSink())
     pipeline.summary.skipped_hidden, pipeline.summary.skipped_not_image = skipped_hidden, skipped_not_image
-    return pipeline.run(jobs)
+    if opts.dry_run:
+        return pipeline.run(jobs)
+    with run_lock(opts.output, wait_seconds=opts.wait_lock):
+        remove_stale_temps(opts.output)
+        return pipeline.run(jobs)

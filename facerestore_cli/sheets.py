@@ -56,3 +56,20 @@ def save_compare_sheet(before: np.ndarray, after: np.ndarray, boxes, path: Path)
     path.parent.mkdir(parents=True, exist_ok=True)
     sheet = compare_sheet(before, after, boxes)
     atomic_write_bytes(path, _encode(sheet, ".jpg", [cv2.IMWRITE_JPEG_QUALITY, 90]))
+
+
+def save_extras(opts, photo, rgb: np.ndarray) -> dict:
+    """--save-faces / --save-compare for one finished photo; returns the report fields naming the files."""
+    extras: dict = {}
+    stem = Path(photo.job.rel).with_suffix("")
+    if opts.save_faces:
+        extras["face_files"] = []
+        for face in photo.faces:
+            path = opts.output / "_faces" / f"{stem}_face{face.index:02d}.png"
+            save_face_crop(face.restored, path)
+            extras["face_files"].append(str(path))
+    if opts.save_compare:
+        path = opts.output / "_compare" / f"{stem}.jpg"
+        save_compare_sheet(photo.picture.rgb, rgb, [f.box for f in photo.faces], path)
+        extras["compare_file"] = str(path)
+    return extras

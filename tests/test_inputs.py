@@ -38,7 +38,8 @@ def restore(capsys, preset, *args, quiet: bool = True):
 
 
 def files_under(root: Path) -> set[str]:
-    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+    """Outputs under root, without the run's own hidden state and lock files."""
+    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")}
 
 
 # -- folder trees --------------------------------------------------------------------------------------------------

@@ -1,0 +1,55 @@
+"""Everything a run loads before its first photo: device, weights, the method's restorer, detector, parser."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+DETECTOR_WEIGHTS = {"retinaface_resnet50": "retinaface-resnet50", "retinaface_mobile0.25": "retinaface-mobile0.25"}
+
+
+def needed_weights(opts) -> list[str]:
+    ids = list(opts.preset.weight_ids())
+    if not opts.aligned:
+        ids.append(DETECTOR_WEIGHTS[opts.detector])
+    return ids
+
+
+def weight_hashes(opts, store) -> dict[str, str | None]:
+    """The sha256 recorded for every file this run uses (no hashing: cheap enough for a rerun that loads nothing)."""
+    ids = needed_weights(opts)
+    if not opts.aligned and store.is_present("parsenet"):
+        ids.append("parsenet")
+    return {wid: store.recorded_sha256(wid) for wid in ids}
+
+
+@dataclass
+class Models:
+    compute: Any
+    store: Any
+    restorer: Any
+    detector: Any
+    parsenet: Any
+    batch_size: int
+    weights: dict[str, str | None]
+
+    @property
+    def mask_kind(self) -> str:
+        return "parsenet" if self.parsenet is not None else "square"
+
+
+def load_models(opts, compute, store) -> Models:
+    from facerestore_cli.device import default_batch_size
+    from facerestore_cli.faces.detect import FaceDetector
+    from facerestore_cli.methods import build_method
+    from facerestore_cli.methods.components import load_network
+
+    store.require(needed_weights(opts))
+    restorer = build_method(opts.preset, opts.params, store, compute)
+    detector = parsenet = None
+    if not opts.aligned:
+        detector = FaceDetector(load_network(store, {"weights": DETECTOR_WEIGHTS[opts.detector]}, compute), compute.device)
+        if store.is_present("parsenet"):
+            parsenet = load_network(store, {"weights": "parsenet"}, compute)
+    batch_size = opts.batch_size or default_batch_size(compute)
+    return Models(compute, store, restorer, detector, parsenet, batch_size, weight_hashes(opts, store))
