@@ -4,7 +4,7 @@ PYTHON ?= python3
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install --constraint constraints.txt
 
-.PHONY: install test bench clean
+.PHONY: install test clean
 
 install: $(VENV)/.installed
 
@@ -19,9 +19,6 @@ $(VENV)/.installed: pyproject.toml constraints.txt Makefile
 
 test: install
 	$(PY) -m pytest
-
-bench: install
-	$(PY) benchmarks/bench_sampler.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
