@@ -20,6 +20,11 @@ MAGIC = (
 )
 
 
+# A file named like an image whose content is not one (zero bytes, text, junk) is kept as a job so that it fails
+# with its reason: in an archive that is damage to report, not clutter to skip.
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".png", ".gif", ".tif", ".tiff", ".bmp", ".webp"}
+
+
 def sniff_image(path: Path) -> str | None:
     """The image format from the file's first bytes (content, not extension), or None."""
     try:
@@ -89,7 +94,8 @@ def output_name(src: Path, dest: Path, fmt: str | None) -> Path:
 
 def discover(inputs: list[Path], output: Path, recursive: bool = False, fmt: str | None = None) -> Discovery:
     """Expand files and folders into jobs. Files named explicitly are always taken (a bad one fails later with its
-    reason); inside folders, hidden entries and non-images (by content) are skipped and counted."""
+    reason); inside folders, hidden entries and non-images (by content, unless named like an image) are skipped
+    and counted."""
     found = Discovery()
     out_resolved = output.resolve()
     dir_inputs = [p for p in inputs if p.is_dir()]
@@ -114,7 +120,7 @@ def discover(inputs: list[Path], output: Path, recursive: bool = False, fmt: str
                     continue
                 if out_inside and path.resolve().is_relative_to(out_resolved):
                     continue
-                if sniff_image(path) is None:
+                if sniff_image(path) is None and path.suffix.lower() not in IMAGE_SUFFIXES:
                     found.skipped_not_image += 1
                     continue
                 rel = prefix + "/".join(rel_parts)

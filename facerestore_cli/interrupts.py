@@ -39,6 +39,9 @@ class InterruptGuard:
         return self
 
     def __exit__(self, *_exc) -> None:
+        if self.signum is not None:
+            return  # interrupted: the process is winding down (about a second with torch loaded); a further signal
+            # must still exit at once, not raise KeyboardInterrupt into the shutdown
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
 

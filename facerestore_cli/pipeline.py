@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import signal
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from facerestore_cli.errors import FacerestoreError, NoInputsError
+from facerestore_cli.interrupts import Interrupted
 from facerestore_cli.presets import Preset
 from facerestore_cli.report import ReportWriter, StdoutSink, Summary
 
@@ -83,6 +85,7 @@ class Pipeline:
         self.summary = Summary()
         self.models = None
         self.guard = None
+        self.why: dict[str, str] = {}
 
     # -- plan: what is already done ------------------------------------------------------------------------------
     def signature(self, weights: dict) -> str:
@@ -106,7 +109,10 @@ class Pipeline:
                 todo.append((job, decision.reason))
             elif not self.opts.dry_run:
                 self.summary.skipped += 1
-                self.emit(self.record(job, "skipped", reason=decision.reason), progress=False)
+                rec = self.record(job, "skipped", reason=decision.reason)
+                if state.entries[job.rel]["status"] == "failed":
+                    rec["output"] = None  # failed last time: no output exists (nor goes to --print-outputs)
+                self.emit(rec, progress=False)
             else:
                 todo.append((job, None))
                 self.emit_plan(job, "skip", decision.reason)
@@ -177,13 +183,17 @@ class Pipeline:
             if not is_out_of_memory(exc):
                 raise
             empty_cache(self.models.compute)
-            if len(batch) == 1:
+            size = max(len(batch), self.models.batch_size)  # what did not fit: a short batch is padded to the size
+            if size == 1:
                 raise FacerestoreError("out of memory restoring a single face; try --precision bf16 or another device") from None
-            self.models.batch_size = max(1, len(batch) // 2)
-            self.progress.warn(f"warning: out of memory with {len(batch)} faces per batch; "
+            self.models.batch_size = size // 2
+            self.progress.warn(f"warning: out of memory with {size} faces per batch; "
                                f"continuing with {self.models.batch_size}")
-            for i in range(0, len(batch), self.models.batch_size):
-                self.restore_with_retry(batch[i: i + self.models.batch_size])
+            start = 0
+            while start < len(batch):  # chunks of the current size: a retry below may halve it again
+                chunk = batch[start: start + self.models.batch_size]
+                self.restore_with_retry(chunk)
+                start += len(chunk)
 
     def finish(self, photo: Photo) -> None:
         import numpy as np
@@ -261,6 +271,8 @@ class Pipeline:
             "weights": m.weights if m else self.weights, "device": m.compute.describe() if m else None,
             "batch_size": m.batch_size if m else None,
         }
+        if status != "skipped":
+            rec["why"] = self.why.get(job.rel)  # why it ran: new, input changed, parameters changed, forced, ...
         rec.update(extras or {})
         return rec
 
@@ -273,7 +285,7 @@ class Pipeline:
     # -- the run ---------------------------------------------------------------------------------------------------
     def run(self, jobs) -> Summary:
         from facerestore_cli.device import resolve
-        from facerestore_cli.interrupts import Interrupted, InterruptGuard
+        from facerestore_cli.interrupts import InterruptGuard
         from facerestore_cli.models import load_models, weight_hashes
         from facerestore_cli.state import RunState
         from facerestore_cli.weights.store import WeightStore
@@ -300,10 +312,11 @@ class Pipeline:
                     self.models = load_models(self.opts, compute, store)
                     self.sig = self.signature(self.models.weights)
                     self.progress.start(len(todo), compute.describe(), self.opts.preset.name)
+                    self.why = {job.rel: reason for job, reason in todo}
                     self.process([job for job, _reason in todo])
             except Interrupted as exc:
                 interrupted = exc
-                self.summary.interrupted = str(exc.signum)
+                self.summary.interrupted = signal.Signals(exc.signum).name
             except StopRun as exc:
                 self.summary.stopped_early = str(exc)
                 self.progress.warn(f"stopping: {exc}")
@@ -348,6 +361,8 @@ class Pipeline:
         batch = [queue.popleft() for _ in range(min(self.models.batch_size, len(queue)))]
         try:
             self.restore_with_retry(batch)
+        except Interrupted:
+            raise  # not a failure: the batch's photos are left unrecorded, so the next run does them
         except (FacerestoreError, RuntimeError) as exc:
             reason = exc.message if isinstance(exc, FacerestoreError) else f"device error: {exc}".splitlines()[0]
             failed = {id(photo): photo for photo, _face in batch}

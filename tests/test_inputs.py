@@ -113,14 +113,16 @@ def test_hidden_and_non_image_files_are_skipped_and_counted(tiny_env, tmp_path, 
     plain(src / ".hidden.jpg")  # a real image, but hidden
     plain(src / "._ok.jpg")  # macOS AppleDouble companion
     (src / "notes.txt").write_text("not an image")
-    (src / "fake.jpg").write_text("text with an image extension")
+    (src / "Thumbs.db").write_bytes(b"\0" * 64)
+    (src / "fake.jpg").write_text("text with an image extension")  # named like a photo: fails with its reason
     report = tmp_path / "r.jsonl"
     code, stdout, err = restore(capsys, tiny_env, src, "-o", out, "--report", report, quiet=False)
-    assert code == 0, err
+    assert code == 1, err
     assert stdout == ""
     assert files_under(out) == {"ok.jpg"}
     records, summary = read_report(report)
-    assert [Path(r["input"]).name for r in records] == ["ok.jpg"]
+    assert sorted((Path(r["input"]).name, r["status"]) for r in records) == [("fake.jpg", "failed"), ("ok.jpg", "no_face")]
+    assert "fake.jpg" in err and "text" in err
     assert summary["skipped_hidden"] == 2 and summary["skipped_not_image"] == 2
     done = [line for line in err.splitlines() if line.startswith("done:")]
     assert len(done) == 1, err
