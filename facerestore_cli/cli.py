@@ -26,7 +26,8 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-KNOB_FLAGS = {"steps": "--steps", "eta": "--eta", "start_t": "--start-t", "seed": "--seed"}
+KNOB_FLAGS = {"steps": "--steps", "eta": "--eta", "start_t": "--start-t", "seed": "--seed", "dr2_n": "--dr2-n",
+              "dr2_tau": "--dr2-tau", "enhancer": "--enhancer", "prior": "--dr2-prior"}
 
 
 def _stderr():
@@ -50,7 +51,9 @@ def merge_knobs(preset, given: dict) -> dict:
             continue
         if name not in preset.parameters:
             takes = ", ".join(KNOB_FLAGS.get(k, "--" + k.replace("_", "-")) for k in preset.parameters) or "no knobs"
-            raise UsageError(f"{KNOB_FLAGS[name]} is not used by method '{preset.name}'", hint=f"it takes: {takes}")
+            note = preset.raw.get("knob_notes", {}).get(name)
+            raise UsageError(f"{KNOB_FLAGS[name]} is not used by method '{preset.name}'" + (f": {note}" if note else ""),
+                             hint=f"it takes: {takes}")
         params[name] = value
     return params
 
@@ -66,6 +69,10 @@ def run(
     steps: Optional[int] = typer.Option(None, "--steps", help="Network evaluations of the diffusion loop (default: from the preset)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed; each face gets its own stream (default: from the preset)."),
     eta: Optional[float] = typer.Option(None, "--eta", help="DDIM η (0 = deterministic) (default: from the preset)."),
+    dr2_n: Optional[int] = typer.Option(None, "--dr2-n", min=1, help="DR2 low-pass factor N: bigger = cleaner, less faithful (default: 4)."),
+    dr2_tau: Optional[int] = typer.Option(None, "--dr2-tau", min=0, max=98, help="DR2 output step τ (respaced, 0–98): bigger = cleaner, less faithful (default: 22)."),
+    enhancer: Optional[str] = typer.Option(None, "--enhancer", metavar="sparnethd|none", help="DR2 enhancement module; none writes DR2's coarse output upsampled."),
+    dr2_prior: Optional[str] = typer.Option(None, "--dr2-prior", metavar="dr2|p2", help="DR2 diffusion prior: the authors' DR2_FFHQ.pkl or P2-weighting's ffhq_p2.pt."),
     start_t: Optional[int] = typer.Option(None, "--start-t", help="DifFace start timestep N: higher = more realism, less fidelity (default: from the preset, 400 for difface)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Faces per forward (default: 1 on CPU, up to 8 on GPU by free memory)."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N"),
@@ -117,7 +124,8 @@ def run(
         raise UsageError(f"--metadata must be keep or strip, not '{metadata}'")
     fmt = _check_format(fmt)
     preset = _load_preset(method, preset_file)
-    params = merge_knobs(preset, {"steps": steps, "eta": eta, "start_t": start_t, "seed": seed})
+    params = merge_knobs(preset, {"steps": steps, "eta": eta, "start_t": start_t, "seed": seed, "dr2_n": dr2_n,
+                                  "dr2_tau": dr2_tau, "enhancer": enhancer, "prior": dr2_prior})
     paths = list(inputs or [])
     if files_from is not None:
         paths += [Path(p) for p in read_list(files_from, null_separated=null)]

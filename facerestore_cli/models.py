@@ -9,7 +9,9 @@ DETECTOR_WEIGHTS = {"retinaface_resnet50": "retinaface-resnet50", "retinaface_mo
 
 
 def needed_weights(opts) -> list[str]:
-    ids = list(opts.preset.weight_ids())
+    from facerestore_cli.methods import required_weights
+
+    ids = list(required_weights(opts.preset, opts.params))
     if not opts.aligned:
         ids.append(DETECTOR_WEIGHTS[opts.detector])
     return ids

@@ -32,14 +32,16 @@ def to_tensor(image: np.ndarray):
     return torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).permute(2, 0, 1).unsqueeze(0)
 
 
-def resize_batch(x, size: int | tuple[int, int]):
-    """Bicubic antialiased resize of a [B, 3, H, W] batch (DifFace's sampler resizes this way), clamped."""
+def resize_batch(x, size: int | tuple[int, int], clamp: bool = True):
+    """Bicubic antialiased resize of a [B, 3, H, W] batch (DifFace's sampler and DR2's torchvision Resize work this
+    way), clamped to [0, 1] unless clamp=False."""
     import torch.nn.functional as F
 
     hw = (size, size) if isinstance(size, int) else size
     if tuple(x.shape[-2:]) == tuple(hw):
         return x
-    return F.interpolate(x, size=hw, mode="bicubic", antialias=True).clamp(0.0, 1.0)
+    out = F.interpolate(x, size=hw, mode="bicubic", antialias=True)
+    return out.clamp(0.0, 1.0) if clamp else out
 
 
 def resize_float(image: np.ndarray, wh: tuple[int, int]) -> np.ndarray:

@@ -85,3 +85,59 @@ def tiny_env(tiny_home, monkeypatch) -> Path:
     monkeypatch.setenv("FACERESTORE_HOME", str(tiny_home))
     monkeypatch.setenv("FACERESTORE_OFFLINE", "1")
     return tiny_home / "difface-tiny.yaml"
+
+
+# -- DR2 ---------------------------------------------------------------------------------------------------------
+TINY_DR2_FACE_SIZE = 64
+
+
+def tiny_dr2_configs():
+    from tiny_configs import TINY_SPARNETHD, TINY_UNET_DR2
+
+    return dict(TINY_UNET_DR2), dict(TINY_SPARNETHD)
+
+
+def make_tiny_dr2_weights(weights_dir: Path) -> None:
+    """Tiny random DR2 networks in the official layouts: plain state dicts (DR2_FFHQ.pkl, ffhq_p2.pt) and
+    SPARNetHD with spectral-norm u/v buffers settled by two train-mode forwards (random u/v make σ meaningless)."""
+    import torch
+
+    from facerestore_cli.archs import build_arch
+
+    unet_cfg, spar_cfg = tiny_dr2_configs()
+    weights_dir.mkdir(parents=True, exist_ok=True)
+    torch.save(randomize(build_arch("unet", unet_cfg), 3).state_dict(), weights_dir / "DR2_FFHQ.pkl")
+    torch.save(randomize(build_arch("unet", unet_cfg), 4).state_dict(), weights_dir / "ffhq_p2.pt")
+    spar = randomize(build_arch("sparnethd", spar_cfg), 5).train()
+    with torch.no_grad():
+        for _ in range(2):
+            spar(torch.rand(1, 3, spar_cfg["size"], spar_cfg["size"], generator=torch.Generator().manual_seed(9)) * 2 - 1)
+    torch.save(spar.eval().state_dict(), weights_dir / "SPARNetHD_FFHQ_DR2aug.pth")
+
+
+def write_tiny_dr2_preset(path: Path) -> Path:
+    unet_cfg, spar_cfg = tiny_dr2_configs()
+    data = yaml.safe_load((REPO / "presets" / "dr2.yaml").read_text())
+    data["name"] = "dr2-tiny"
+    data["face_size"] = TINY_DR2_FACE_SIZE
+    data["components"]["prior"]["config"] = unet_cfg
+    data["components"]["enhancer"]["config"] = spar_cfg
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_dr2_home(tiny_home, tmp_path_factory) -> Path:
+    """A copy of the tiny home plus tiny DR2 networks (shared by the DR2 tests, never modified by them)."""
+    home = tmp_path_factory.mktemp("facerestore-home-dr2") / "home"
+    shutil.copytree(tiny_home, home)
+    make_tiny_dr2_weights(home / "weights")
+    write_tiny_dr2_preset(home / "dr2-tiny.yaml")
+    return home
+
+
+@pytest.fixture
+def tiny_dr2_env(tiny_dr2_home, monkeypatch) -> Path:
+    monkeypatch.setenv("FACERESTORE_HOME", str(tiny_dr2_home))
+    monkeypatch.setenv("FACERESTORE_OFFLINE", "1")
+    return tiny_dr2_home / "dr2-tiny.yaml"

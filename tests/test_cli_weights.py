@@ -215,12 +215,17 @@ def test_weights_fetch_needs_an_id(empty_home, capsys):
 
 # -- methods / doctor ----------------------------------------------------------------------------------------------
 
-def test_methods_lists_difface_with_weight_status(tiny_env, capsys):
+def test_methods_lists_every_preset_with_weight_status(tiny_env, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "250")
     code, out, err = run_cli(capsys, "methods")
     assert code == 0, err
-    assert "difface" in out
-    assert "difface-unet" in out and "difface-swinir" in out
-    assert "present" in out and "missing" not in out
+    status = {}
+    for line in out.splitlines():
+        for wid in ("difface-unet", "difface-swinir", "dr2-unet", "dr2-sparnethd"):
+            if f"{wid} [" in line:
+                status[wid] = "present" if f"{wid} [present]" in line else "missing"
+    assert status == {"difface-unet": "present", "difface-swinir": "present", "dr2-unet": "missing",
+                      "dr2-sparnethd": "missing"}
 
 
 def test_methods_in_empty_home_shows_missing(empty_home, capsys):

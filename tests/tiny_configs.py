@@ -47,3 +47,17 @@ TINY_SWINIR = {
     "resi_connection": "1conv",
     "img_range": 1.0,
 }
+
+# DR2's SPARNetHD2D enhancer at toy size: 32x32 in/out, 2 down/up blocks to an 8x8 body, spectral norm on.
+# bottleneck_size 16 -> hourglass depths 2, 1 (encoder), 1, 1 (body), 2, 3 (decoder); hourglass width fixed at 64.
+TINY_SPARNETHD = {
+    "size": 32,
+    "min_ch": 8,
+    "max_ch": 32,
+    "min_feat_size": 8,
+    "norm_type": "in",
+    "res_depth": 1,
+    "relu_type": "leakyrelu",
+    "att_name": "spar",
+    "bottleneck_size": 16,
+}

@@ -20,6 +20,7 @@ ARCHS: dict[str, str] = {
     "swinir_difface": "facerestore_cli.archs.swinir:build_swinir_difface",
     "retinaface": "facerestore_cli.archs.facexlib_nets:build_retinaface",
     "parsenet": "facerestore_cli.archs.facexlib_nets:build_parsenet",
+    "sparnethd": "facerestore_cli.archs.sparnethd:build_sparnethd",
 }
 
 
