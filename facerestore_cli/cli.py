@@ -27,7 +27,8 @@ app = typer.Typer(
 )
 
 KNOB_FLAGS = {"steps": "--steps", "eta": "--eta", "start_t": "--start-t", "seed": "--seed", "dr2_n": "--dr2-n",
-              "dr2_tau": "--dr2-tau", "enhancer": "--enhancer", "prior": "--dr2-prior"}
+              "dr2_tau": "--dr2-tau", "enhancer": "--enhancer", "prior": "--dr2-prior",
+              "guidance_scale": "--guidance-scale", "id_mask": "--id-mask", "guidance_through_unet": "--guidance-through-unet"}
 
 
 def _stderr():
@@ -73,6 +74,10 @@ def run(
     dr2_tau: Optional[int] = typer.Option(None, "--dr2-tau", min=0, max=98, help="DR2 output step τ (respaced, 0–98): bigger = cleaner, less faithful (default: 22)."),
     enhancer: Optional[str] = typer.Option(None, "--enhancer", metavar="sparnethd|none", help="DR2 enhancement module; none writes DR2's coarse output upsampled."),
     dr2_prior: Optional[str] = typer.Option(None, "--dr2-prior", metavar="dr2|p2", help="DR2 diffusion prior: the authors' DR2_FFHQ.pkl or P2-weighting's ffhq_p2.pt."),
+    guidance_scale: Optional[float] = typer.Option(None, "--guidance-scale", min=0.0, help="ipc-guided: identity guidance scale s (0 disables guidance)."),
+    id_mask: Optional[str] = typer.Option(None, "--id-mask", metavar="parsing|proxy|none", help="ipc-guided: where identity guidance acts."),
+    guidance_through_unet: Optional[bool] = typer.Option(None, "--guidance-through-unet", help="ipc-guided: also backpropagate through the UNet (slower, much more memory)."),
+    identity_score: bool = typer.Option(False, "--identity-score", help="Report each face's ArcFace identity cosine to the input and to the method's estimate (needs arcface-ir-se50)."),
     start_t: Optional[int] = typer.Option(None, "--start-t", help="DifFace start timestep N: higher = more realism, less fidelity (default: from the preset, 400 for difface)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Faces per forward (default: 1 on CPU, up to 8 on GPU by free memory)."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N"),
@@ -125,7 +130,9 @@ def run(
     fmt = _check_format(fmt)
     preset = _load_preset(method, preset_file)
     params = merge_knobs(preset, {"steps": steps, "eta": eta, "start_t": start_t, "seed": seed, "dr2_n": dr2_n,
-                                  "dr2_tau": dr2_tau, "enhancer": enhancer, "prior": dr2_prior})
+                                  "dr2_tau": dr2_tau, "enhancer": enhancer, "prior": dr2_prior,
+                                  "guidance_scale": guidance_scale, "id_mask": id_mask,
+                                  "guidance_through_unet": guidance_through_unet})
     paths = list(inputs or [])
     if files_from is not None:
         paths += [Path(p) for p in read_list(files_from, null_separated=null)]
@@ -139,6 +146,7 @@ def run(
         offline=offline or os.environ.get("FACERESTORE_OFFLINE", "").lower() in ("1", "true", "yes"),
         force=force, redo_failed=redo_failed, wait_lock=wait_lock, fail_fast=fail_fast, max_failures=max_failures,
         dry_run=dry_run, fmt=fmt, quality=quality, metadata=metadata, provenance=provenance, max_pixels=max_pixels,
+        identity_score=identity_score,
     )
     console = _stderr()
     progress = Progress(console, "plain" if verbose else Progress.choose_mode(quiet), interval=0.0 if verbose else 10.0)

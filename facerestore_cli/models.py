@@ -8,10 +8,15 @@ from typing import Any
 DETECTOR_WEIGHTS = {"retinaface_resnet50": "retinaface-resnet50", "retinaface_mobile0.25": "retinaface-mobile0.25"}
 
 
+IDENTITY_WEIGHTS = "arcface-ir-se50"
+
+
 def needed_weights(opts) -> list[str]:
     from facerestore_cli.methods import required_weights
 
     ids = list(required_weights(opts.preset, opts.params))
+    if opts.identity_score and IDENTITY_WEIGHTS not in ids:
+        ids.append(IDENTITY_WEIGHTS)
     if not opts.aligned:
         ids.append(DETECTOR_WEIGHTS[opts.detector])
     return ids
@@ -34,6 +39,7 @@ class Models:
     parsenet: Any
     batch_size: int
     weights: dict[str, str | None]
+    identity: Any = None  # IdentityScorer when identity scores are reported
 
     @property
     def mask_kind(self) -> str:
@@ -54,4 +60,10 @@ def load_models(opts, compute, store) -> Models:
         if store.is_present("parsenet"):
             parsenet = load_network(store, {"weights": "parsenet"}, compute)
     batch_size = opts.batch_size or default_batch_size(compute)
-    return Models(compute, store, restorer, detector, parsenet, batch_size, weight_hashes(opts, store))
+    identity = None
+    if opts.identity_score or IDENTITY_WEIGHTS in needed_weights(opts):
+        from facerestore_cli.faces.identity import IdentityScorer
+
+        arcface = getattr(restorer, "arcface", None) or load_network(store, {"weights": IDENTITY_WEIGHTS}, compute)
+        identity = IdentityScorer(arcface, compute.device)
+    return Models(compute, store, restorer, detector, parsenet, batch_size, weight_hashes(opts, store), identity)

@@ -53,6 +53,7 @@ class RunOptions:
     metadata: str = "keep"
     provenance: bool = False
     max_pixels: int | None = None
+    identity_score: bool = False
 
 
 @dataclass
@@ -63,6 +64,7 @@ class Face:
     affine: Any  # 2x3 float array; None for --aligned inputs
     crop: Any  # HxWx3 float32 RGB [0, 1]
     restored: Any = None
+    identity: dict | None = None  # ArcFace cosines, with --identity-score
 
 
 @dataclass
@@ -98,6 +100,7 @@ class Pipeline:
             "weights": weights, "detector": None if o.aligned else o.detector, "min_face": o.min_face,
             "aligned": o.aligned, "precision": o.precision, "format": o.fmt, "quality": o.quality,
             "metadata": o.metadata, "provenance": o.provenance, "face_size": o.preset.face_size,
+            "identity_score": o.identity_score,
         })
 
     def plan(self, jobs, state, signature) -> list:
@@ -167,10 +170,25 @@ class Pipeline:
         if padding > 0:
             faces = torch.cat([faces, faces.new_zeros((padding, *faces.shape[1:]))])
             generators += [face_generator(seed, "\0padding", i) for i in range(padding)]
-        out = self.models.restorer.restore(faces, generators, callback=lambda _step: self.guard.check())[: len(batch)]
-        for (_photo, face), restored in zip(batch, out.permute(0, 2, 3, 1).float().cpu().numpy()):
+        out = self.models.restorer.restore(faces, generators, callback=lambda _step: self.guard.check())
+        scores = self.identity_scores(faces, out)
+        out = out[: len(batch)]
+        for k, ((_photo, face), restored) in enumerate(zip(batch, out.permute(0, 2, 3, 1).float().cpu().numpy())):
             face.restored = restored
+            face.identity = {name: round(values[k], 4) for name, values in scores.items()} or None
         self.progress.faces(len(batch))
+
+    def identity_scores(self, faces, restored) -> dict[str, list[float]]:
+        """ArcFace cosine of each restored face to its input crop and to the method's own estimate (DifFace's and
+        ipc-guided's g_φ(x)), when identity scores are on."""
+        identity = self.models.identity
+        if identity is None:
+            return {}
+        scores = {"vs_input": identity.score(restored, faces.to(restored.device))}
+        estimate = getattr(self.models.restorer, "last_estimate", None)
+        if estimate is not None:
+            scores["vs_estimate"] = identity.score(restored, estimate)
+        return scores
 
     def restore_with_retry(self, batch: list[tuple[Photo, Face]]) -> None:
         """Out of memory: halve the batch size (for the rest of the run) and retry the same faces. Only a single
@@ -263,7 +281,8 @@ class Pipeline:
         rec = {
             "input": str(job.src), "output": str(job.dest) if status != "failed" else None, "status": status,
             "reason": reason,
-            "faces": [{"index": f.index, "box": _round(f.box), "score": round(f.score, 4)} for f in photo.faces] if photo else [],
+            "faces": [{"index": f.index, "box": _round(f.box), "score": round(f.score, 4),
+                       **({"identity": f.identity} if f.identity else {})} for f in photo.faces] if photo else [],
             "skipped_faces": photo.skipped if photo else [],
             "mask": m.mask_kind if status == "restored" and not self.opts.aligned else None,
             "seconds": round(time.monotonic() - photo.started, 3) if photo else 0.0,

@@ -141,3 +141,39 @@ def tiny_dr2_env(tiny_dr2_home, monkeypatch) -> Path:
     monkeypatch.setenv("FACERESTORE_HOME", str(tiny_dr2_home))
     monkeypatch.setenv("FACERESTORE_OFFLINE", "1")
     return tiny_dr2_home / "dr2-tiny.yaml"
+
+
+# -- ipc-guided --------------------------------------------------------------------------------------------------
+def write_tiny_ipc_preset(path: Path) -> Path:
+    data = yaml.safe_load((REPO / "presets" / "ipc-guided.yaml").read_text())
+    data["name"] = "ipc-tiny"
+    data["face_size"] = TINY_FACE_SIZE
+    data["components"]["ipc"]["config"] = TINY_SWINIR_AT_128
+    data["components"]["prior"]["config"] = TINY_UNET_AT_128
+    data["parameters"]["steps"] = 3
+    data["parameters"]["id_mask"] = "proxy"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_ipc_home(tiny_home, tmp_path_factory) -> Path:
+    """A copy of the tiny home plus a randomly initialised full-size ArcFace IR-SE50 (there is no tiny IR-SE;
+    a 112² forward is cheap) in facexlib's file layout."""
+    import torch
+
+    from facerestore_cli.archs import build_arch
+
+    home = tmp_path_factory.mktemp("facerestore-home-ipc") / "home"
+    shutil.copytree(tiny_home, home)
+    torch.manual_seed(11)
+    torch.save(build_arch("arcface", {}).state_dict(), home / "weights" / "recognition_arcface_ir_se50.pth")
+    write_tiny_ipc_preset(home / "ipc-tiny.yaml")
+    return home
+
+
+@pytest.fixture
+def tiny_ipc_env(tiny_ipc_home, monkeypatch) -> Path:
+    monkeypatch.setenv("FACERESTORE_HOME", str(tiny_ipc_home))
+    monkeypatch.setenv("FACERESTORE_OFFLINE", "1")
+    return tiny_ipc_home / "ipc-tiny.yaml"

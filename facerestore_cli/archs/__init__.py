@@ -21,6 +21,7 @@ ARCHS: dict[str, str] = {
     "retinaface": "facerestore_cli.archs.facexlib_nets:build_retinaface",
     "parsenet": "facerestore_cli.archs.facexlib_nets:build_parsenet",
     "sparnethd": "facerestore_cli.archs.sparnethd:build_sparnethd",
+    "arcface": "facerestore_cli.archs.facexlib_nets:build_arcface",
 }
 
 

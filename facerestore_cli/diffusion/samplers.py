@@ -15,6 +15,8 @@ from facerestore_cli.diffusion.resize import lowpass
 from facerestore_cli.diffusion.schedule import extract, q_sample
 
 EpsModel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# guide(x_t, ε̂, ᾱ_t, t) → correction subtracted from the DDIM mean (t: the original integer timestep)
+Guide = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], torch.Tensor]
 
 
 def predict_x0(x_t: torch.Tensor, eps: torch.Tensor, abar_t: torch.Tensor) -> torch.Tensor:
@@ -35,17 +37,21 @@ def ddim_step(
     eta: float,
     noise: torch.Tensor | None,
     clip: bool = True,
+    shift: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One DDIM update, Song et al. 2021, Eq. 12:
     x_prev = √ᾱ_prev x̂_0 + √(1 − ᾱ_prev − σ²) ε̂ + σ z.
 
     As in DifFace's official sampler, x̂_0 is clipped to [-1, 1] but ε̂ stays the raw model output (stock
-    guided-diffusion re-derives ε̂ from the clipped x̂_0 instead). Returns (x_prev, x̂_0)."""
+    guided-diffusion re-derives ε̂ from the clipped x̂_0 instead). `shift`, when given, is subtracted from the
+    mean before σ z is added (guidance, Diffuse and Restore Eq. 9: μ′ = μ − s ∇L ⊙ M). Returns (x_prev, x̂_0)."""
     x0 = predict_x0(x_t, eps, abar_t)
     if clip:
         x0 = x0.clamp(-1.0, 1.0)
     sigma = ddim_sigma(abar_t, abar_prev, eta)
     x_prev = abar_prev.sqrt() * x0 + (1.0 - abar_prev - sigma**2).clamp(min=0.0).sqrt() * eps
+    if shift is not None:
+        x_prev = x_prev - shift
     if noise is not None:
         x_prev = x_prev + sigma * noise
     return x_prev, x0
@@ -59,10 +65,15 @@ def ddim_loop(
     eta: float,
     generators: list[torch.Generator],
     callback: Callable[[dict], None] | None = None,
+    guide: Guide | None = None,
 ) -> torch.Tensor:
     """Run DDIM from x (already noised to the level before timesteps[0]) down through `timesteps`
     (descending original timesteps; one model evaluation each). ᾱ_prev of the last step is 1.
-    Fresh noise z comes from each face's own generator, so results do not depend on batch composition."""
+    Fresh noise z comes from each face's own generator, so results do not depend on batch composition.
+
+    guide(x_t, ε̂, ᾱ_t, t) → correction (same shape as x), called at every step after the model: the correction
+    is subtracted from the DDIM mean before σ z is added (Diffuse and Restore Eq. 9, see diffusion/guidance.py).
+    A guide that needs gradients must not be run under torch.inference_mode (torch.no_grad is fine)."""
     # channels-last convolutions fold the batch into GEMM rows, making a face's result depend on its batch position
     x = x.contiguous()
     for i, t in enumerate(timesteps):
@@ -72,7 +83,8 @@ def ddim_loop(
         abar_prev = torch.ones_like(abar_t) if is_last else extract(abar, timesteps[i + 1], x)
         eps = eps_model(x, t_batch).float()
         noise = None if (is_last or eta == 0) else randn_per_face(generators, tuple(x.shape[1:]), x.device)
-        x, x0 = ddim_step(x, eps, abar_t, abar_prev, eta, noise)
+        shift = None if guide is None else guide(x, eps, abar_t, t)
+        x, x0 = ddim_step(x, eps, abar_t, abar_prev, eta, noise, shift=shift)
         if callback is not None:
             callback({"i": i, "t": t, "x": x, "x0": x0, "total": len(timesteps)})
     return x

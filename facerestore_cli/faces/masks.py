@@ -17,7 +17,9 @@ from torch import nn
 MASK_SQUARE = "square"
 MASK_PARSENET = "parsenet"
 
-# ParseNet's 19 classes to mask values: background (0), neck (14), cloth (16), hair (17), hat (18) → 0.
+# facexlib's paste-back values for ParseNet's 19 classes (CelebAMask-HQ g_mask order: 0 background, 1 skin, 2 nose,
+# 3 eye_g, 4/5 eyes, 6/7 brows, 8/9 ears, 10 mouth, 11/12 lips, 13 hair, 14 hat, 15 ear_r, 16 neck_l, 17 neck,
+# 18 cloth): background, hat, necklace, neck and cloth → 0; hair and the rest stay (see faces/id_masks.py).
 MASK_COLORMAP = (0, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 0, 255, 0, 0, 0)
 PARSE_BLUR_KSIZE = (101, 101)
 PARSE_BLUR_SIGMA = 11

@@ -10,6 +10,7 @@ from facerestore_cli.errors import UsageError
 METHOD_MODULES = {
     "difface": "facerestore_cli.methods.difface",
     "dr2": "facerestore_cli.methods.dr2",
+    "ipc_guided": "facerestore_cli.methods.ipc_guided",
 }
 
 

@@ -38,6 +38,7 @@ class DifFace:
         self.estimator, self.prior, self.abar = estimator, prior, abar
         self.params, self.compute, self.face_size = params, compute, face_size
         self._weight_ids = list(weight_ids)
+        self.last_estimate = None  # x̂0 = e(y) of the last batch, [0, 1] (for identity scores)
 
     def weight_ids(self) -> list[str]:
         return self._weight_ids
@@ -54,7 +55,8 @@ class DifFace:
     def restore(self, faces: torch.Tensor, generators: list[torch.Generator], callback=None) -> torch.Tensor:
         p = self.params
         lq = resize_batch(faces.to(self.compute.device, torch.float32), self.face_size)
-        x0 = self.estimate(lq) * 2.0 - 1.0
+        self.last_estimate = self.estimate(lq)
+        x0 = self.last_estimate * 2.0 - 1.0
         noise = randn_per_face(generators, tuple(x0.shape[1:]), x0.device)
         x = q_sample(x0, extract(self.abar, p.start_t, x0), noise)
         timesteps = list(reversed(spread_below(p.start_t, p.steps)))
