@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -64,3 +65,17 @@ def _fsync_dir(folder: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+STALE_TEMP = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")  # the names atomic_open gives its temp files
+
+
+def remove_stale_temps(output: Path) -> int:
+    """Delete atomic-write temp files a killed run left in the output tree (we hold the run lock)."""
+    removed = 0
+    for dirpath, _dirs, files in os.walk(output):
+        for name in files:
+            if STALE_TEMP.match(name):
+                Path(dirpath, name).unlink(missing_ok=True)
+                removed += 1
+    return removed

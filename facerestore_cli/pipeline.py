@@ -8,8 +8,6 @@ recorded in the run state only once it is in place, so a crash at any moment cos
 from __future__ import annotations
 
 import dataclasses
-import os
-import re
 import signal
 import time
 from collections import deque
@@ -20,10 +18,7 @@ from typing import Any
 from facerestore_cli.errors import FacerestoreError, NoInputsError
 from facerestore_cli.interrupts import Interrupted
 from facerestore_cli.presets import Preset
-from facerestore_cli.report import ReportWriter, StdoutSink, Summary
-
-STALE_TEMP = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")  # atomic-write temp files left by a killed run
-
+from facerestore_cli.report import ReportWriter, StdoutSink, Summary, photo_record, round_box
 
 @dataclass
 class RunOptions:
@@ -146,7 +141,7 @@ class Pipeline:
         for det in self.models.detector.detect(to_uint8(picture.rgb)):
             x1, y1, x2, y2 = det.box
             if min(x2 - x1, y2 - y1) < self.opts.min_face:
-                photo.skipped.append({"box": _round(det.box), "score": round(det.score, 4),
+                photo.skipped.append({"box": round_box(det.box), "score": round(det.score, 4),
                                       "reason": f"face {min(x2 - x1, y2 - y1):.0f} px < --min-face {self.opts.min_face}"})
                 continue
             affine = estimate_affine(np.asarray(det.landmarks), size)
@@ -277,23 +272,8 @@ class Pipeline:
             raise StopRun("--fail-fast" if self.opts.fail_fast else f"--max-failures {self.opts.max_failures} reached")
 
     def record(self, job, status: str, photo: Photo | None = None, reason: str | None = None, extras=None) -> dict:
-        m = self.models
-        rec = {
-            "input": str(job.src), "output": str(job.dest) if status != "failed" else None, "status": status,
-            "reason": reason,
-            "faces": [{"index": f.index, "box": _round(f.box), "score": round(f.score, 4),
-                       **({"identity": f.identity} if f.identity else {})} for f in photo.faces] if photo else [],
-            "skipped_faces": photo.skipped if photo else [],
-            "mask": m.mask_kind if status == "restored" and not self.opts.aligned else None,
-            "seconds": round(time.monotonic() - photo.started, 3) if photo else 0.0,
-            "method": self.opts.preset.name, "parameters": self.opts.params,
-            "weights": m.weights if m else self.weights, "device": m.compute.describe() if m else None,
-            "batch_size": m.batch_size if m else None,
-        }
-        if status != "skipped":
-            rec["why"] = self.why.get(job.rel)  # why it ran: new, input changed, parameters changed, forced, ...
-        rec.update(extras or {})
-        return rec
+        return photo_record(job, status, photo, reason, extras, self.opts, self.models, self.weights,
+                            None if status == "skipped" else self.why.get(job.rel))
 
     def emit(self, rec: dict, progress: bool = True) -> None:
         self.report.write(rec)
@@ -405,24 +385,10 @@ class Pipeline:
             self.fail(photo.job, f"cannot write {photo.job.dest}: {exc.strerror or exc}", photo)
 
 
-def _round(box) -> list[float]:
-    return [round(float(v), 2) for v in box]
-
-
-def remove_stale_temps(output: Path) -> int:
-    """Delete atomic-write temp files a killed run left in the output tree (we hold the run lock)."""
-    removed = 0
-    for dirpath, _dirs, files in os.walk(output):
-        for name in files:
-            if STALE_TEMP.match(name):
-                Path(dirpath, name).unlink(missing_ok=True)
-                removed += 1
-    return removed
-
-
 def run(opts: RunOptions, progress, jobs, skipped_hidden: int = 0, skipped_not_image: int = 0,
         sink: StdoutSink | None = None) -> Summary:
     """Lock the output folder, clean what a killed run left, run the jobs."""
+    from facerestore_cli.atomic import remove_stale_temps
     from facerestore_cli.runlock import run_lock
 
     if not jobs:

@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,30 @@ class Summary:
         busy = self.seconds if self.seconds else 0
         rec["faces_per_second"] = round(self.faces / busy, 3) if busy else None
         return {"summary": rec}
+
+
+def round_box(box) -> list[float]:
+    return [round(float(v), 2) for v in box]
+
+
+def photo_record(job, status: str, photo, reason, extras, opts, models, weights, why) -> dict:
+    """One report line: what happened to one input, with everything needed to reproduce it."""
+    rec = {
+        "input": str(job.src), "output": str(job.dest) if status != "failed" else None, "status": status,
+        "reason": reason,
+        "faces": [{"index": f.index, "box": round_box(f.box), "score": round(f.score, 4),
+                   **({"identity": f.identity} if f.identity else {})} for f in photo.faces] if photo else [],
+        "skipped_faces": photo.skipped if photo else [],
+        "mask": models.mask_kind if status == "restored" and not opts.aligned else None,
+        "seconds": round(time.monotonic() - photo.started, 3) if photo else 0.0,
+        "method": opts.preset.name, "parameters": opts.params,
+        "weights": models.weights if models else weights, "device": models.compute.describe() if models else None,
+        "batch_size": models.batch_size if models else None,
+    }
+    if status != "skipped":
+        rec["why"] = why  # why it ran: new, input changed, parameters changed, forced, ...
+    rec.update(extras or {})
+    return rec
 
 
 class ReportWriter:
