@@ -58,15 +58,21 @@ def make_tiny_weights(weights_dir: Path) -> None:
     write_official_layout(swinir, weights_dir / "swinir_restoration512_L1.pth", "state_dict")
 
 
-def write_tiny_preset(path: Path) -> Path:
-    data = yaml.safe_load((REPO / "presets" / "difface.yaml").read_text())
-    data["name"] = "difface-tiny"
-    data["face_size"] = TINY_FACE_SIZE
-    data["components"]["estimator"]["config"] = TINY_SWINIR_AT_128
-    data["components"]["prior"]["config"] = TINY_UNET_AT_128
-    data["parameters"]["steps"] = 3
+def write_derived_preset(path: Path, builtin: str, name: str, face_size: int, configs: dict, parameters=None) -> Path:
+    """A built-in preset with tiny network configs (per component) and some parameters changed, saved as YAML."""
+    data = yaml.safe_load((REPO / "presets" / f"{builtin}.yaml").read_text())
+    data["name"] = name
+    data["face_size"] = face_size
+    for role, config in configs.items():
+        data["components"][role]["config"] = config
+    data["parameters"].update(parameters or {})
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
+
+
+def write_tiny_preset(path: Path) -> Path:
+    return write_derived_preset(path, "difface", "difface-tiny", TINY_FACE_SIZE,
+                                {"estimator": TINY_SWINIR_AT_128, "prior": TINY_UNET_AT_128}, {"steps": 3})
 
 
 @pytest.fixture(scope="session")
@@ -117,13 +123,7 @@ def make_tiny_dr2_weights(weights_dir: Path) -> None:
 
 def write_tiny_dr2_preset(path: Path) -> Path:
     unet_cfg, spar_cfg = tiny_dr2_configs()
-    data = yaml.safe_load((REPO / "presets" / "dr2.yaml").read_text())
-    data["name"] = "dr2-tiny"
-    data["face_size"] = TINY_DR2_FACE_SIZE
-    data["components"]["prior"]["config"] = unet_cfg
-    data["components"]["enhancer"]["config"] = spar_cfg
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
+    return write_derived_preset(path, "dr2", "dr2-tiny", TINY_DR2_FACE_SIZE, {"prior": unet_cfg, "enhancer": spar_cfg})
 
 
 @pytest.fixture(scope="session")
@@ -145,15 +145,8 @@ def tiny_dr2_env(tiny_dr2_home, monkeypatch) -> Path:
 
 # -- ipc-guided --------------------------------------------------------------------------------------------------
 def write_tiny_ipc_preset(path: Path) -> Path:
-    data = yaml.safe_load((REPO / "presets" / "ipc-guided.yaml").read_text())
-    data["name"] = "ipc-tiny"
-    data["face_size"] = TINY_FACE_SIZE
-    data["components"]["ipc"]["config"] = TINY_SWINIR_AT_128
-    data["components"]["prior"]["config"] = TINY_UNET_AT_128
-    data["parameters"]["steps"] = 3
-    data["parameters"]["id_mask"] = "proxy"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
+    return write_derived_preset(path, "ipc-guided", "ipc-tiny", TINY_FACE_SIZE,
+                                {"ipc": TINY_SWINIR_AT_128, "prior": TINY_UNET_AT_128}, {"steps": 3, "id_mask": "proxy"})
 
 
 @pytest.fixture(scope="session")
