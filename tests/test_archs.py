@@ -18,52 +18,21 @@ from facerestore_cli.archs.layout import (
 )
 from facerestore_cli.archs.unet import qkv_attention, timestep_embedding
 from facerestore_cli.errors import UsageError, WeightsError
+from facerestore_cli.weights.registry import get_spec
 
-MANIFESTS = Path("/work/shared/checkpoint-formats")
+from conftest import SHARED
 
-DIFFACE_UNET = {
-    "image_size": 512,
-    "in_channels": 3,
-    "model_channels": 32,
-    "out_channels": 6,
-    "num_res_blocks": [1, 2, 2, 2, 2, 3, 4],
-    "attention_sizes": [32, 16, 8],
-    "channel_mult": [1, 2, 4, 8, 8, 16, 16],
-    "num_head_channels": 64,
-    "use_scale_shift_norm": True,
-    "resblock_updown": False,
-}
-DR2_UNET = {
-    "image_size": 256,
-    "in_channels": 3,
-    "model_channels": 128,
-    "out_channels": 6,
-    "num_res_blocks": 1,
-    "attention_sizes": [16],
-    "channel_mult": [1, 1, 2, 2, 4, 4],
-    "num_head_channels": 64,
-    "use_scale_shift_norm": True,
-    "resblock_updown": True,
-}
-DIFFACE_SWINIR = {
-    "img_size": 64,
-    "in_chans": 3,
-    "embed_dim": 180,
-    "depths": [6] * 8,
-    "num_heads": [6] * 8,
-    "window_size": 8,
-    "mlp_ratio": 2,
-    "unshuffle_scale": 8,
-    "upscale": 8,
-    "upsampler": "nearest+conv",
-    "resi_connection": "1conv",
-    "img_range": 1.0,
-}
+MANIFESTS = SHARED / "checkpoint-formats"
+
+# The full-size configs come from the weights registry, so these tests check the registry against the manifests.
+DIFFACE_UNET = get_spec("difface-unet").config
+DR2_UNET = get_spec("dr2-unet").config
+DIFFACE_SWINIR = get_spec("difface-swinir").config
 # manifest name -> (arch, config, wrapper key of the official file)
 OFFICIAL = {
-    "difface_unet_ffhq512": ("unet", DIFFACE_UNET, None),
-    "dr2_unet_ffhq256": ("unet", DR2_UNET, None),
-    "difface_swinir_512": ("swinir_difface", DIFFACE_SWINIR, "state_dict"),
+    "difface_unet_ffhq512": ("unet", DIFFACE_UNET, get_spec("difface-unet").nested_key),
+    "dr2_unet_ffhq256": ("unet", DR2_UNET, get_spec("dr2-unet").nested_key),
+    "difface_swinir_512": ("swinir_difface", DIFFACE_SWINIR, get_spec("difface-swinir").nested_key),
 }
 
 needs_manifests = pytest.mark.skipif(not MANIFESTS.is_dir(), reason="checkpoint manifests not available")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -20,6 +19,8 @@ from facerestore_cli.faces.align import (
     warp_face,
 )
 from facerestore_cli.faces.detect import FaceDetector, retinaface_priors
+
+from conftest import SHARED
 from facerestore_cli.faces.masks import (
     MASK_COLORMAP,
     parse_masks,
@@ -29,8 +30,8 @@ from facerestore_cli.faces.masks import (
 )
 from facerestore_cli.imageio import read_image
 
-PHOTOS = Path("/work/shared/data/photos")
-WEIGHTS = Path("/work/shared/weights/detection_mobilenet0.25_Final.pth")
+PHOTOS = SHARED / "data" / "photos"
+WEIGHTS = SHARED / "weights" / "detection_mobilenet0.25_Final.pth"
 needs_data = pytest.mark.skipif(not (WEIGHTS.exists() and PHOTOS.exists()), reason="shared photos/weights absent")
 
 

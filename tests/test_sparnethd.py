@@ -1,7 +1,6 @@
 """SPARNetHD2D (DR2's enhancement module): official checkpoint layout at full size, tiny-config behaviour, and the
 eval-mode spectral-norm semantics the pipeline relies on (deterministic, batch-invariant)."""
 
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,7 +16,9 @@ from facerestore_cli.archs.layout import (
 )
 from facerestore_cli.weights.registry import get_spec
 
-MANIFEST = Path("/work/shared/checkpoint-formats/dr2_sparnethd_512.json")
+from conftest import SHARED
+
+MANIFEST = SHARED / "checkpoint-formats" / "dr2_sparnethd_512.json"
 # DR2 createModel("SPARNetHD2D") = BaseModel(min_ch=32, max_ch=512, size=512, min_feat_size=32, att_name='spar',
 # norm_type='in') with the BaseModel defaults res_depth=10, relu_type='leakyrelu', bottleneck_size=4.
 DR2_SPARNETHD = {
