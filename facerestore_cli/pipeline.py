@@ -226,13 +226,15 @@ class Pipeline:
                 face_masks = masks.parse_masks(self.models.parsenet, [f.restored for f in faces], self.models.compute.device)
             result = paste_faces(to_float(picture.rgb), [f.restored for f in faces], [f.affine for f in faces], face_masks)
         rgb = from_float(np.clip(result, 0.0, 1.0), picture.rgb.dtype)
-        self.write(dataclasses.replace(picture, rgb=rgb), photo.job.dest)
-        extras = save_extras(self.opts, photo, rgb)
+        extras = self.write(dataclasses.replace(picture, rgb=rgb), photo.job.dest)
+        extras.update(save_extras(self.opts, photo, rgb))
         self.summary.restored += 1
         self.summary.faces += len(faces)
         self.done(photo, "restored", None, extras)
 
-    def write(self, picture, dest: Path) -> None:
+    def write(self, picture, dest: Path) -> dict:
+        """Write atomically; returns the report fields for what reading or the output format changed (CMYK
+        converted, alpha or 16 bits the target cannot hold, metadata stripped, ...), so no loss goes unreported."""
         from facerestore_cli import __version__
         from facerestore_cli.imageio import write_image
 
@@ -241,20 +243,23 @@ class Pipeline:
             params = " ".join(f"{k}={v}" for k, v in self.opts.params.items())
             provenance = f"facerestore {__version__}; method={self.opts.preset.name}; {params}"
         dest.parent.mkdir(parents=True, exist_ok=True)
-        write_image(picture, dest, fmt=self.opts.fmt, quality=self.opts.quality, metadata=self.opts.metadata,
-                    provenance=provenance)
+        written = write_image(picture, dest, fmt=self.opts.fmt, quality=self.opts.quality, metadata=self.opts.metadata,
+                              provenance=provenance)
+        notes = list(picture.notes) + list(written)
+        return {"notes": notes} if notes else {}
 
     def copy_through(self, photo: Photo) -> None:
         """No face: the photo goes through unchanged (byte for byte unless a format/metadata change was asked)."""
         from facerestore_cli.imageio import atomic_copy
 
         if self.opts.fmt or self.opts.metadata != "keep" or self.opts.provenance or photo.job.dest.suffix != photo.job.src.suffix:
-            self.write(photo.picture, photo.job.dest)
+            extras = self.write(photo.picture, photo.job.dest)
         else:
             photo.job.dest.parent.mkdir(parents=True, exist_ok=True)
             atomic_copy(photo.job.src, photo.job.dest)
+            extras = {"notes": list(photo.picture.notes)} if photo.picture.notes else {}
         self.summary.no_face += 1
-        self.done(photo, "no_face", "no face found" if not photo.skipped else "every face below --min-face")
+        self.done(photo, "no_face", "no face found" if not photo.skipped else "every face below --min-face", extras)
 
     def done(self, photo: Photo, status: str, reason: str | None, extras: dict | None = None) -> None:
         job = photo.job

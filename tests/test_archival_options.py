@@ -291,3 +291,21 @@ def test_max_pixels_fails_larger_photos_with_the_limit_in_the_reason(tiny_env, t
     assert "40×30 = 1,200 pixels, above the limit of 1,000" in records["large.png"]["reason"]
     assert f"{src / 'large.png'}:" in err and "limit of 1,000" in err
     assert {p.name for p in visible_files(out)} == {"small.png"}
+
+
+def test_what_the_output_format_or_reading_changed_is_in_the_report(tiny_env, tmp_path):
+    """No silent loss: alpha dropped by --format jpg, and a CMYK input converted on reading, are reported."""
+    src, report = tmp_path / "in", tmp_path / "r.jsonl"
+    make_corpus(tmp_path / "corpus")
+    src.mkdir()
+    for name in ("rgba.png", "cmyk.jpg"):
+        shutil.copyfile(tmp_path / "corpus" / name, src / name)
+    code, _o, err = tiny_run(tiny_env, src, "-o", tmp_path / "out", "--format", "jpg", "--report", report)
+    assert code == 0, err
+    records = by_name(report_lines(report)[:-1])
+    assert any("alpha" in note for note in records["rgba.png"]["notes"]), records["rgba.png"]
+    assert any("CMYK" in note for note in records["cmyk.jpg"]["notes"]), records["cmyk.jpg"]
+    code, _o, err = tiny_run(tiny_env, src, "-o", tmp_path / "same", "--report", report)
+    assert code == 0, err
+    records = by_name(report_lines(report)[:-1])
+    assert "notes" not in records["rgba.png"]  # PNG keeps everything: nothing to report
