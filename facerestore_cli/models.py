@@ -64,6 +64,8 @@ def load_models(opts, compute, store) -> Models:
     if opts.identity_score or IDENTITY_WEIGHTS in needed_weights(opts):
         from facerestore_cli.faces.identity import IdentityScorer
 
-        arcface = getattr(restorer, "arcface", None) or load_network(store, {"weights": IDENTITY_WEIGHTS}, compute)
+        arcface = getattr(restorer, "arcface", None)  # ipc-guided already holds one
+        if arcface is None:
+            arcface = load_network(store, {"weights": IDENTITY_WEIGHTS}, compute)
         identity = IdentityScorer(arcface, compute.device)
     return Models(compute, store, restorer, detector, parsenet, batch_size, weight_hashes(opts, store), identity)

@@ -85,11 +85,16 @@ def tiny_home(tmp_path_factory) -> Path:
     return home
 
 
+def use_home(monkeypatch, home: Path) -> None:
+    """Point facerestore at a test weights home, offline (nothing is ever downloaded in tests)."""
+    monkeypatch.setenv("FACERESTORE_HOME", str(home))
+    monkeypatch.setenv("FACERESTORE_OFFLINE", "1")
+
+
 @pytest.fixture
 def tiny_env(tiny_home, monkeypatch) -> Path:
     """FACERESTORE_HOME = the tiny home, offline. Yields the tiny preset path."""
-    monkeypatch.setenv("FACERESTORE_HOME", str(tiny_home))
-    monkeypatch.setenv("FACERESTORE_OFFLINE", "1")
+    use_home(monkeypatch, tiny_home)
     return tiny_home / "difface-tiny.yaml"
 
 
@@ -138,8 +143,7 @@ def tiny_dr2_home(tiny_home, tmp_path_factory) -> Path:
 
 @pytest.fixture
 def tiny_dr2_env(tiny_dr2_home, monkeypatch) -> Path:
-    monkeypatch.setenv("FACERESTORE_HOME", str(tiny_dr2_home))
-    monkeypatch.setenv("FACERESTORE_OFFLINE", "1")
+    use_home(monkeypatch, tiny_dr2_home)
     return tiny_dr2_home / "dr2-tiny.yaml"
 
 
@@ -167,6 +171,5 @@ def tiny_ipc_home(tiny_home, tmp_path_factory) -> Path:
 
 @pytest.fixture
 def tiny_ipc_env(tiny_ipc_home, monkeypatch) -> Path:
-    monkeypatch.setenv("FACERESTORE_HOME", str(tiny_ipc_home))
-    monkeypatch.setenv("FACERESTORE_OFFLINE", "1")
+    use_home(monkeypatch, tiny_ipc_home)
     return tiny_ipc_home / "ipc-tiny.yaml"

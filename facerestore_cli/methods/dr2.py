@@ -38,7 +38,7 @@ class DR2Params:
             raise UsageError(f"--dr2-prior must be one of {', '.join(choices)}, got '{self.prior}'")
 
 
-def _params(preset, params: dict[str, Any]) -> DR2Params:
+def _params(params: dict[str, Any]) -> DR2Params:
     return DR2Params(int(params["dr2_n"]), int(params["dr2_tau"]), str(params["enhancer"]), str(params["prior"]))
 
 
@@ -48,7 +48,7 @@ def _prior_choices(preset) -> dict[str, str]:
 
 
 def required_weights(preset, params: dict[str, Any]) -> list[str]:
-    p = _params(preset, params)
+    p = _params(params)
     ids = [_prior_choices(preset).get(p.prior, preset.components["prior"]["weights"])]
     if p.enhancer == "sparnethd":
         ids.append(preset.components["enhancer"]["weights"])
@@ -95,7 +95,7 @@ class DR2:
 def build(preset, params: dict[str, Any], store, compute) -> DR2:
     abar = diffusion_schedule(preset.schedule)
     timesteps = space_timesteps_fractional(len(abar), int(preset.schedule.get("respace", 100)))
-    p = _params(preset, params)
+    p = _params(params)
     choices = _prior_choices(preset)
     p.validate(len(timesteps), choices)
     prior_component = {**preset.components["prior"], "weights": choices[p.prior]}
