@@ -4,7 +4,7 @@ PYTHON ?= python3
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install --constraint constraints.txt
 
-.PHONY: install test clean
+.PHONY: install test pinned clean
 
 install: $(VENV)/.installed
 
@@ -19,6 +19,10 @@ $(VENV)/.installed: pyproject.toml constraints.txt Makefile
 
 test: install
 	$(PY) -m pytest
+
+# Regenerate tests/pinned/*.npz (each preset's fixed-seed output) on purpose; see the README's development section.
+pinned: install
+	$(PY) tests/pinned_outputs.py --write
 
 clean:
 	rm -rf $(VENV) build *.egg-info

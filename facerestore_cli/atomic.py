@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import IO, Iterator
 
-__all__ = ["atomic_open", "atomic_write_bytes", "atomic_copy"]
+__all__ = ["atomic_open", "atomic_write_bytes", "atomic_copy", "fsync_dir", "remove_stale_temps"]
 
 
 def _file_mode() -> int:
@@ -44,7 +44,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None =
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -58,7 +58,8 @@ def atomic_copy(src: str | os.PathLike, dest: str | os.PathLike) -> None:
         shutil.copyfileobj(source, handle, 1 << 20)
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: str | os.PathLike) -> None:
+    """Make a rename inside `folder` durable (a no-op where folders cannot be opened or fsynced)."""
     with contextlib.suppress(OSError, AttributeError):
         fd = os.open(folder, os.O_RDONLY)
         try:

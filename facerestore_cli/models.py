@@ -22,11 +22,23 @@ def needed_weights(opts) -> list[str]:
     return ids
 
 
+def paste_parser(opts, store) -> dict | None:
+    """The preset's paste-back parser component when this run pastes faces and its file is present, else None
+    (faces are then pasted with the square mask)."""
+    from facerestore_cli.presets import PASTE_PARSER
+
+    component = opts.preset.components.get(PASTE_PARSER)
+    if opts.aligned or component is None or not store.is_present(component["weights"]):
+        return None
+    return component
+
+
 def weight_hashes(opts, store) -> dict[str, str | None]:
     """The sha256 recorded for every file this run uses (no hashing: cheap enough for a rerun that loads nothing)."""
     ids = needed_weights(opts)
-    if not opts.aligned and store.is_present("parsenet"):
-        ids.append("parsenet")
+    parser = paste_parser(opts, store)
+    if parser is not None:
+        ids.append(parser["weights"])
     return {wid: store.recorded_sha256(wid) for wid in ids}
 
 
@@ -41,10 +53,6 @@ class Models:
     weights: dict[str, str | None]
     identity: Any = None  # IdentityScorer when identity scores are reported
 
-    @property
-    def mask_kind(self) -> str:
-        return "parsenet" if self.parsenet is not None else "square"
-
 
 def load_models(opts, compute, store) -> Models:
     from facerestore_cli.device import default_batch_size
@@ -57,8 +65,9 @@ def load_models(opts, compute, store) -> Models:
     detector = parsenet = None
     if not opts.aligned:
         detector = FaceDetector(load_network(store, {"weights": DETECTOR_WEIGHTS[opts.detector]}, compute), compute.device)
-        if store.is_present("parsenet"):
-            parsenet = load_network(store, {"weights": "parsenet"}, compute)
+        parser = paste_parser(opts, store)
+        if parser is not None:
+            parsenet = load_network(store, parser, compute)
     batch_size = opts.batch_size or default_batch_size(compute)
     identity = None
     if opts.identity_score or IDENTITY_WEIGHTS in needed_weights(opts):

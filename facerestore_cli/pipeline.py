@@ -59,6 +59,9 @@ class Face:
     affine: Any  # 2x3 float array; None for --aligned inputs
     crop: Any  # HxWx3 float32 RGB [0, 1]
     restored: Any = None
+    seed: int | None = None  # the seed of the noise stream this face's restoration drew from
+    paste_mask: str | None = None  # the mask it was pasted back with: parsenet | square (None for --aligned)
+    method_info: dict = dataclasses.field(default_factory=dict)  # what the method used for it (Restoration)
     identity: dict | None = None  # ArcFace cosines, with --identity-score
 
 
@@ -154,35 +157,37 @@ class Pipeline:
         whatever photos share its batch and wherever it sits in it."""
         import torch
 
-        from facerestore_cli.diffusion.noise import face_generator
+        from facerestore_cli.diffusion.noise import face_seed, seeded_generator
         from facerestore_cli.pixels import resize_batch, to_tensor
 
         seed = int(self.opts.params.get("seed", 0))
         size = self.opts.preset.face_size
         faces = torch.cat([resize_batch(to_tensor(face.crop), size) for _photo, face in batch])
-        generators = [face_generator(seed, photo.job.rel, face.index) for photo, face in batch]
+        for photo, face in batch:
+            face.seed = face_seed(seed, photo.job.rel, face.index)
+        generators = [seeded_generator(face.seed) for _photo, face in batch]
         padding = self.models.batch_size - len(batch)
         if padding > 0:
             faces = torch.cat([faces, faces.new_zeros((padding, *faces.shape[1:]))])
-            generators += [face_generator(seed, "\0padding", i) for i in range(padding)]
-        out = self.models.restorer.restore(faces, generators, callback=lambda _step: self.guard.check())
-        scores = self.identity_scores(faces, out)
-        out = out[: len(batch)]
-        for k, ((_photo, face), restored) in enumerate(zip(batch, out.permute(0, 2, 3, 1).float().cpu().numpy())):
-            face.restored = restored
+            generators += [seeded_generator(face_seed(seed, "\0padding", i)) for i in range(padding)]
+        result = self.models.restorer.restore(faces, generators, callback=lambda _step: self.guard.check())
+        scores = self.identity_scores(faces, result)
+        restored = result.images[: len(batch)].permute(0, 2, 3, 1).float().cpu().numpy()
+        for k, ((_photo, face), image) in enumerate(zip(batch, restored)):
+            face.restored = image
+            face.method_info = result.info(k)
             face.identity = {name: round(values[k], 4) for name, values in scores.items()} or None
         self.progress.faces(len(batch))
 
-    def identity_scores(self, faces, restored) -> dict[str, list[float]]:
+    def identity_scores(self, faces, result) -> dict[str, list[float]]:
         """ArcFace cosine of each restored face to its input crop and to the method's own estimate (DifFace's and
         ipc-guided's g_φ(x)), when identity scores are on."""
         identity = self.models.identity
         if identity is None:
             return {}
-        scores = {"vs_input": identity.score(restored, faces.to(restored.device))}
-        estimate = getattr(self.models.restorer, "last_estimate", None)
-        if estimate is not None:
-            scores["vs_estimate"] = identity.score(restored, estimate)
+        scores = {"vs_input": identity.score(result.images, faces.to(result.images.device))}
+        if result.estimate is not None:
+            scores["vs_estimate"] = identity.score(result.images, result.estimate)
         return scores
 
     def restore_with_retry(self, batch: list[tuple[Photo, Face]]) -> None:
@@ -221,9 +226,11 @@ class Pipeline:
             h, w = picture.rgb.shape[:2]
             result = resize_float(faces[0].restored, (w, h))
         else:
-            face_masks = None
+            face_masks = [None] * len(faces)
             if self.models.parsenet is not None:
                 face_masks = masks.parse_masks(self.models.parsenet, [f.restored for f in faces], self.models.compute.device)
+            for face, mask in zip(faces, face_masks):
+                face.paste_mask = masks.MASK_SQUARE if mask is None else masks.MASK_PARSENET
             result = paste_faces(to_float(picture.rgb), [f.restored for f in faces], [f.affine for f in faces], face_masks)
         rgb = from_float(np.clip(result, 0.0, 1.0), picture.rgb.dtype)
         extras = self.write(dataclasses.replace(picture, rgb=rgb), photo.job.dest)

@@ -10,6 +10,10 @@ from typing import Any
 from facerestore_cli.errors import UsageError
 
 REQUIRED = ("name", "method", "components", "parameters")
+# Paste-back mask network of every preset (facexlib ParseNet). Optional: without its file faces are pasted with
+# facexlib's square mask. A preset may give it a `config` (tests use a tiny one) or another weight id.
+PASTE_PARSER = "paste_parser"
+DEFAULT_PASTE_PARSER = {"weights": "parsenet", "optional": True}
 
 
 @dataclass(frozen=True)
@@ -25,7 +29,8 @@ class Preset:
     raw: dict[str, Any] = field(default_factory=dict)
 
     def weight_ids(self) -> list[str]:
-        return [c["weights"] for c in self.components.values() if c.get("weights")]
+        """The weight ids of the components a run cannot do without (optional ones left out)."""
+        return [c["weights"] for c in self.components.values() if c.get("weights") and not c.get("optional")]
 
 
 def _parse(data: Any, source: str) -> Preset:
@@ -38,11 +43,13 @@ def _parse(data: Any, source: str) -> Preset:
     for name, comp in data["components"].items():
         if not isinstance(comp, dict) or "weights" not in comp:
             raise UsageError(f"preset {source}: component '{name}' must name its weights")
+    components = dict(data["components"])
+    components.setdefault(PASTE_PARSER, dict(DEFAULT_PASTE_PARSER))
     return Preset(
         name=str(data["name"]),
         method=str(data["method"]),
         title=str(data.get("title", data["name"])),
-        components=dict(data["components"]),
+        components=components,
         parameters=dict(data["parameters"]),
         face_size=int(data.get("face_size", 512)),
         schedule=dict(data.get("schedule", {})),

@@ -1,8 +1,8 @@
 """What a run tells: the --report JSONL file, the records on stdout (--json / --print-outputs), the summary.
 
-The report is written into a hidden temp file beside its final name, each record flushed and fsynced, and renamed
-into place when the run ends (also on SIGINT/SIGTERM): a crash never leaves a truncated report, and the previous
-report stays intact until the new one is complete."""
+The report is written into a hidden temp file beside its final name, fsynced and renamed into place when the run
+ends (also on SIGINT/SIGTERM): a crash never leaves a truncated report, and the previous report stays intact until
+the new one is complete."""
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ import dataclasses
 import json
 import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from facerestore_cli.atomic import atomic_open
+from facerestore_cli.errors import FacerestoreError
 
 FINISHED = ("restored", "no_face", "skipped")
 
@@ -44,15 +46,30 @@ def round_box(box) -> list[float]:
     return [round(float(v), 2) for v in box]
 
 
+def face_record(face) -> dict:
+    """A face as restored: where it was, the noise seed it drew from, the mask it was pasted back with, what the
+    method used for it (ipc-guided: the identity mask) and its identity scores, each recorded where it was used."""
+    rec = {"index": face.index, "box": round_box(face.box), "score": round(face.score, 4), "seed": face.seed,
+           "mask": face.paste_mask, **face.method_info}
+    if face.identity:
+        rec["identity"] = face.identity
+    return rec
+
+
+def _photo_mask(photo) -> str | None:
+    """The paste mask of the photo's faces (one kind, or the kinds joined with '+' when they differ)."""
+    kinds = sorted({f.paste_mask for f in photo.faces if f.paste_mask}) if photo else []
+    return "+".join(kinds) or None
+
+
 def photo_record(job, status: str, photo, reason, extras, opts, models, weights, why) -> dict:
     """One report line: what happened to one input, with everything needed to reproduce it."""
     rec = {
         "input": str(job.src), "output": str(job.dest) if status != "failed" else None, "status": status,
         "reason": reason,
-        "faces": [{"index": f.index, "box": round_box(f.box), "score": round(f.score, 4),
-                   **({"identity": f.identity} if f.identity else {})} for f in photo.faces] if photo else [],
+        "faces": [face_record(f) for f in photo.faces] if photo else [],
         "skipped_faces": photo.skipped if photo else [],
-        "mask": models.mask_kind if status == "restored" and not opts.aligned else None,
+        "mask": _photo_mask(photo) if status == "restored" else None,
         "seconds": round(time.monotonic() - photo.started, 3) if photo else 0.0,
         "method": opts.preset.name, "parameters": opts.params,
         "weights": models.weights if models else weights, "device": models.compute.describe() if models else None,
@@ -65,35 +82,49 @@ def photo_record(job, status: str, photo, reason, extras, opts, models, weights,
 
 
 class ReportWriter:
+    """The --report file, written through `atomic_open`: records go to its hidden temp file, which replaces the
+    report when the run ends. A failed write drops the temp file and says so; the previous report stays."""
+
     def __init__(self, path: Path | None):
         self.path = path
-        self._fh = None
-        self._tmp = None
+        self._writing = self._fh = None
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, self._tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-            self._fh = os.fdopen(fd, "w", encoding="utf-8")
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._writing = atomic_open(path, "w")
+                self._fh = self._writing.__enter__()
+            except OSError as exc:
+                raise self._error(exc) from None
 
     def write(self, record: dict[str, Any]) -> None:
         if self._fh is None:
             return
-        self._fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+        try:
+            self._fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+            self._fh.flush()
+        except OSError as exc:
+            self.abandon()
+            raise self._error(exc) from None
 
     def close(self) -> None:
-        """Rename the complete report into place."""
-        if self._fh is None:
-            return
-        self._fh.close()
-        self._fh = None
-        os.chmod(self._tmp, 0o644)
-        os.replace(self._tmp, self.path)
-        dir_fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        """fsync the complete report and rename it into place."""
+        writing, self._writing, self._fh = self._writing, None, None
+        if writing is not None:
+            try:
+                writing.__exit__(None, None, None)
+            except OSError as exc:
+                raise self._error(exc) from None
+
+    def abandon(self) -> None:
+        """Drop the unfinished report (its temp file goes, the previous report stays)."""
+        writing, self._writing, self._fh = self._writing, None, None
+        if writing is not None:
+            failure = OSError("report abandoned")
+            writing.__exit__(OSError, failure, None)
+
+    def _error(self, exc: OSError) -> FacerestoreError:
+        return FacerestoreError(f"cannot write the report {self.path}: {exc.strerror or exc}",
+                                hint="check free space and permissions where --report points")
 
 
 class StdoutSink:

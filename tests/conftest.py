@@ -4,6 +4,7 @@ random DifFace networks written exactly in the official checkpoint layouts (modu
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -12,22 +13,29 @@ from pathlib import Path
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("FACERESTORE_SHARED", REPO.parent / "shared"))
+sys.path.insert(0, str(Path(__file__).parent))
+from ci_rules import REPO, SHARED, missing_shared_parts, pytest_runtest_makereport, pytest_sessionstart  # noqa: E402,F401
+from tiny_configs import TINY_PARSENET, TINY_SWINIR, TINY_UNET_DIFFACE  # noqa: E402
+
 PHOTOS = SHARED / "data" / "photos"
 ALIGNED_LQ = SHARED / "data" / "aligned-lq"
 RETINA_MOBILE = SHARED / "weights" / "detection_mobilenet0.25_Final.pth"
-
-sys.path.insert(0, str(Path(__file__).parent))
-from tiny_configs import TINY_SWINIR, TINY_UNET_DIFFACE  # noqa: E402
 
 TINY_FACE_SIZE = 128
 TINY_UNET_AT_128 = {**TINY_UNET_DIFFACE, "image_size": TINY_FACE_SIZE, "attention_sizes": [32]}
 TINY_SWINIR_AT_128 = {**TINY_SWINIR, "img_size": TINY_FACE_SIZE // 8}
 
 
+def edited(path: Path, before_ns: int) -> Path:
+    """Give a file just rewritten an mtime 5 s after `before_ns` (its mtime before the edit), as any edit shows on
+    a filesystem whose clock ticks in whole seconds: tests never rely on the write itself moving the mtime."""
+    os.utime(path, ns=(before_ns, before_ns + 5_000_000_000))
+    return path
+
+
 def require_shared():
-    if not RETINA_MOBILE.exists():
+    """Skip outside CI when ../shared is incomplete (in CI the session does not even start, see ci_rules.py)."""
+    if missing_shared_parts():
         pytest.skip(f"../shared not found at {SHARED} (set FACERESTORE_SHARED)")
 
 
@@ -48,6 +56,33 @@ def write_official_layout(model, path: Path, nested_key: str | None, prefix: str
     torch.save({nested_key: sd} if nested_key else sd, path)
 
 
+def write_random_parsenet(weights_dir: Path, seed: int = 14) -> Path:
+    """A tiny ParseNet (TINY_PARSENET, as the tiny presets configure it) with seeded default initialisation, in
+    facexlib's file layout. With the default seed, its labels on the tiny networks' faces cover part of each face
+    with identity classes and part with classes the paste mask zeroes: both masks are partial, so they matter."""
+    import torch
+
+    from facerestore_cli.archs import build_arch
+
+    torch.manual_seed(seed)
+    path = weights_dir / "parsing_parsenet.pth"
+    torch.save(build_arch("parsenet", TINY_PARSENET).state_dict(), path)
+    return path
+
+
+def write_random_arcface(weights_dir: Path, seed: int = 11) -> Path:
+    """A full-size ArcFace IR-SE50 with seeded default initialisation in facexlib's layout (a 112² forward is
+    cheap, and there is no tiny IR-SE)."""
+    import torch
+
+    from facerestore_cli.archs import build_arch
+
+    torch.manual_seed(seed)
+    path = weights_dir / "recognition_arcface_ir_se50.pth"
+    torch.save(build_arch("arcface", {}).state_dict(), path)
+    return path
+
+
 def make_tiny_weights(weights_dir: Path) -> None:
     from facerestore_cli.archs import build_arch
 
@@ -59,11 +94,12 @@ def make_tiny_weights(weights_dir: Path) -> None:
 
 
 def write_derived_preset(path: Path, builtin: str, name: str, face_size: int, configs: dict, parameters=None) -> Path:
-    """A built-in preset with tiny network configs (per component) and some parameters changed, saved as YAML."""
+    """A built-in preset with tiny network configs (per component; the paste-back ParseNet always tiny) and some
+    parameters changed, saved as YAML."""
     data = yaml.safe_load((REPO / "presets" / f"{builtin}.yaml").read_text())
     data["name"] = name
     data["face_size"] = face_size
-    for role, config in configs.items():
+    for role, config in {"paste_parser": TINY_PARSENET, **configs}.items():
         data["components"][role]["config"] = config
     data["parameters"].update(parameters or {})
     path.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -83,6 +119,22 @@ def tiny_home(tmp_path_factory) -> Path:
     shutil.copy(RETINA_MOBILE, home / "weights" / RETINA_MOBILE.name)
     write_tiny_preset(home / "difface-tiny.yaml")
     return home
+
+
+@contextlib.contextmanager
+def home_environment(home: Path):
+    """FACERESTORE_HOME = home and offline for the block (for module-scoped fixtures and scripts, which have no
+    monkeypatch), restored afterwards."""
+    saved = {k: os.environ.get(k) for k in ("FACERESTORE_HOME", "FACERESTORE_OFFLINE")}
+    os.environ.update(FACERESTORE_HOME=str(home), FACERESTORE_OFFLINE="1")
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def use_home(monkeypatch, home: Path) -> None:
@@ -150,21 +202,16 @@ def tiny_dr2_env(tiny_dr2_home, monkeypatch) -> Path:
 # -- ipc-guided --------------------------------------------------------------------------------------------------
 def write_tiny_ipc_preset(path: Path) -> Path:
     return write_derived_preset(path, "ipc-guided", "ipc-tiny", TINY_FACE_SIZE,
-                                {"ipc": TINY_SWINIR_AT_128, "prior": TINY_UNET_AT_128}, {"steps": 3, "id_mask": "proxy"})
+                                {"ipc": TINY_SWINIR_AT_128, "prior": TINY_UNET_AT_128, "parser": TINY_PARSENET},
+                                {"steps": 3, "id_mask": "proxy"})
 
 
 @pytest.fixture(scope="session")
 def tiny_ipc_home(tiny_home, tmp_path_factory) -> Path:
-    """A copy of the tiny home plus a randomly initialised full-size ArcFace IR-SE50 (there is no tiny IR-SE;
-    a 112² forward is cheap) in facexlib's file layout."""
-    import torch
-
-    from facerestore_cli.archs import build_arch
-
+    """A copy of the tiny home plus a randomly initialised full-size ArcFace IR-SE50."""
     home = tmp_path_factory.mktemp("facerestore-home-ipc") / "home"
     shutil.copytree(tiny_home, home)
-    torch.manual_seed(11)
-    torch.save(build_arch("arcface", {}).state_dict(), home / "weights" / "recognition_arcface_ir_se50.pth")
+    write_random_arcface(home / "weights")
     write_tiny_ipc_preset(home / "ipc-tiny.yaml")
     return home
 

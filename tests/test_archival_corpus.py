@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from archival_helpers import (STATE, by_name, invoke, report_lines, state_entries, tiny_run, visible_files)
+from conftest import edited
 from corpus import check_picture, make_corpus
 
 UNCHANGED = "unchanged since last run"
@@ -236,7 +237,9 @@ def test_touched_input_with_same_bytes_stays_skipped(small):
 
 def test_changed_input_bytes_redo_only_that_file(small):
     src, out, rerun, dry = small
-    _write_png(src / "b.png", 200)
+    before = (src / "b.png").stat().st_mtime_ns
+    _write_png(src / "b.png", 200)  # likely the same size: only the mtime and the bytes tell
+    edited(src / "b.png", before)
     plan = dry()
     assert plan["b.png"][0] == "run" and plan["b.png"][3] == "input changed"
     assert {name for name, line in plan.items() if line[0] == "skip"} == {"a.png", "c.jpg", "bad.png"}
@@ -291,7 +294,9 @@ def test_failed_file_is_skipped_then_retried_with_redo_failed(small):
     assert _statuses(records) == {"a.png": "skipped", "b.png": "skipped", "c.jpg": "skipped", "bad.png": "failed"}
     assert "truncated or corrupt PNG data" in records["bad.png"]["reason"] and f"{src / 'bad.png'}:" in err
     # fixed in place: the changed input is redone even without --redo-failed
+    before = (src / "bad.png").stat().st_mtime_ns
     _write_png(src / "bad.png", 10)
+    edited(src / "bad.png", before)
     code, _o, err, records, _s = rerun()
     assert code == 0, err
     assert records["bad.png"]["status"] == "no_face" and (out / "bad.png").exists()
@@ -303,7 +308,9 @@ def test_thousand_file_noop_rerun_takes_seconds(tiny_env, tmp_path, record_prope
     rng = np.random.default_rng(0)
     for i in range(1000):
         Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(src / f"{i:04d}.png")
+    started = time.perf_counter()
     code, _o, err = tiny_run(tiny_env, src, "-o", out)
+    first_seconds = time.perf_counter() - started
     assert code == 0, err
     assert len(visible_files(out)) == 1000
     report = tmp_path / "rerun.jsonl"
@@ -318,4 +325,5 @@ def test_thousand_file_noop_rerun_takes_seconds(tiny_env, tmp_path, record_prope
     assert code == 0, err
     assert "1000 already done, skipped" in err
     assert report_lines(report)[-1]["summary"]["skipped"] == 1000
-    assert seconds < 10, seconds
+    # nothing is decoded, detected or written: a small fraction of the first run, measured here on the same machine
+    assert seconds < first_seconds / 4, (seconds, first_seconds)

@@ -66,7 +66,7 @@ def test_second_run_on_a_locked_output_exits_75(killed):
 def test_wait_lock_waits_then_exits_75(killed):
     code, _o, err = killed["waited"]
     assert code == 75, err
-    assert 0.5 <= killed["waited_seconds"] < 5
+    assert 0.5 <= killed["waited_seconds"] < 15  # a lower bound that matters, an upper one with room for load
     assert f"output folder {killed['out']} is still in use" in err and "after waiting 0.5 s" in err
     assert "--wait-lock" in err
 
@@ -118,10 +118,40 @@ def _interrupted_run(home, tmp_path, signals, gap: float = 0.0, after: int = 1):
     return src, out, report, log.read_text(errors="replace"), returncode, seconds
 
 
-def test_sigint_stops_cleanly_and_a_rerun_completes_the_rest(tiny_env, tiny_home, tmp_path):
-    src, out, report, log, code, _s = _interrupted_run(tiny_home, tmp_path, [signal.SIGINT])
+MESSAGE = "report and state saved"
+
+
+@pytest.fixture(scope="module")
+def graceful(tiny_home, tmp_path_factory):
+    """One SIGINT once the first photo is written. Besides its own checks, its timings are the baseline the
+    double-signal tests compare with on the same machine: from the signal to the message and from the message to
+    the exit (the wind-down, about a second with torch loaded)."""
+    tmp = tmp_path_factory.mktemp("graceful")
+    src, out, log, report = tmp / "in", tmp / "out", tmp / "log.txt", tmp / "report.jsonl"
+    make_one_face_photos(src, NAMES)
+    proc = start_run(tiny_home, src, "-o", out, *STEPS, "--report", report, log=log)
+    try:
+        wait_for_first_output(proc, out, log)
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        message_at = None
+        while proc.poll() is None and time.monotonic() - sent < 60:
+            if message_at is None and MESSAGE in log.read_text(errors="replace"):
+                message_at = time.monotonic()
+            time.sleep(0.002)
+        returncode = finish(proc)
+        exited = time.monotonic()
+    finally:
+        stop(proc)
+    text = log.read_text(errors="replace")
+    return {"src": src, "out": out, "report": report, "log": text, "code": returncode, "tmp": tmp,
+            "total": exited - sent, "wind_down": exited - (message_at or exited)}
+
+
+def test_sigint_stops_cleanly_and_a_rerun_completes_the_rest(graceful, tiny_env):
+    src, out, report, log, code, tmp_path = (graceful[k] for k in ("src", "out", "report", "log", "code", "tmp"))
     assert code == 130, log
-    assert "interrupted by SIGINT" in log and "report and state saved" in log
+    assert "interrupted by SIGINT" in log and MESSAGE in log
     lines = report_lines(report)  # complete: renamed into place, summary last
     summary = lines[-1]["summary"]
     assert summary["interrupted"]
@@ -159,21 +189,23 @@ def test_sigterm_during_the_last_photo_exits_143_with_a_complete_report(tiny_hom
         (p.name for p in visible_files(out)), "done")
 
 
-def test_second_sigint_exits_at_once(tiny_home, tmp_path):
+def test_second_sigint_exits_at_once(tiny_home, tmp_path, graceful):
     """Two SIGINTs 10 ms apart: usually the second lands while the first waits for the next sampler step and exits
     at once (no report); if the first was acted on within those 10 ms, the second lands while the run winds down.
-    Either way: exit 130, no traceback, nothing half-written, nothing recorded as failed."""
+    Either way: exit 130 in well under the time a graceful stop takes, no traceback, nothing half-written, nothing
+    recorded as failed."""
     _src, out, report, log, code, seconds = _interrupted_run(tiny_home, tmp_path, [signal.SIGINT, signal.SIGINT],
                                                              gap=0.01)
     assert code == 130, log
-    assert seconds < 3 and "Traceback" not in log and "KeyboardInterrupt" not in log, log
+    assert seconds < graceful["total"] / 2, (seconds, graceful["total"])
+    assert "Traceback" not in log and "KeyboardInterrupt" not in log, log
     assert_no_partial_outputs(out)
     assert all(e["status"] == "done" for e in (state_entries(out) if (out / STATE).exists() else {}).values())
     if report.exists():  # the graceful path finished first: its report is complete
         assert "summary" in report_lines(report)[-1]
 
 
-def test_second_sigint_while_winding_down_exits_at_once(tiny_home, tmp_path):
+def test_second_sigint_while_winding_down_exits_at_once(tiny_home, tmp_path, graceful):
     """Once the run has stopped (message printed, report saved) the process still takes about a second to shut
     torch down; a second SIGINT then must exit 130 at once, not raise KeyboardInterrupt into the shutdown."""
     src, out, log, report = tmp_path / "in", tmp_path / "out", tmp_path / "log.txt", tmp_path / "report.jsonl"
@@ -182,8 +214,7 @@ def test_second_sigint_while_winding_down_exits_at_once(tiny_home, tmp_path):
     try:
         wait_for_first_output(proc, out, log)
         proc.send_signal(signal.SIGINT)
-        wait_until(proc, lambda: "report and state saved" in log.read_text(errors="replace"), log,
-                   what="the interrupted message")
+        wait_until(proc, lambda: MESSAGE in log.read_text(errors="replace"), log, what="the interrupted message")
         sent = time.monotonic()
         proc.send_signal(signal.SIGINT)
         code = finish(proc)
@@ -193,6 +224,6 @@ def test_second_sigint_while_winding_down_exits_at_once(tiny_home, tmp_path):
     text = log.read_text(errors="replace")
     assert code == 130, text
     assert "KeyboardInterrupt" not in text and "Traceback" not in text, text
-    assert seconds < 0.8, seconds  # the shutdown it cuts short takes over a second here
+    assert seconds < graceful["wind_down"] / 2, (seconds, graceful["wind_down"])  # cut short, not waited out
     assert "summary" in report_lines(report)[-1]
     assert_no_partial_outputs(out)

@@ -91,10 +91,10 @@ def test_weights_path_of_an_id(tiny_env, tiny_home, capsys):
     assert err == ""
 
 
-def test_weights_path_unknown_id_is_usage_or_weights_error(tiny_env, capsys):
+def test_weights_path_unknown_id_is_a_usage_error_listing_the_known_ids(tiny_env, capsys):
     code, out, err = run_cli(capsys, "weights", "path", "no-such-weights")
-    assert code != 0 and out == ""
-    assert "no-such-weights" in err
+    assert code == 2 and out == ""
+    assert "unknown weight id 'no-such-weights'" in err and "difface-unet" in err and "weights list" in err
 
 
 # -- verify --------------------------------------------------------------------------------------------------------

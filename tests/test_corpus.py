@@ -97,7 +97,8 @@ def test_huge_header_is_refused_without_decoding(corpus):
     elapsed = time.perf_counter() - start
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    assert elapsed < 0.5 and peak < 5_000_000
+    assert peak < 5_000_000  # what proves nothing was decoded; the time only needs to be short
+    assert elapsed < 2.0, elapsed
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before < 50_000  # KiB: far below 30 GB
 
 

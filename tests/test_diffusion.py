@@ -113,3 +113,76 @@ def test_face_generators_differ_by_path_and_index():
     d = randn_per_face([face_generator(2, "x.jpg", 0)], (4,), "cpu")
     assert not torch.equal(a, b) and not torch.equal(a, c) and not torch.equal(a, d)
     assert torch.equal(a, randn_per_face([face_generator(1, "x.jpg", 0)], (4,), "cpu"))
+
+
+# --- DDIM at the defaults people run (DifFace: η = 0.5, start 400, 100 steps), by hand ---------------------------
+
+def abar_by_hand(t: int) -> float:
+    """ᾱ_t = ∏_{k≤t} (1 − β_k) with β_k = 1e-4 + k·(0.02 − 1e-4)/999, in plain Python floats."""
+    return math.prod(1.0 - (1e-4 + k * (0.02 - 1e-4) / 999) for k in range(t + 1))
+
+
+def sigma_by_hand(t: int, t_prev: int, eta: float) -> float:
+    """Song et al. 2021, Eq. 16."""
+    a, a_prev = abar_by_hand(t), abar_by_hand(t_prev)
+    return eta * math.sqrt((1 - a_prev) / (1 - a)) * math.sqrt(1 - a / a_prev)
+
+
+def difface_defaults():
+    from facerestore_cli.presets import load_builtin
+
+    p = load_builtin("difface").parameters
+    return p["eta"], p["start_t"], p["steps"]
+
+
+def test_difface_defaults_are_the_official_ones():
+    assert difface_defaults() == (0.5, 400, 100)
+
+
+@pytest.mark.parametrize("t, t_prev", [(396, 392), (200, 196), (4, 0)])
+def test_ddim_sigma_at_eta_half_by_hand(t, t_prev):
+    eta = difface_defaults()[0]
+    abar = schedule.alphas_cumprod(schedule.linear_betas(1000))
+    assert ddim_sigma(abar[t], abar[t_prev], eta).item() == pytest.approx(sigma_by_hand(t, t_prev, eta), rel=1e-9)
+
+
+def test_ddim_sigma_at_the_first_difface_step_is_a_known_number():
+    # Σ_{k≤396} β_k ≈ 1.606, so ᾱ_396 ≈ e^−1.61 ≈ 0.200; then σ = 0.5·√((1 − ᾱ_392)/(1 − ᾱ_396))·√(1 − ᾱ_396/ᾱ_392)
+    assert abar_by_hand(396) == pytest.approx(0.19992, abs=1e-5) and abar_by_hand(392) == pytest.approx(0.20642, abs=1e-5)
+    assert sigma_by_hand(396, 392, 0.5) == pytest.approx(0.08832, abs=1e-5)
+
+
+def test_ddim_step_at_eta_half_by_hand():
+    eta = difface_defaults()[0]
+    a, a_prev = abar_by_hand(396), abar_by_hand(392)
+    sigma = sigma_by_hand(396, 392, eta)
+    x_t, eps, z = 0.3, -0.7, 1.3
+    x0 = max(-1.0, min(1.0, (x_t - math.sqrt(1 - a) * eps) / math.sqrt(a)))
+    expected = math.sqrt(a_prev) * x0 + math.sqrt(1 - a_prev - sigma**2) * eps + sigma * z
+    full = lambda v: torch.full((1, 1, 1, 1), v)  # noqa: E731
+    x_prev, _ = ddim_step(full(x_t), full(eps), torch.tensor(a), torch.tensor(a_prev), eta, full(z))
+    assert x_prev.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_ddim_loop_at_difface_defaults_first_and_last_steps_by_hand():
+    """The official schedule at the defaults: first step t = 396 → 392 with η = 0.5 and each face's first draw,
+    last step t = 0 → ᾱ_prev = 1 with no noise (x_prev = x̂0, clipped)."""
+    eta, start_t, steps = difface_defaults()
+    abar = schedule.alphas_cumprod(schedule.linear_betas(1000))
+    timesteps = list(reversed(schedule.spread_below(start_t, steps)))
+    assert timesteps[:2] == [396, 392] and timesteps[-1] == 0 and len(timesteps) == 100
+    keys = [("a.jpg", 0), ("a.jpg", 1)]
+    x = torch.full((2, 3, 2, 2), 0.4)
+    eps_value = 0.2
+    seen = []
+    ddim_loop(lambda x_t, t: torch.full_like(x_t, eps_value), x, timesteps, abar, eta,
+              [face_generator(9, p, i) for p, i in keys], callback=lambda e: seen.append(e["x"].clone()))
+    z = torch.stack([torch.randn((3, 2, 2), generator=face_generator(9, p, i)) for p, i in keys])
+    a, a_prev, sigma = abar_by_hand(396), abar_by_hand(392), sigma_by_hand(396, 392, eta)
+    x0 = (0.4 - math.sqrt(1 - a) * eps_value) / math.sqrt(a)
+    first = math.sqrt(a_prev) * x0 + math.sqrt(1 - a_prev - sigma**2) * eps_value + sigma * z
+    assert torch.allclose(seen[0], first, atol=1e-6)
+    assert not torch.allclose(seen[0][0], seen[0][1])  # each face its own z
+    a0 = abar_by_hand(0)
+    last = ((seen[-2] - math.sqrt(1 - a0) * eps_value) / math.sqrt(a0)).clamp(-1, 1)
+    assert torch.allclose(seen[-1], last, atol=1e-6)

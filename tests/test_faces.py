@@ -201,11 +201,13 @@ class FixedParse(nn.Module):
 
 
 def face_labels(size=512) -> np.ndarray:
-    labels = np.zeros((size, size), np.int64)  # background
+    """A label map in ParseNet's class order (facexlib's mapping: 1 skin, 4 l_eye, 13 hair, 14 hat, 17 neck)."""
+    labels = np.zeros((size, size), np.int64)  # 0 background
     labels[120:420, 110:400] = 1  # skin
     labels[200:240, 160:220] = 4  # an eye
-    labels[60:130, 100:410] = 17  # hair
-    labels[420:512, 150:360] = 14  # neck
+    labels[60:130, 100:410] = 13  # hair: kept by facexlib's paste mask (255)
+    labels[10:60, 150:360] = 14  # hat: zeroed
+    labels[420:512, 150:360] = 17  # neck: zeroed
     return labels
 
 
@@ -251,10 +253,20 @@ def test_square_soft_mask_shape():
     assert soft[178, 100 + 2 * w_edge] > 0.5 and soft[178, 100 + 3] < 0.1
 
 
-def test_tiny_face_square_mask_like_facexlib():
-    inverse = np.array([[0.02, 0, 10], [0, 0.02, 10]])  # ~10 px face: zero-sized kernel branch
-    soft, _ = square_soft_mask(inverse, (40, 40))
-    assert soft.shape == (40, 40) and soft.max() <= 1
+def test_tiny_face_square_paste_matches_facexlib():
+    """A 10 px face: facexlib's erosion kernel is zero-sized there (OpenCV then erodes 3×3), the same here."""
+    rng = np.random.default_rng(3)
+    rgb = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
+    landmarks = FFHQ_TEMPLATE_512 * (10 / 512) + (17.3, 14.6)
+    helper = facexlib_helper(np.ascontiguousarray(rgb[:, :, ::-1]), [landmarks])
+    restored = [np.clip(c.astype(np.float32) * 0.7 + 40, 0, 255).astype(np.uint8) for c in helper.cropped_faces]
+    helper.restored_faces = restored
+    reference = helper.paste_faces_to_input_image()[:, :, ::-1]
+    ours = paste_faces(rgb, [crop_to_unit_float(r[:, :, ::-1]) for r in restored], helper.affine_matrices)
+    assert np.abs(ours.astype(int) - reference).max() <= 1  # facexlib truncates where this module rounds
+    assert np.abs(ours.astype(int) - rgb).max() > 20  # and the face was pasted at all
+    soft, _ = square_soft_mask(cv2.invertAffineTransform(helper.affine_matrices[0]), (48, 40))
+    assert 0 < soft.max() <= 1
 
 
 def test_parse_soft_mask_from_labels_and_logits():
@@ -263,7 +275,9 @@ def test_parse_soft_mask_from_labels_and_logits():
     assert mask.shape == (512, 512) and mask.dtype == np.float32
     assert mask[220, 190] == pytest.approx(1.0, abs=0.02)  # eye centre
     assert mask[300, 250] > 0.95  # skin
-    assert mask[62, 250] < 0.05  # hair
+    assert mask[95, 250] > 0.95  # hair (class 13) is part of the pasted face
+    assert mask[475, 250] < 0.01  # neck (class 17) is not
+    assert mask[25, 250] < 0.05  # hat (class 14) is not; the ramp from the hair starts about 30 px below
     assert mask[505, 250] == 0 and mask[:10].max() == 0 and mask[:, -10:].max() == 0  # 10 px border
     logits = torch.from_numpy(np.eye(19, dtype=np.float32)[labels].transpose(2, 0, 1))
     np.testing.assert_array_equal(parse_soft_mask(logits), mask)

@@ -9,7 +9,7 @@ from torch import nn
 from facerestore_cli.diffusion import schedule
 from facerestore_cli.diffusion.guidance import identity_guidance, identity_loss, make_guide, to_unit_range
 from facerestore_cli.diffusion.noise import face_generator, randn_per_face
-from facerestore_cli.diffusion.samplers import ddim_loop, ddim_sigma, ddim_step, predict_x0
+from facerestore_cli.diffusion.samplers import ddim_loop, ddim_step, predict_x0
 from facerestore_cli.faces import masks
 from facerestore_cli.faces.id_masks import (
     ID_CLASSES, PARSENET_CLASS, PARSENET_LABELS, build_id_mask, parsing_mask, proxy_mask, uniform_mask,
@@ -167,7 +167,7 @@ def old_ddim_loop(eps_model, x, timesteps, abar, eta, generators):
         eps = eps_model(x, t_batch).float()
         noise = None if (is_last or eta == 0) else randn_per_face(generators, tuple(x.shape[1:]), x.device)
         x0 = ((x - (1.0 - abar_t).sqrt() * eps) / abar_t.sqrt()).clamp(-1.0, 1.0)
-        sigma = ddim_sigma(abar_t, abar_prev, eta)
+        sigma = eta * ((1 - abar_prev) / (1 - abar_t)).sqrt() * (1 - abar_t / abar_prev).sqrt()  # DDIM Eq. 16
         x_prev = abar_prev.sqrt() * x0 + (1.0 - abar_prev - sigma**2).clamp(min=0.0).sqrt() * eps
         if noise is not None:
             x_prev = x_prev + sigma * noise

@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 
 from cli_helpers import read_report, run_cli
-from conftest import ALIGNED_LQ, PHOTOS
+from conftest import ALIGNED_LQ, PHOTOS, write_random_parsenet
 
 DET = ("--detector", "retinaface_mobile0.25")
 
@@ -57,14 +57,9 @@ def test_id_mask_none_and_through_unet_run(tiny_ipc_env, tmp_path, capsys):
 
 
 def test_parsing_mask_uses_parsenet(tiny_ipc_home, tmp_path, capsys, monkeypatch):
-    import torch
-
-    from facerestore_cli.archs import build_arch
-
     home = tmp_path / "home"
     shutil.copytree(tiny_ipc_home, home)
-    torch.manual_seed(12)
-    torch.save(build_arch("parsenet", {}).state_dict(), home / "weights" / "parsing_parsenet.pth")
+    write_random_parsenet(home / "weights")
     monkeypatch.setenv("FACERESTORE_HOME", str(home))
     monkeypatch.setenv("FACERESTORE_OFFLINE", "1")
     _img, rec = aligned(capsys, home / "ipc-tiny.yaml", tmp_path / "out", "--id-mask", "parsing")

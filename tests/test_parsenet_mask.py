@@ -8,19 +8,13 @@ import shutil
 from PIL import Image
 
 from cli_helpers import read_report, run_cli
-from conftest import PHOTOS
+from conftest import PHOTOS, write_random_parsenet
 
 
 def test_parsenet_mask_is_used_and_reported(tiny_home, tmp_path, monkeypatch, capsys):
-    import torch
-
-    from facerestore_cli.archs import build_arch
-
     home = tmp_path / "home"
     shutil.copytree(tiny_home, home)  # never touch the session home
-    parsenet_file = home / "weights" / "parsing_parsenet.pth"
-    torch.manual_seed(0)
-    torch.save(build_arch("parsenet", {}).state_dict(), parsenet_file)
+    parsenet_file = write_random_parsenet(home / "weights", seed=0)
     monkeypatch.setenv("FACERESTORE_HOME", str(home))
     monkeypatch.setenv("FACERESTORE_OFFLINE", "1")
 

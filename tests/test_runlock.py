@@ -72,7 +72,7 @@ def test_waits_until_the_holder_exits(holder):
     with run_lock(out, wait_seconds=10) as path:
         waited = time.monotonic() - started
         assert read_holder(path)["pid"] == str(os.getpid())
-    assert 0.2 < waited < 3
+    assert 0.2 < waited < 15  # the holder sleeps 0.6 s after it starts; the upper bound leaves room for load
 
 
 def test_wait_times_out(holder):
@@ -82,7 +82,7 @@ def test_wait_times_out(holder):
     with pytest.raises(LockHeld, match=rf"still in use .*pid {child.pid}.* after waiting 0.5 s") as caught:
         with run_lock(out, wait_seconds=0.5):
             pass
-    assert 0.45 < time.monotonic() - started < 2
+    assert 0.45 < time.monotonic() - started < 10  # it waited the 0.5 s, and did not hang
     assert caught.value.exit_code == 75 and "--wait-lock" in caught.value.hint
 
 

@@ -61,3 +61,7 @@ TINY_SPARNETHD = {
     "att_name": "spar",
     "bottleneck_size": 16,
 }
+
+# facexlib ParseNet (paste-back masks, ipc-guided's identity mask) at toy width: still 512 in / 512 out, 19 classes,
+# since the parse mask's blur and border are defined at 512.
+TINY_PARSENET = {"base_ch": 8, "ch_range": [8, 16], "res_depth": 1, "min_feat_size": 64}

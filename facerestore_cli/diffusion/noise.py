@@ -9,12 +9,18 @@ import torch
 
 
 def face_seed(seed: int, relpath: str, face_index: int) -> int:
+    """The 63-bit seed of one face's stream: sha256 of (run seed, input relative path, face index)."""
     key = f"{seed}\0{relpath}\0{face_index}".encode()
     return int.from_bytes(hashlib.sha256(key).digest()[:8], "little") & ((1 << 63) - 1)
 
 
+def seeded_generator(seed: int) -> torch.Generator:
+    """A CPU generator for one face's stream (seed: a face_seed value, as the report records it)."""
+    return torch.Generator(device="cpu").manual_seed(seed)
+
+
 def face_generator(seed: int, relpath: str, face_index: int) -> torch.Generator:
-    return torch.Generator(device="cpu").manual_seed(face_seed(seed, relpath, face_index))
+    return seeded_generator(face_seed(seed, relpath, face_index))
 
 
 def randn_per_face(generators: list[torch.Generator], shape: tuple[int, ...], device, dtype=torch.float32) -> torch.Tensor:

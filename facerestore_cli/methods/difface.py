@@ -14,6 +14,7 @@ from facerestore_cli.diffusion.noise import randn_per_face
 from facerestore_cli.diffusion.samplers import ddim_loop
 from facerestore_cli.diffusion.schedule import extract, q_sample, spread_below
 from facerestore_cli.errors import UsageError
+from facerestore_cli.methods.base import Restoration
 from facerestore_cli.methods.components import diffusion_schedule, load_network
 from facerestore_cli.pixels import resize_batch
 
@@ -38,7 +39,6 @@ class DifFace:
         self.estimator, self.prior, self.abar = estimator, prior, abar
         self.params, self.compute, self.face_size = params, compute, face_size
         self._weight_ids = list(weight_ids)
-        self.last_estimate = None  # x̂0 = e(y) of the last batch, [0, 1] (for identity scores)
 
     def weight_ids(self) -> list[str]:
         return self._weight_ids
@@ -52,16 +52,16 @@ class DifFace:
         with torch.no_grad(), self.compute.autocast():
             return self.prior(x, t)[:, :3].float()
 
-    def restore(self, faces: torch.Tensor, generators: list[torch.Generator], callback=None) -> torch.Tensor:
+    def restore(self, faces: torch.Tensor, generators: list[torch.Generator], callback=None) -> Restoration:
         p = self.params
         lq = resize_batch(faces.to(self.compute.device, torch.float32), self.face_size)
-        self.last_estimate = self.estimate(lq)
-        x0 = self.last_estimate * 2.0 - 1.0
+        estimate = self.estimate(lq)
+        x0 = estimate * 2.0 - 1.0
         noise = randn_per_face(generators, tuple(x0.shape[1:]), x0.device)
         x = q_sample(x0, extract(self.abar, p.start_t, x0), noise)
         timesteps = list(reversed(spread_below(p.start_t, p.steps)))
         x = ddim_loop(self.eps, x, timesteps, self.abar, p.eta, generators, callback)
-        return ((x + 1.0) / 2.0).clamp(0.0, 1.0)
+        return Restoration(((x + 1.0) / 2.0).clamp(0.0, 1.0), estimate)
 
 
 def build(preset, params: dict[str, Any], store, compute) -> DifFace:

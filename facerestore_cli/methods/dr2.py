@@ -14,6 +14,7 @@ import torch
 from facerestore_cli.diffusion.samplers import dr2_loop, dr2_omega
 from facerestore_cli.diffusion.schedule import space_timesteps_fractional
 from facerestore_cli.errors import UsageError
+from facerestore_cli.methods.base import Restoration
 from facerestore_cli.methods.components import diffusion_schedule, load_network
 from facerestore_cli.pixels import resize_batch
 
@@ -85,11 +86,11 @@ class DR2:
             out = self.enhancer(x).float()
         return resize_batch(((out + 1.0) / 2.0).clamp(0.0, 1.0), self.face_size)
 
-    def restore(self, faces: torch.Tensor, generators: list[torch.Generator], callback=None) -> torch.Tensor:
+    def restore(self, faces: torch.Tensor, generators: list[torch.Generator], callback=None) -> Restoration:
         p = self.params
         y = resize_batch(faces.to(self.compute.device, torch.float32), self.prior_size) * 2.0 - 1.0
         coarse = dr2_loop(self.model, y, self.timesteps, self.abar, p.n, p.tau, generators, callback)
-        return self.enhance(coarse.clamp(-1.0, 1.0))
+        return Restoration(self.enhance(coarse.clamp(-1.0, 1.0)))
 
 
 def build(preset, params: dict[str, Any], store, compute) -> DR2:

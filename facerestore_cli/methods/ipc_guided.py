@@ -20,6 +20,7 @@ from facerestore_cli.errors import UsageError
 from facerestore_cli.faces.id_masks import build_id_mask
 from facerestore_cli.faces.identity import identity_embedding
 from facerestore_cli.methods.components import diffusion_schedule, load_network
+from facerestore_cli.methods.base import Restoration
 from facerestore_cli.methods.difface import DifFaceParams
 from facerestore_cli.pixels import resize_batch
 
@@ -58,8 +59,6 @@ class IPCGuided:
         self.abar, self.params, self.compute, self.face_size = abar, params, compute, face_size
         self.conditional = conditional
         self._weight_ids = list(weight_ids)
-        self.last_estimate = None  # g_φ(x) of the last batch, [0, 1]
-        self.last_loss = None  # per-face L_arc at the last guided step
 
     def weight_ids(self) -> list[str]:
         return self._weight_ids
@@ -71,20 +70,21 @@ class IPCGuided:
     def embed(self, images01: torch.Tensor) -> torch.Tensor:
         return identity_embedding(self.arcface, images01)
 
-    def mask(self, estimate: torch.Tensor, lq: torch.Tensor) -> torch.Tensor:
+    def mask(self, estimate: torch.Tensor, lq: torch.Tensor) -> tuple[str, torch.Tensor]:
+        """(the kind of mask built, M [B, 1, S, S])."""
         from facerestore_cli.faces.masks import run_parsenet
 
         if self.params.id_mask == "parsing":
             labels = torch.as_tensor(run_parsenet(self.parser, estimate), device=estimate.device)
-            return build_id_mask("parsing", labels=labels, size=estimate.shape[-1])
+            return "parsing", build_id_mask("parsing", labels=labels, size=estimate.shape[-1])
         if self.params.id_mask == "proxy":
-            return build_id_mask("proxy", estimate=estimate, input=lq)
-        return build_id_mask("none", shape=estimate.shape)
+            return "proxy", build_id_mask("proxy", estimate=estimate, input=lq)
+        return "none", build_id_mask("none", shape=estimate.shape)
 
-    def restore(self, faces: torch.Tensor, generators: list[torch.Generator], callback=None) -> torch.Tensor:
+    def restore(self, faces: torch.Tensor, generators: list[torch.Generator], callback=None) -> Restoration:
         p, s = self.params, self.params.sampling
         lq = resize_batch(faces.to(self.compute.device, torch.float32), self.face_size)
-        estimate = self.last_estimate = self.estimate(lq)
+        estimate = self.estimate(lq)
         cond = estimate * 2.0 - 1.0
 
         def eps_model(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -95,23 +95,23 @@ class IPCGuided:
             with torch.no_grad():
                 return eps_model(x, t)
 
-        guide = None
+        guide, info = None, []
         if p.scale > 0:
             with torch.no_grad():
                 target = self.embed(estimate)
-            mask = self.mask(estimate, lq)
+            kind, mask = self.mask(estimate, lq)
+            info = [{"id_mask": kind}] * len(faces)
 
             def guide(x_t, eps, abar_t, t):
-                correction, loss = identity_guidance(x_t, eps, abar_t, target, self.embed, mask, p.scale,
-                                                     eps_model=eps_model if p.through_unet else None, t=t)
-                self.last_loss = loss.detach()
+                correction, _loss = identity_guidance(x_t, eps, abar_t, target, self.embed, mask, p.scale,
+                                                      eps_model=eps_model if p.through_unet else None, t=t)
                 return correction
 
         noise = randn_per_face(generators, tuple(cond.shape[1:]), cond.device)
         x = q_sample(cond, extract(self.abar, s.start_t, cond), noise)
         timesteps = list(reversed(spread_below(s.start_t, s.steps)))
         x = ddim_loop(eps_no_grad, x, timesteps, self.abar, s.eta, generators, callback, guide=guide)
-        return ((x + 1.0) / 2.0).clamp(0.0, 1.0)
+        return Restoration(((x + 1.0) / 2.0).clamp(0.0, 1.0), estimate, info)
 
 
 def build(preset, params: dict[str, Any], store, compute) -> IPCGuided:

@@ -18,6 +18,7 @@ from urllib.error import HTTPError, URLError
 from urllib.request import Request, urlopen
 
 from facerestore_cli import __version__
+from facerestore_cli.atomic import fsync_dir
 from facerestore_cli.errors import WeightsError
 
 ProgressCallback = Callable[[int, int | None], None]
@@ -44,20 +45,6 @@ def sha256_file(path: Path, hasher: "hashlib._Hash | None" = None) -> "hashlib._
         while chunk := fh.read(CHUNK_SIZE):
             hasher.update(chunk)
     return hasher
-
-
-def fsync_dir(directory: Path) -> None:
-    """Make a rename inside `directory` durable (no-op where directories cannot be opened, e.g. Windows)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _parse_content_range(value: str | None) -> tuple[int | None, int | None]:

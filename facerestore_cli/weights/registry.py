@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from facerestore_cli.errors import WeightsError
+from facerestore_cli.errors import UsageError, WeightsError
 
 DEFAULT_REGISTRY_PATH = Path(__file__).with_name("registry.yaml")
 
@@ -172,7 +172,5 @@ def get_spec(weight_id: str, registry: Mapping[str, WeightSpec] | None = None) -
     try:
         return specs[weight_id]
     except KeyError:
-        raise WeightsError(
-            f"unknown weight id {weight_id!r}; known ids: {', '.join(sorted(specs))}",
-            hint="check the weight ids named by the preset against facerestore_cli/weights/registry.yaml",
-        ) from None
+        raise UsageError(f"unknown weight id {weight_id!r}; known ids: {', '.join(sorted(specs))}",
+                         hint="`facerestore weights list` shows every id") from None

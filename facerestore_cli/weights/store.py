@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from facerestore_cli.errors import WeightsError
-from facerestore_cli.weights.download import ProgressCallback, download, fsync_dir, part_path, sha256_file
+from facerestore_cli.atomic import atomic_open
+from facerestore_cli.weights.download import ProgressCallback, download, part_path, sha256_file
 from facerestore_cli.weights.registry import WeightSpec, get_spec, load_registry
 
 HASHES_FILE = "hashes.json"
@@ -127,14 +128,8 @@ class WeightStore:
         stat = path.stat()
         records = self._records()
         records[path.name] = {"sha256": sha256, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-        target = self.weights_dir / HASHES_FILE
-        tmp = target.with_name(f".{HASHES_FILE}.{os.getpid()}.tmp")
-        with open(tmp, "w", encoding="utf-8") as fh:
+        with atomic_open(self.weights_dir / HASHES_FILE, "w") as fh:
             json.dump(records, fh, indent=1, sort_keys=True)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-        fsync_dir(self.weights_dir)
 
     def recorded_sha256(self, weight_id: str) -> str | None:
         record = self._records().get(self.spec(weight_id).file)
@@ -253,14 +248,15 @@ class WeightStore:
             f"{spec.import_command(f'/path/to/{spec.file}')}",
         )
 
-    def import_file(self, weight_id: str, src: Path) -> Path:
-        """Check a user-supplied checkpoint against the entry's network layout, then copy it into the cache."""
+    def import_file(self, weight_id: str, src: Path, config: Mapping | None = None) -> Path:
+        """Check a user-supplied checkpoint against the entry's network layout (its registry config updated by
+        `config`, as a preset's component may configure it), then copy it into the cache."""
         spec, dest = self.spec(weight_id), self.path(weight_id)
         src = Path(src).expanduser()
         if not src.is_file():
             raise WeightsError(f"cannot import {weight_id}: {src} is not a file")
         state_dict = _read_state_dict(src, "checkpoint", spec)
-        self._check_layout(spec, state_dict, spec.config, str(src))
+        self._check_layout(spec, state_dict, {**spec.config, **(config or {})}, str(src))
 
         self.weights_dir.mkdir(parents=True, exist_ok=True)
         if src.resolve() == dest.resolve():
@@ -274,15 +270,11 @@ class WeightStore:
     def _copy_atomically(self, src: Path, dest: Path, spec: WeightSpec) -> str:
         import hashlib
 
-        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.import")
         hasher = hashlib.sha256()
-        try:
-            with open(src, "rb") as fin, open(tmp, "wb") as fout:
-                while chunk := fin.read(1 << 20):
-                    hasher.update(chunk)
-                    fout.write(chunk)
-                fout.flush()
-                os.fsync(fout.fileno())
+        with open(src, "rb") as fin, atomic_open(dest, "wb") as fout:
+            while chunk := fin.read(1 << 20):
+                hasher.update(chunk)
+                fout.write(chunk)
             sha = hasher.hexdigest()
             if spec.sha256 is not None and sha != spec.sha256:
                 raise WeightsError(
@@ -290,10 +282,6 @@ class WeightStore:
                     f"expected sha256 {spec.sha256}, file has {sha}",
                     hint="the registry pins this file's hash; a different file needs its own registry entry",
                 )
-            os.replace(tmp, dest)
-        finally:
-            tmp.unlink(missing_ok=True)
-        fsync_dir(dest.parent)
         return sha
 
     def require(self, weight_ids: Iterable[str]) -> None:

@@ -1,0 +1,142 @@
+"""Pinned outputs: one fixed-seed `facerestore run` per preset, with tiny random networks in the official layouts,
+on ../shared/data/photos/old-portrait-01.jpg (248×189, four faces of ~47 px). The restored face crops
+(--save-faces) and the whole pasted photo (written as PNG) are stored in tests/pinned/<case>.npz, together with
+the faces' report fields (box, seed, paste mask, identity mask), and test_pinned_outputs.py compares a fresh run
+with them. Any change in the math, the seeding, the masks or the paste-back shows up there.
+
+Regenerate on purpose, never to make a failing test pass without knowing why:
+    make pinned          # = .venv/bin/python tests/pinned_outputs.py --write
+Legitimate reasons are listed in the README's development section (a deliberate change of a method's output, a
+new torch pin that changes default initialisation, a new detector front end).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from conftest import (  # noqa: E402
+    PHOTOS,
+    RETINA_MOBILE,
+    home_environment,
+    make_tiny_dr2_weights,
+    make_tiny_weights,
+    write_random_arcface,
+    write_random_parsenet,
+    write_tiny_dr2_preset,
+    write_tiny_ipc_preset,
+    write_tiny_preset,
+)
+
+PINNED = Path(__file__).parent / "pinned"
+PHOTO = PHOTOS / "old-portrait-01.jpg"
+# The stated tolerance. Outputs are 8-bit: a pixel may differ by one level where float rounding on another CPU
+# lands on the other side of a .5 boundary; anything more, or more than a few such pixels, is a real change.
+MAX_LEVEL_DIFF = 1
+MAX_CHANGED_FRACTION = 0.005
+FACE_FIELDS = ("index", "box", "seed", "mask", "id_mask")
+
+# case → (preset writer, extra weights, extra CLI arguments). difface and ipc-guided paste with ParseNet (and
+# ipc-guided builds its identity mask with it); dr2 pastes with the square mask: both paste paths are pinned.
+CASES = {
+    "difface": (write_tiny_preset, ("parsenet",), ()),
+    "dr2": (write_tiny_dr2_preset, (), ()),
+    # a scale at which the random ArcFace's guidance moves 8-bit outputs (at the preset's 100 it does not)
+    "ipc-guided": (write_tiny_ipc_preset, ("parsenet", "arcface"), ("--id-mask", "parsing", "--guidance-scale", "20000")),
+}
+RUN_ARGS = ("--detector", "retinaface_mobile0.25", "--batch-size", "3", "--seed", "7", "--format", "png",
+            "--save-faces", "-q")
+
+
+def make_home(case: str, home: Path, extras: tuple[str, ...] | None = None) -> Path:
+    """A FACERESTORE_HOME for one case (extra weights: the case's unless given); returns its preset file."""
+    write_preset, case_extras, _args = CASES[case]
+    extras = case_extras if extras is None else extras
+    weights = home / "weights"
+    make_tiny_weights(weights)
+    if case == "dr2":
+        make_tiny_dr2_weights(weights)
+    shutil.copy(RETINA_MOBILE, weights / RETINA_MOBILE.name)
+    if "parsenet" in extras:
+        write_random_parsenet(weights)
+    if "arcface" in extras:
+        write_random_arcface(weights)
+    return write_preset(home / f"{case}-tiny.yaml")
+
+
+def run_case(case: str, workdir: Path, args: tuple[str, ...] | None = None, extras: tuple[str, ...] | None = None,
+             photo: Path = PHOTO) -> dict[str, np.ndarray]:
+    """Run the real CLI for one case (its arguments and extra weights unless given); returns {"faces":
+    [N, S, S, 3] uint8, "photo": [H, W, 3] uint8, "records": the faces' report fields as a JSON string}."""
+    from PIL import Image
+
+    from facerestore_cli.cli import main
+
+    home, out, report = workdir / "home", workdir / "out", workdir / "report.jsonl"
+    preset = make_home(case, home, extras)
+    with home_environment(home):
+        try:
+            main(["run", str(photo), "-o", str(out), "--preset", str(preset), "--report", str(report),
+                  *RUN_ARGS, *(CASES[case][2] if args is None else args)])
+            code = 0
+        except SystemExit as exc:
+            code = exc.code
+    if code != 0:
+        raise AssertionError(f"pinned run of {case} exited {code}")
+    record = json.loads(report.read_text().splitlines()[0])
+    faces = [{key: face.get(key) for key in FACE_FIELDS} for face in record["faces"]]
+    crops = [np.asarray(Image.open(out / "_faces" / f"{photo.stem}_face{f['index']:02d}.png")) for f in faces]
+    photo = np.asarray(Image.open(out / f"{photo.stem}.png").convert("RGB"))
+    return {"faces": np.stack(crops), "photo": photo, "records": np.array(json.dumps(faces, sort_keys=True))}
+
+
+def compare(case: str, fresh: dict[str, np.ndarray], pinned: dict[str, np.ndarray]) -> list[str]:
+    """What differs beyond the stated tolerance (empty when the fresh run matches the pinned one)."""
+    problems = []
+    fresh_faces, pinned_faces = json.loads(str(fresh["records"])), json.loads(str(pinned["records"]))
+    for a, b in zip(fresh_faces, pinned_faces):
+        for key in FACE_FIELDS:
+            same = np.allclose(a[key], b[key], atol=0.02) if key == "box" else a[key] == b[key]
+            if not same:
+                problems.append(f"{case}: face {b['index']} {key} is {a[key]}, pinned {b[key]}")
+    if len(fresh_faces) != len(pinned_faces):
+        problems.append(f"{case}: {len(fresh_faces)} faces, pinned {len(pinned_faces)}")
+    for name in ("faces", "photo"):
+        a, b = fresh[name].astype(np.int16), pinned[name].astype(np.int16)
+        if a.shape != b.shape:
+            problems.append(f"{case}: {name} shape {a.shape}, pinned {b.shape}")
+            continue
+        diff = np.abs(a - b)
+        changed = float((diff > 0).mean())
+        if diff.max() > MAX_LEVEL_DIFF or changed > MAX_CHANGED_FRACTION:
+            problems.append(f"{case}: {name} differs by up to {diff.max()} levels in {changed:.2%} of values "
+                            f"(tolerance: {MAX_LEVEL_DIFF} level in at most {MAX_CHANGED_FRACTION:.1%})")
+    return problems
+
+
+def load(case: str) -> dict[str, np.ndarray]:
+    with np.load(PINNED / f"{case}.npz") as data:
+        return {key: data[key] for key in data.files}
+
+
+def write_all() -> None:
+    PINNED.mkdir(exist_ok=True)
+    for case in CASES:
+        with tempfile.TemporaryDirectory() as tmp:
+            arrays = run_case(case, Path(tmp))
+        np.savez_compressed(PINNED / f"{case}.npz", **arrays)
+        seeds = [f["seed"] for f in json.loads(str(arrays["records"]))]
+        print(f"{case}: {len(seeds)} faces {arrays['faces'].shape[1:3]}, photo {arrays['photo'].shape[:2]} "
+              f"→ {PINNED / f'{case}.npz'} ({(PINNED / f'{case}.npz').stat().st_size // 1024} KiB)")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--write"]:
+        sys.exit("usage: python tests/pinned_outputs.py --write   (regenerates tests/pinned/*.npz; see its docstring)")
+    write_all()
