@@ -188,7 +188,8 @@ def methods() -> int:
     for name in presets.builtin_names():
         p = presets.load_builtin(name)
         provenance = p.raw.get("provenance", {})
-        parts = [f"{role}: {c['weights']} [{'present' if store.is_present(c['weights']) else 'missing'}]"
+        parts = [f"{role}: {c['weights']} [{'present' if store.is_present(c['weights']) else 'missing'}"
+                 f"{', optional' if c.get('optional') else ''}]"
                  + (f" — {provenance[role]}" if role in provenance else "") for role, c in p.components.items()]
         defaults = ", ".join(f"{k}={v}" for k, v in p.parameters.items())
         table.add_row(p.name, p.title, escape("\n".join(parts)), defaults)  # "[present]" is text, not a style tag

@@ -312,3 +312,42 @@ def test_data_is_fsynced_before_the_rename_and_the_folder_after(name, tmp_path, 
     temp = events[at][1].split(" -> ")[0]
     assert ("fsync", temp) in events[:at], f"{temp} renamed onto {dest.name} before it was fsynced: {events}"
     assert ("fsync", str(dest.parent)) in events[at + 1:], f"folder not fsynced after the rename: {events}"
+
+
+# -- the pipeline writes every output through the atomic writer ----------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["copy-through", "restored", "face crop", "compare sheet"])
+def test_a_failed_rename_onto_an_output_keeps_the_old_output_and_fails_the_photo(kind, tiny_env, tmp_path,
+                                                                                   monkeypatch):
+    """A rerun (--force) over an earlier output whose rename fails: the earlier output stays whole, the photo is
+    reported failed with the reason, and nothing else is left in the folder."""
+    from PIL import Image
+
+    from archival_helpers import make_one_face_photos, report_lines, tiny_run
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    if kind == "copy-through":
+        src.mkdir()
+        Image.fromarray(np.full((40, 60, 3), 90, np.uint8)).save(src / "a.png")
+    else:
+        make_one_face_photos(src, ["a.png"])
+    extras = {"face crop": ("--save-faces",), "compare sheet": ("--save-compare",)}.get(kind, ())
+    target = {"face crop": out / "_faces" / "a_face00.png", "compare sheet": out / "_compare" / "a.jpg"}.get(
+        kind, out / "a.png")
+    target.parent.mkdir(parents=True)
+    target.write_bytes(OLD)
+    real_replace = os.replace
+
+    def replace(src_path, dst, *args, **kwargs):
+        if Path(dst) == target:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return real_replace(src_path, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", replace)
+    code, _o, err = tiny_run(tiny_env, src, "-o", out, "--force", "--report", tmp_path / "r.jsonl", *extras)
+    monkeypatch.undo()
+    assert code == 1, err
+    record = report_lines(tmp_path / "r.jsonl")[0]
+    assert record["status"] == "failed" and "Input/output error" in record["reason"], record
+    assert target.read_bytes() == OLD
+    assert not [p for p in target.parent.iterdir() if STALE_TEMP.match(p.name)]
