@@ -2,33 +2,22 @@
 
 from __future__ import annotations
 
-import os
+import functools
+import inspect
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, Callable, List, Optional
 
 import typer
 
 from facerestore_cli.errors import EXIT_USAGE, FacerestoreError, UsageError
+from facerestore_cli.weights.store import offline as offline_from_environment
 
 EXIT_CODES = """Exit codes: 0 all done (or already done) · 1 some files failed · 2 usage error · 3 no inputs matched ·
 4 weights missing/corrupt or needed while offline · 5 requested device unavailable · 75 output folder locked by
 another run · 130/143 interrupted (SIGINT/SIGTERM)."""
 
-app = typer.Typer(
-    name="facerestore",
-    help="Restore faces in photos with diffusion-based blind face restoration (DifFace, DR2, ...).\n\n"
-    "Example: facerestore run ./photos -o ./restored --method difface --steps 100",
-    epilog=EXIT_CODES,
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-
-KNOB_FLAGS = {"steps": "--steps", "eta": "--eta", "start_t": "--start-t", "seed": "--seed", "dr2_n": "--dr2-n",
-              "dr2_tau": "--dr2-tau", "enhancer": "--enhancer", "prior": "--dr2-prior",
-              "guidance_scale": "--guidance-scale", "id_mask": "--id-mask", "guidance_through_unet": "--guidance-through-unet"}
+KNOB_PANEL = "Method knobs (default: the preset's; each lists the presets that take it)"
 
 
 def _stderr():
@@ -37,48 +26,75 @@ def _stderr():
     return Console(stderr=True, highlight=False)
 
 
-def _load_preset(method: str, preset_file: Optional[Path]):
+def _with_knobs(func: Callable[..., Any], knobs) -> Callable[..., Any]:
+    """`func`'s options plus one per method knob; the knob values reach `func` as `knobs` (flag → value or None).
+    A method owns its flags: they come from its Params, never from a line here."""
+    signature = inspect.signature(func, eval_str=True)
+    static = [p for p in signature.parameters.values() if p.name != "knobs"]
+    extra = [inspect.Parameter(spec.dest, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[spec.type],
+                               default=typer.Option(None, spec.flag, metavar=spec.metavar, show_default=False,
+                                                    help=f"{spec.help} ({', '.join(users)})",
+                                                    rich_help_panel=KNOB_PANEL))
+             for spec, users in knobs]
+
+    @functools.wraps(func)
+    def command(**values):
+        return func(**{k: v for k, v in values.items() if k not in {s.dest for s, _ in knobs}},
+                    knobs={spec.flag: values[spec.dest] for spec, _ in knobs})
+
+    command.__signature__ = signature.replace(parameters=static + extra)
+    return command
+
+
+def _known_presets(args: list[str]) -> list:
+    """The presets whose methods' knobs `run` offers: the built-in ones and the one named by --preset."""
     from facerestore_cli import presets
 
-    return presets.load_file(preset_file) if preset_file else presets.load_builtin(method)
+    known = [presets.load_builtin(name) for name in presets.builtin_names()]
+    for i, arg in enumerate(args):
+        if arg == "--preset" and i + 1 < len(args):
+            known.append(presets.load_file(Path(args[i + 1])))
+        elif arg.startswith("--preset="):
+            known.append(presets.load_file(Path(arg.split("=", 1)[1])))
+    return known
 
 
-def merge_knobs(preset, given: dict) -> dict:
-    """The preset's defaults overridden by the knobs given on the command line; a knob the preset does not use is a
-    usage error rather than being silently ignored."""
-    params = dict(preset.parameters)
-    for name, value in given.items():
-        if value is None:
-            continue
-        if name not in preset.parameters:
-            takes = ", ".join(KNOB_FLAGS.get(k, "--" + k.replace("_", "-")) for k in preset.parameters) or "no knobs"
-            note = preset.raw.get("knob_notes", {}).get(name)
-            raise UsageError(f"{KNOB_FLAGS[name]} is not used by method '{preset.name}'" + (f": {note}" if note else ""),
-                             hint=f"it takes: {takes}")
-        params[name] = value
-    return params
+def build_app(args: list[str] | None = None) -> typer.Typer:
+    """The command line; `run` gets the knobs of every method it may run (args: the command line, to find the
+    method of a --preset file; only read when the command is `run`, so other commands load no preset)."""
+    from facerestore_cli.cli_weights import weights_app
+
+    app = typer.Typer(
+        name="facerestore",
+        help="Restore faces in photos with diffusion-based blind face restoration (DifFace, DR2, ...).\n\n"
+        "Example: facerestore run ./photos -o ./restored --method difface --steps 100",
+        epilog=EXIT_CODES,
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+        add_completion=False,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+    knobs = []
+    if args and "run" in args[:1]:
+        from facerestore_cli.methods import knob_table
+
+        knobs = knob_table(_known_presets(args))
+    app.command(epilog=EXIT_CODES)(_with_knobs(run, knobs))
+    app.command()(methods)
+    app.command()(doctor)
+    app.add_typer(weights_app, name="weights", help="List, fetch, verify and import model weights.")
+    return app
 
 
-@app.command(epilog=EXIT_CODES)
 def run(
+    ctx: typer.Context,
     inputs: Optional[List[Path]] = typer.Argument(None, help="Image files and/or folders.", show_default=False),
     output: Path = typer.Option(..., "-o", "--output", help="Output folder; mirrors the input tree.", show_default=False),
     recursive: bool = typer.Option(False, "-r", "--recursive", help="Descend into sub-folders."),
     files_from: Optional[str] = typer.Option(None, "--files-from", metavar="FILE|-", help="Read input paths from FILE (one per line), '-' for stdin."),
     method: str = typer.Option("difface", "-m", "--method", help="Method preset name (see `facerestore methods`)."),
     preset_file: Optional[Path] = typer.Option(None, "--preset", metavar="FILE.yaml", help="Use a preset file instead of --method."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Network evaluations of the diffusion loop (default: from the preset)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed; each face gets its own stream (default: from the preset)."),
-    eta: Optional[float] = typer.Option(None, "--eta", help="DDIM η (0 = deterministic) (default: from the preset)."),
-    dr2_n: Optional[int] = typer.Option(None, "--dr2-n", min=1, help="DR2 low-pass factor N: bigger = cleaner, less faithful (default: 4)."),
-    dr2_tau: Optional[int] = typer.Option(None, "--dr2-tau", min=0, max=98, help="DR2 output step τ (respaced, 0–98): bigger = cleaner, less faithful (default: 22)."),
-    enhancer: Optional[str] = typer.Option(None, "--enhancer", metavar="sparnethd|none", help="DR2 enhancement module; none writes DR2's coarse output upsampled."),
-    dr2_prior: Optional[str] = typer.Option(None, "--dr2-prior", metavar="dr2|p2", help="DR2 diffusion prior: the authors' DR2_FFHQ.pkl or P2-weighting's ffhq_p2.pt."),
-    guidance_scale: Optional[float] = typer.Option(None, "--guidance-scale", min=0.0, help="ipc-guided: identity guidance scale s (0 disables guidance)."),
-    id_mask: Optional[str] = typer.Option(None, "--id-mask", metavar="parsing|proxy|none", help="ipc-guided: where identity guidance acts."),
-    guidance_through_unet: Optional[bool] = typer.Option(None, "--guidance-through-unet", help="ipc-guided: also backpropagate through the UNet (slower, much more memory)."),
     identity_score: bool = typer.Option(False, "--identity-score", help="Report each face's ArcFace identity cosine to the input and to the method's estimate (needs arcface-ir-se50)."),
-    start_t: Optional[int] = typer.Option(None, "--start-t", help="DifFace start timestep N: higher = more realism, less fidelity (default: from the preset, 400 for difface)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Faces per forward (default: 1 on CPU, up to 8 on GPU by free memory)."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N"),
     precision: str = typer.Option("auto", "--precision", help="auto | fp32 | fp16 | bf16 (auto: fp32 on CPU, bf16/fp16 on GPU)."),
@@ -105,12 +121,14 @@ def run(
     quality: Optional[int] = typer.Option(None, "--quality", min=1, max=100, help="JPEG/WebP quality (default 95)."),
     metadata: str = typer.Option("keep", "--metadata", metavar="keep|strip", help="Keep or strip EXIF/ICC/XMP/IPTC."),
     provenance: bool = typer.Option(False, "--provenance", help="Note tool, version, method and parameters in the output's metadata (EXIF Software)."),
+    knobs: Optional[dict] = None,
 ) -> int:
     """Restore every face in the given photos and write the results to OUT.
 
     Example: facerestore run ./photos -o ./restored --method difface --steps 100
     """
     from facerestore_cli.discover import discover, read_list
+    from facerestore_cli.methods import method_for
     from facerestore_cli.models import DETECTOR_WEIGHTS
     from facerestore_cli.pipeline import RunOptions
     from facerestore_cli.pipeline import run as run_pipeline
@@ -128,11 +146,9 @@ def run(
     if metadata not in ("keep", "strip"):
         raise UsageError(f"--metadata must be keep or strip, not '{metadata}'")
     fmt = _check_format(fmt)
-    preset = _load_preset(method, preset_file)
-    params = merge_knobs(preset, {"steps": steps, "eta": eta, "start_t": start_t, "seed": seed, "dr2_n": dr2_n,
-                                  "dr2_tau": dr2_tau, "enhancer": enhancer, "prior": dr2_prior,
-                                  "guidance_scale": guidance_scale, "id_mask": id_mask,
-                                  "guidance_through_unet": guidance_through_unet})
+    preset = _load_preset(ctx, method, preset_file)
+    chosen = method_for(preset)
+    params = chosen.Params.resolve(preset, knobs)
     paths = list(inputs or [])
     if files_from is not None:
         paths += [Path(p) for p in read_list(files_from, null_separated=null)]
@@ -140,10 +156,11 @@ def run(
         raise UsageError("no inputs given", hint="pass image files or folders, or --files-from FILE")
     found = discover(paths, output, recursive=recursive, fmt=fmt)
     opts = RunOptions(
-        inputs=paths, output=output, preset=preset, params=params, recursive=recursive, batch_size=batch_size,
+        inputs=paths, output=output, preset=preset, method=chosen, params=params, recursive=recursive,
+        batch_size=batch_size,
         device=device, precision=precision, detector=detector, aligned=aligned, save_faces=save_faces,
         save_compare=save_compare, report=report, min_face=min_face,
-        offline=offline or os.environ.get("FACERESTORE_OFFLINE", "").lower() in ("1", "true", "yes"),
+        offline=offline or offline_from_environment(),
         force=force, redo_failed=redo_failed, wait_lock=wait_lock, fail_fast=fail_fast, max_failures=max_failures,
         dry_run=dry_run, fmt=fmt, quality=quality, metadata=metadata, provenance=provenance, max_pixels=max_pixels,
         identity_score=identity_score,
@@ -162,6 +179,14 @@ def run(
     return 1 if summary.failed else 0
 
 
+def _load_preset(ctx: typer.Context, method: str, preset_file: Optional[Path]):
+    from facerestore_cli import presets
+
+    if preset_file is not None and ctx.get_parameter_source("method").name == "COMMANDLINE":
+        raise UsageError("--method and --preset both name a preset", hint="give one of them")
+    return presets.load_file(preset_file) if preset_file else presets.load_builtin(method)
+
+
 def _check_format(fmt: Optional[str]) -> Optional[str]:
     if fmt is None:
         return None
@@ -171,7 +196,6 @@ def _check_format(fmt: Optional[str]) -> Optional[str]:
     return {"jpeg": "jpg", "tif": "tiff"}.get(fmt, fmt)
 
 
-@app.command()
 def methods() -> int:
     """List method presets, their components and weights, and whether the weights are present locally."""
     from rich.console import Console
@@ -197,7 +221,6 @@ def methods() -> int:
     return 0
 
 
-@app.command()
 def doctor() -> int:
     """Check python, torch, CUDA, the weights cache and which weights are present."""
     from facerestore_cli.doctor import report
@@ -205,21 +228,12 @@ def doctor() -> int:
     return report(_stderr())
 
 
-def _register_weights() -> None:
-    from facerestore_cli.cli_weights import weights_app
-
-    app.add_typer(weights_app, name="weights", help="List, fetch, verify and import model weights.")
-
-
-_register_weights()
-
-
 def main(argv: Optional[list[str]] = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]
     try:
-        rv = app(args=args, prog_name="facerestore", standalone_mode=False)
+        rv = build_app(args)(args=args, prog_name="facerestore", standalone_mode=False)
     except FacerestoreError as exc:
         if debug:
             raise

@@ -30,7 +30,10 @@ def _ids_for(store, ids: List[str], method: Optional[str], all_: bool) -> list[s
 
     chosen = list(ids)
     if method:
-        chosen += presets.load_builtin(method).weight_ids()
+        from facerestore_cli.methods import method_for
+
+        preset = presets.load_builtin(method)
+        chosen += method_for(preset).required_weights(preset, method_for(preset).Params.resolve(preset))
     if all_:
         chosen += list(store.registry)
     if not chosen:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 
+import torch
+
 from facerestore_cli.errors import DeviceError, UsageError
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
@@ -12,25 +14,22 @@ PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 @dataclass(frozen=True)
 class Compute:
-    device: "torch.device"  # noqa: F821
+    device: torch.device
     precision: str  # fp32 | fp16 | bf16
 
     @property
     def dtype(self):
-        import torch
 
         return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[self.precision]
 
     def autocast(self):
         """Mixed precision for network forwards; GroupNorm and the sampler arithmetic stay fp32."""
-        import torch
 
         if self.precision == "fp32":
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.dtype)
 
     def describe(self) -> str:
-        import torch
 
         if self.device.type == "cuda":
             return f"{torch.cuda.get_device_name(self.device)} ({self.device}, {self.precision})"
@@ -38,7 +37,6 @@ class Compute:
 
 
 def resolve(device: str = "auto", precision: str = "auto") -> Compute:
-    import torch
 
     if precision not in PRECISIONS:
         raise UsageError(f"unknown precision '{precision}'", hint=f"choose one of {', '.join(PRECISIONS)}")
@@ -75,7 +73,6 @@ def default_batch_size(compute: Compute) -> int:
     """Faces per forward. CPU: 1 (batching buys nothing on a few cores, and short batches are padded).
     CUDA: what fits at about 2.5 GiB of activations per 512² face in half precision, at most 8, so a padded last
     batch never costs much."""
-    import torch
 
     if compute.device.type != "cuda":
         return 1
@@ -86,7 +83,6 @@ def default_batch_size(compute: Compute) -> int:
 
 def is_out_of_memory(exc: BaseException) -> bool:
     """CUDA's OutOfMemoryError, or an allocator failure reported as a plain RuntimeError."""
-    import torch
 
     if isinstance(exc, torch.OutOfMemoryError):
         return True
@@ -95,7 +91,6 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 
 def empty_cache(compute: Compute) -> None:
-    import torch
 
     if compute.device.type == "cuda":
         torch.cuda.empty_cache()

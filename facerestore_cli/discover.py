@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from facerestore_cli.errors import UsageError
+from facerestore_cli.picture import EXTENSIONS, output_format
 
 MAGIC = (
     (b"\xff\xd8\xff", "JPEG"),
@@ -81,8 +82,6 @@ def read_list(source: str, null_separated: bool = False) -> list[str]:
 def output_name(src: Path, dest: Path, fmt: str | None) -> Path:
     """The output keeps the input's name unless its format changes (--format, or a format we cannot write, such
     as GIF, which is written as PNG): then the extension follows the format written."""
-    from facerestore_cli.picture import EXTENSIONS, output_format
-
     content = sniff_image(src)
     if content is None:
         return dest

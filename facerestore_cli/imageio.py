@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageCms, ImageFile, JpegImagePlugin, UnidentifiedImageError
 
-from facerestore_cli.atomic import atomic_copy, atomic_open, atomic_write_bytes
+from facerestore_cli.files import atomic_copy, atomic_open, atomic_write_bytes
 from facerestore_cli.errors import InputError
 from facerestore_cli.imagewrite import write_image
 from facerestore_cli.picture import (

@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image, TiffTags
 from PIL.TiffImagePlugin import ImageFileDirectory_v2
 
-from facerestore_cli.atomic import atomic_write_bytes
+from facerestore_cli.files import atomic_write_bytes
 from facerestore_cli.picture import (
     EXIF_HEADER,
     IPTC_TAG,

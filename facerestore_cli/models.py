@@ -1,20 +1,24 @@
-"""Everything a run loads before its first photo: device, weights, the method's restorer, detector, parser."""
+"""Everything a run loads before its first photo: the method's restorer, the detector, the paste-back parser and
+the identity scorer, through one NetworkLoader (a network two parts use is loaded once)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
+from facerestore_cli.device import default_batch_size
+from facerestore_cli.faces.detect import FaceDetector
+from facerestore_cli.faces.identity import IdentityScorer
+from facerestore_cli.networks import NetworkLoader
+from facerestore_cli.presets import PASTE_PARSER
+
 DETECTOR_WEIGHTS = {"retinaface_resnet50": "retinaface-resnet50", "retinaface_mobile0.25": "retinaface-mobile0.25"}
-
-
 IDENTITY_WEIGHTS = "arcface-ir-se50"
 
 
 def needed_weights(opts) -> list[str]:
-    from facerestore_cli.methods import required_weights
-
-    ids = list(required_weights(opts.preset, opts.params))
+    """The weight files this run cannot do without (the optional paste-back parser is not one of them)."""
+    ids = opts.method.required_weights(opts.preset, opts.params)
     if opts.identity_score and IDENTITY_WEIGHTS not in ids:
         ids.append(IDENTITY_WEIGHTS)
     if not opts.aligned:
@@ -25,8 +29,6 @@ def needed_weights(opts) -> list[str]:
 def paste_parser(opts, store) -> dict | None:
     """The preset's paste-back parser component when this run pastes faces and its file is present, else None
     (faces are then pasted with the square mask)."""
-    from facerestore_cli.presets import PASTE_PARSER
-
     component = opts.preset.components.get(PASTE_PARSER)
     if opts.aligned or component is None or not store.is_present(component["weights"]):
         return None
@@ -45,36 +47,23 @@ def weight_hashes(opts, store) -> dict[str, str | None]:
 @dataclass
 class Models:
     compute: Any
-    store: Any
-    restorer: Any
-    detector: Any
-    parsenet: Any
+    restorer: Any  # methods.base.Restorer
+    detector: Any  # FaceDetector, None with --aligned
+    parsenet: Any  # the paste-back parser module, or None (square mask)
     batch_size: int
-    weights: dict[str, str | None]
     identity: Any = None  # IdentityScorer when identity scores are reported
 
 
 def load_models(opts, compute, store) -> Models:
-    from facerestore_cli.device import default_batch_size
-    from facerestore_cli.faces.detect import FaceDetector
-    from facerestore_cli.methods import build_method
-    from facerestore_cli.methods.components import load_network
-
-    store.require(needed_weights(opts))
-    restorer = build_method(opts.preset, opts.params, store, compute)
+    networks = NetworkLoader(store, compute)
+    restorer = opts.method.build(opts.preset, opts.params, networks)
     detector = parsenet = None
     if not opts.aligned:
-        detector = FaceDetector(load_network(store, {"weights": DETECTOR_WEIGHTS[opts.detector]}, compute), compute.device)
+        detector = FaceDetector(networks.load({"weights": DETECTOR_WEIGHTS[opts.detector]}).module, compute.device)
         parser = paste_parser(opts, store)
         if parser is not None:
-            parsenet = load_network(store, parser, compute)
-    batch_size = opts.batch_size or default_batch_size(compute)
+            parsenet = networks.load(parser).module
     identity = None
-    if opts.identity_score or IDENTITY_WEIGHTS in needed_weights(opts):
-        from facerestore_cli.faces.identity import IdentityScorer
-
-        arcface = getattr(restorer, "arcface", None)  # ipc-guided already holds one
-        if arcface is None:
-            arcface = load_network(store, {"weights": IDENTITY_WEIGHTS}, compute)
-        identity = IdentityScorer(arcface, compute.device)
-    return Models(compute, store, restorer, detector, parsenet, batch_size, weight_hashes(opts, store), identity)
+    if IDENTITY_WEIGHTS in needed_weights(opts):
+        identity = IdentityScorer(networks.load({"weights": IDENTITY_WEIGHTS}).module, compute.device)
+    return Models(compute, restorer, detector, parsenet, opts.batch_size or default_batch_size(compute), identity)

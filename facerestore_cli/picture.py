@@ -9,9 +9,10 @@ from __future__ import annotations
 import re
 import struct
 import zlib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
+from PIL import Image
 
 WRITABLE_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF", "BMP")
 READABLE_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF", "BMP", "GIF")
@@ -58,9 +59,6 @@ class Picture:
     @property
     def size(self) -> tuple[int, int]:
         return self.rgb.shape[1], self.rgb.shape[0]
-
-    def with_rgb(self, rgb: np.ndarray) -> "Picture":
-        return replace(self, rgb=rgb, notes=list(self.notes), text=dict(self.text))
 
 
 def canonical_format(fmt: str) -> str:
@@ -141,8 +139,6 @@ def exif_for_output(exif: bytes | None, size: tuple[int, int], software: str | N
     if exif is None:
         if software is None:
             return None
-        from PIL import Image
-
         fresh = Image.Exif()
         fresh[SOFTWARE_TAG] = software
         return fresh.tobytes()
@@ -150,8 +146,6 @@ def exif_for_output(exif: bytes | None, size: tuple[int, int], software: str | N
         return patch_exif(exif, size, software)
     except (ValueError, struct.error):
         pass
-    from PIL import Image
-
     try:  # not patchable in place: let PIL parse and re-serialise what it understands
         parsed = Image.Exif()
         parsed.load(exif[len(EXIF_HEADER):] if exif.startswith(EXIF_HEADER) else exif)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 
 def max_value(dtype) -> float:
@@ -27,16 +29,12 @@ def to_uint8(rgb: np.ndarray) -> np.ndarray:
 
 def to_tensor(image: np.ndarray):
     """HxWx3 float [0, 1] → [1, 3, H, W] float32 tensor."""
-    import torch
-
     return torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).permute(2, 0, 1).unsqueeze(0)
 
 
 def resize_batch(x, size: int | tuple[int, int], clamp: bool = True):
     """Bicubic antialiased resize of a [B, 3, H, W] batch (DifFace's sampler and DR2's torchvision Resize work this
     way), clamped to [0, 1] unless clamp=False."""
-    import torch.nn.functional as F
-
     hw = (size, size) if isinstance(size, int) else size
     if tuple(x.shape[-2:]) == tuple(hw):
         return x

@@ -7,6 +7,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from facerestore_cli.errors import UsageError
 
 REQUIRED = ("name", "method", "components", "parameters")
@@ -25,16 +27,12 @@ class Preset:
     parameters: dict[str, Any]
     face_size: int = 512
     schedule: dict[str, Any] = field(default_factory=dict)
-    source: str = ""
+    source: str = ""  # what messages call it: the built-in file's name, or the path given
+    path: Path | None = None  # the file, for presets given with --preset (a method module may sit beside it)
     raw: dict[str, Any] = field(default_factory=dict)
 
-    def weight_ids(self) -> list[str]:
-        """The weight ids of the components a run cannot do without (optional ones left out)."""
-        return [c["weights"] for c in self.components.values() if c.get("weights") and not c.get("optional")]
 
-
-def _parse(data: Any, source: str) -> Preset:
-
+def _parse(data: Any, source: str, path: Path | None) -> Preset:
     if not isinstance(data, dict):
         raise UsageError(f"preset {source} is not a YAML mapping")
     missing = [k for k in REQUIRED if k not in data]
@@ -54,18 +52,17 @@ def _parse(data: Any, source: str) -> Preset:
         face_size=int(data.get("face_size", 512)),
         schedule=dict(data.get("schedule", {})),
         source=source,
+        path=path,
         raw=data,
     )
 
 
-def _load_text(text: str, source: str) -> Preset:
-    import yaml
-
+def _load_text(text: str, source: str, path: Path | None = None) -> Preset:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise UsageError(f"preset {source} is not valid YAML: {exc}") from None
-    return _parse(data, source)
+    return _parse(data, source, path)
 
 
 def builtin_names() -> list[str]:
@@ -86,4 +83,4 @@ def load_file(path: Path) -> Preset:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise UsageError(f"cannot read preset {path}: {exc.strerror}") from None
-    return _load_text(text, str(path))
+    return _load_text(text, str(path), Path(path))

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from facerestore_cli.atomic import atomic_open
+from facerestore_cli.files import atomic_open
 from facerestore_cli.errors import FacerestoreError
 
 FINISHED = ("restored", "no_face", "skipped")
@@ -62,7 +62,7 @@ def _photo_mask(photo) -> str | None:
     return "+".join(kinds) or None
 
 
-def photo_record(job, status: str, photo, reason, extras, opts, models, weights, why) -> dict:
+def photo_record(job, status: str, photo, reason, extras, opts, weights, device, batch_size, why) -> dict:
     """One report line: what happened to one input, with everything needed to reproduce it."""
     rec = {
         "input": str(job.src), "output": str(job.dest) if status != "failed" else None, "status": status,
@@ -71,9 +71,8 @@ def photo_record(job, status: str, photo, reason, extras, opts, models, weights,
         "skipped_faces": photo.skipped if photo else [],
         "mask": _photo_mask(photo) if status == "restored" else None,
         "seconds": round(time.monotonic() - photo.started, 3) if photo else 0.0,
-        "method": opts.preset.name, "parameters": opts.params,
-        "weights": models.weights if models else weights, "device": models.compute.describe() if models else None,
-        "batch_size": models.batch_size if models else None,
+        "method": opts.preset.name, "parameters": opts.params.as_record(),
+        "weights": weights, "device": device, "batch_size": batch_size,
     }
     if status != "skipped":
         rec["why"] = why  # why it ran: new, input changed, parameters changed, forced, ...

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
+
+from facerestore_cli.files import atomic_write_bytes
 
 from facerestore_cli.pixels import from_float, to_uint8
 
@@ -13,8 +16,6 @@ BOX_COLOR = (0, 255, 0)  # BGR
 
 
 def _encode(bgr: np.ndarray, ext: str, params: list[int]) -> bytes:
-    import cv2
-
     ok, buf = cv2.imencode(ext, bgr, params)
     if not ok:
         raise OSError(f"could not encode {ext} image")
@@ -23,8 +24,6 @@ def _encode(bgr: np.ndarray, ext: str, params: list[int]) -> bytes:
 
 def save_face_crop(restored: np.ndarray, path: Path) -> None:
     """A restored aligned crop (HxWx3 float [0, 1]) as an 8-bit PNG, written atomically."""
-    from facerestore_cli.imageio import atomic_write_bytes
-
     path.parent.mkdir(parents=True, exist_ok=True)
     bgr = from_float(restored, np.uint8)[..., ::-1]
     atomic_write_bytes(path, _encode(np.ascontiguousarray(bgr), ".png", []))
@@ -32,8 +31,6 @@ def save_face_crop(restored: np.ndarray, path: Path) -> None:
 
 def compare_sheet(before: np.ndarray, after: np.ndarray, boxes) -> np.ndarray:
     """input | restored, side by side, every restored face boxed on both halves; BGR uint8."""
-    import cv2
-
     halves = []
     thickness = max(2, round(max(before.shape[:2]) / 400))
     for rgb in (before, after):
@@ -49,10 +46,6 @@ def compare_sheet(before: np.ndarray, after: np.ndarray, boxes) -> np.ndarray:
 
 
 def save_compare_sheet(before: np.ndarray, after: np.ndarray, boxes, path: Path) -> None:
-    import cv2
-
-    from facerestore_cli.imageio import atomic_write_bytes
-
     path.parent.mkdir(parents=True, exist_ok=True)
     sheet = compare_sheet(before, after, boxes)
     atomic_write_bytes(path, _encode(sheet, ".jpg", [cv2.IMWRITE_JPEG_QUALITY, 90]))

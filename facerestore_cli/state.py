@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 from facerestore_cli.errors import FacerestoreError
+from facerestore_cli.files import atomic_open, sha256_file
 
 STATE_NAME = ".facerestore-state.json"
 STATE_VERSION = 1
@@ -46,18 +47,10 @@ def run_signature(settings: dict) -> str:
 def fingerprint_of(path: str | os.PathLike, sha256: str | None = None) -> dict:
     """{size, mtime_ns, sha256} of a file; pass sha256 when the caller already hashed the content."""
     st = os.stat(path)
-    digest = sha256 or _file_sha256(path)
+    digest = sha256 or sha256_file(path).hexdigest()
     if sha256 is None and _stat_key(os.stat(path)) != _stat_key(st):
         digest = None  # written to while hashing: record no hash, so the next run redoes it
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
-
-
-def _file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _stat_key(st: os.stat_result) -> tuple[int, int]:
@@ -140,7 +133,7 @@ class RunState:
         if seen["size"] != recorded["size"]:
             return False
         try:
-            seen["sha256"] = _file_sha256(src_path)
+            seen["sha256"] = sha256_file(src_path).hexdigest()
         except OSError:
             return False
         if seen["sha256"] != recorded["sha256"]:
@@ -199,7 +192,6 @@ class RunState:
         """Write the manifest atomically if anything changed; call at the end of a run and on signals."""
         if not self._dirty:
             return False
-        from facerestore_cli.atomic import atomic_open  # imageio pulls in cv2 and PIL; keep `import state` light
 
         document = {"version": STATE_VERSION, "tool": "facerestore", "entries": self.entries}
         try:

@@ -104,7 +104,7 @@ def assert_no_partial_outputs(out: Path) -> None:
     """Every visible file decodes completely; hidden files are only the state, the lock and atomic-write temps;
     no "done" state entry stands for a missing output."""
     from facerestore_cli.imageio import read_image
-    from facerestore_cli.atomic import STALE_TEMP
+    from facerestore_cli.files import STALE_TEMP
 
     for path in visible_files(out):
         read_image(path)  # raises InputError for a truncated or corrupt file

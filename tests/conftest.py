@@ -171,6 +171,7 @@ def make_tiny_dr2_weights(weights_dir: Path) -> None:
     weights_dir.mkdir(parents=True, exist_ok=True)
     torch.save(randomize(build_arch("unet", unet_cfg), 3).state_dict(), weights_dir / "DR2_FFHQ.pkl")
     torch.save(randomize(build_arch("unet", unet_cfg), 4).state_dict(), weights_dir / "ffhq_p2.pt")
+    torch.manual_seed(5)  # spectral norm draws its u/v buffers from the global generator when built
     spar = randomize(build_arch("sparnethd", spar_cfg), 5).train()
     with torch.no_grad():
         for _ in range(2):

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from conftest import RETINA_MOBILE, require_shared
-from facerestore_cli.atomic import STALE_TEMP
+from facerestore_cli.files import STALE_TEMP
 
 OLD = b"the old, complete file\n"
 TEMP_NAMES = (STALE_TEMP, re.compile(r"^.+\.part$"))  # a killed writer may leave these, nothing else
@@ -47,14 +47,14 @@ def _decodes(dest: Path) -> bool:
 
 
 def w_atomic_write_bytes(tmp: Path):
-    from facerestore_cli.atomic import atomic_write_bytes
+    from facerestore_cli.files import atomic_write_bytes
 
     dest, new = tmp / "out" / "a.bin", os.urandom(4096)
     return dest, lambda: atomic_write_bytes(dest, new), lambda: dest.read_bytes() == new
 
 
 def w_copy_through(tmp: Path):
-    from facerestore_cli.atomic import atomic_copy
+    from facerestore_cli.files import atomic_copy
 
     src, dest = tmp / "photo.jpg", tmp / "out" / "photo.jpg"
     src.write_bytes(os.urandom(8192))

@@ -54,14 +54,25 @@ def test_missing_weights_exit_4_with_import_hint(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "out" / "old-portrait-01.jpg").exists()
 
 
-def test_knob_not_used_by_method_is_usage_error(tiny_env, tmp_path, capsys):
+def test_preset_lacking_a_knob_of_its_method_is_usage_error(tiny_env, tmp_path, capsys):
+    """The method's Params declare its knobs; the preset gives every default (a missing one is a broken preset,
+    named with the flag, before any work)."""
     data = yaml.safe_load(tiny_env.read_text())
     del data["parameters"]["eta"]
     preset = tmp_path / "no-eta.yaml"
     preset.write_text(yaml.safe_dump(data))
-    code, _out, err = run_cli(capsys, "run", PHOTOS / "old-portrait-01.jpg", "-o", tmp_path / "o", "--preset", preset, "--eta", "0.1")
+    code, _out, err = run_cli(capsys, "run", PHOTOS / "old-portrait-01.jpg", "-o", tmp_path / "o", "--preset", preset)
     assert code == 2
-    assert "--eta is not used by method" in err and "--steps" in err
+    assert f"preset {preset} lacks parameter 'eta' (--eta)" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_knob_not_used_by_method_is_usage_error(tiny_dr2_env, tmp_path, capsys):
+    code, _out, err = run_cli(capsys, "run", PHOTOS / "old-portrait-01.jpg", "-o", tmp_path / "o", "--preset",
+                              tiny_dr2_env, "--eta", "0.1")
+    assert code == 2
+    assert "--eta is not used by method 'dr2-tiny': DR2 samples with DDPM ancestral steps (no η)" in err
+    assert "it takes: --seed, --dr2-n, --dr2-tau, --enhancer, --dr2-prior" in err
 
 
 def test_bad_steps_is_usage_error(tiny_env, tmp_path, capsys):

@@ -386,7 +386,7 @@ def test_png_metadata_chunks_are_valid(tmp_path):
 
 
 def test_split_modules_reexport_the_same_objects():
-    from facerestore_cli import atomic, imageio, imagewrite, picture
+    from facerestore_cli import files as atomic, imageio, imagewrite, picture
 
     assert imageio.atomic_open is atomic.atomic_open and imageio.atomic_copy is atomic.atomic_copy
     assert imageio.atomic_write_bytes is atomic.atomic_write_bytes

@@ -52,9 +52,9 @@ def long_flag(param) -> str:
 def test_every_run_option_is_classified():
     import typer
 
-    from facerestore_cli.cli import app
+    from facerestore_cli.cli import build_app
 
-    flags = {long_flag(p) for p in typer.main.get_command(app).commands["run"].params}
+    flags = {long_flag(p) for p in typer.main.get_command(build_app(["run"])).commands["run"].params}
     short = {"-q": "--quiet", "-v": "--verbose", "-r": "--recursive", "-0": "--null"}
     classified = {short.get(args[0], args[0]) for group in (*REDO.values(), SKIP) for args in group} | SPECIAL
     assert flags == classified, f"unclassified: {sorted(flags - classified)}; stale: {sorted(classified - flags)}"

@@ -18,10 +18,10 @@ SIG = run_signature({"method": "difface", "params": {"steps": 20}, "weights": {"
 
 
 def no_hashing(monkeypatch):
-    def refuse(path):
+    def refuse(path, hasher=None):
         raise AssertionError(f"hashed {path}")
 
-    monkeypatch.setattr(state_mod, "_file_sha256", refuse)
+    monkeypatch.setattr(state_mod, "sha256_file", refuse)
 
 
 @pytest.fixture

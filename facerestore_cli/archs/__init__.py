@@ -2,7 +2,8 @@
 
 Each entry maps an arch name (the ``arch`` field of a weight registry entry) to "module:function"; the
 module is imported only when that arch is built, so importing this package stays cheap. To add a network,
-add one line to ``ARCHS`` whose function takes the plain config dict and returns an ``nn.Module``.
+add one line to ``ARCHS`` whose function takes the plain config dict and returns an ``nn.Module``, and one to
+``INPUT_SIZES``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,21 @@ ARCHS: dict[str, str] = {
     "sparnethd": "facerestore_cli.archs.sparnethd:build_sparnethd",
     "arcface": "facerestore_cli.archs.facexlib_nets:build_arcface",
 }
+
+
+# The square input size each network was built for, from its config (None: any size).
+INPUT_SIZES = {
+    "unet": lambda c: c["image_size"],
+    "swinir_difface": lambda c: c["img_size"] * c.get("unshuffle_scale", 8),
+    "sparnethd": lambda c: c["size"],
+    "parsenet": lambda c: c.get("in_size", 512),
+    "arcface": lambda c: 112,
+    "retinaface": lambda c: None,
+}
+
+
+def input_size(name: str, config: dict) -> int | None:
+    return INPUT_SIZES[name](config)
 
 
 def build_arch(name: str, config: dict) -> nn.Module:

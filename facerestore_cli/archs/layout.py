@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from facerestore_cli.archs import build_arch
 from facerestore_cli.errors import WeightsError
 
 Layout = dict[str, tuple[int, ...]]
@@ -75,8 +76,6 @@ def layout_from_manifest(json_path: str | Path) -> Layout:
 def expected_layout(arch_name: str, config: dict) -> Layout:
     """Layout of network ``arch_name`` built on the ``meta`` device: no memory, no init cost. Networks that move
     themselves to a device while being built (facexlib's RetinaFace) are built on the CPU instead."""
-    from facerestore_cli.archs import build_arch
-
     try:
         with torch.device("meta"):
             model = build_arch(arch_name, config)

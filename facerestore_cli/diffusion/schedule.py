@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import torch
 
+from facerestore_cli.errors import UsageError
+
 
 def linear_betas(num_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 2e-2) -> torch.Tensor:
     """Linear β schedule of Ho et al. 2020 §4, scaled for other lengths as in Nichol & Dhariwal 2021
@@ -18,6 +20,15 @@ def linear_betas(num_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: 
 def alphas_cumprod(betas: torch.Tensor) -> torch.Tensor:
     """ᾱ_t = ∏_{s≤t} (1 − β_s) (Ho et al. 2020, Eq. 4 notation), float64."""
     return torch.cumprod(1.0 - betas.to(torch.float64), dim=0)
+
+
+def preset_alphas_cumprod(schedule: dict) -> torch.Tensor:
+    """ᾱ_t (float64) of a preset's `schedule:` mapping: kind linear, num_timesteps, beta_start, beta_end."""
+    kind = schedule.get("kind", "linear")
+    if kind != "linear":
+        raise UsageError(f"unsupported schedule kind '{kind}'", hint="supported: linear")
+    return alphas_cumprod(linear_betas(int(schedule.get("num_timesteps", 1000)), float(schedule.get("beta_start", 1e-4)),
+                                       float(schedule.get("beta_end", 0.02))))
 
 
 def space_timesteps_fractional(num_timesteps: int, count: int) -> list[int]:

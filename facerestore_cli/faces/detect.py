@@ -13,14 +13,12 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import torch
+from facexlib.detection.retinaface_utils import decode, decode_landm, py_cpu_nms
 from torch import nn
 
 DEFAULT_THRESHOLD = 0.97  # facexlib FaceRestoreHelper
 DEFAULT_NMS = 0.4
 BGR_MEAN = (104.0, 117.0, 123.0)
-# Suggested value for FaceDetector(max_side=...): anchors stop at 512 px, and full-size detection of a
-# 24-megapixel photo costs seconds and gigabytes.
-LARGE_PHOTO_SIDE = 2000
 
 
 @dataclass(frozen=True, eq=False)
@@ -35,9 +33,6 @@ class DetectedFace:
     score: float
     landmarks: np.ndarray
 
-    @property
-    def eye_distance(self) -> float:
-        return float(np.linalg.norm(self.landmarks[1] - self.landmarks[0]))
 
 
 def retinaface_priors(cfg: dict, height: int, width: int) -> torch.Tensor:
@@ -113,8 +108,6 @@ class FaceDetector:
 
     @torch.inference_mode()
     def _detect_bgr(self, bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        from facexlib.detection.retinaface_utils import decode, decode_landm, py_cpu_nms
-
         height, width = bgr.shape[:2]
         image = torch.from_numpy(bgr.transpose(2, 0, 1)).unsqueeze(0).to(self.device)
         image = (image - self._mean).to(self.dtype)

@@ -1,8 +1,10 @@
-"""What every method returns: the restored faces and what it actually used to make them."""
+"""What every method's restorer is and returns."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 
@@ -20,3 +22,11 @@ class Restoration:
 
     def info(self, k: int) -> dict:
         return self.face_info[k] if k < len(self.face_info) else {}
+
+
+class Restorer(Protocol):
+    """What a method's `build` returns: aligned faces [B, 3, S, S] in [0, 1] (S: the preset's face size) and one
+    generator per face in; the restoration out. `callback(event)` is called after every sampler step."""
+
+    def restore(self, faces: torch.Tensor, generators: list[torch.Generator],
+                callback: Callable[[dict], None] | None = None) -> Restoration: ...

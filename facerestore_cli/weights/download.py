@@ -17,9 +17,19 @@ from pathlib import Path
 from urllib.error import HTTPError, URLError
 from urllib.request import Request, urlopen
 
+from rich.console import Console
+from rich.progress import (
+BarColumn,
+DownloadColumn,
+Progress,
+TextColumn,
+TimeRemainingColumn,
+TransferSpeedColumn,
+)
+
 from facerestore_cli import __version__
-from facerestore_cli.atomic import fsync_dir
 from facerestore_cli.errors import WeightsError
+from facerestore_cli.files import fsync_dir, sha256_file
 
 ProgressCallback = Callable[[int, int | None], None]
 
@@ -37,14 +47,6 @@ class _Retryable(Exception):
 
 def part_path(dest: Path) -> Path:
     return dest.with_name(dest.name + ".part")
-
-
-def sha256_file(path: Path, hasher: "hashlib._Hash | None" = None) -> "hashlib._Hash":
-    hasher = hasher or hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(CHUNK_SIZE):
-            hasher.update(chunk)
-    return hasher
 
 
 def _parse_content_range(value: str | None) -> tuple[int | None, int | None]:
@@ -197,15 +199,6 @@ def download(
 @contextmanager
 def rich_progress(description: str = "downloading", console=None) -> Iterator[ProgressCallback]:
     """Yield a `(bytes_done, bytes_total)` callback drawing a Rich bar on stderr (silent when not a TTY)."""
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
 
     console = console or Console(stderr=True)
     columns = (

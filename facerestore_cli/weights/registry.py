@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from facerestore_cli.errors import UsageError, WeightsError
 
 DEFAULT_REGISTRY_PATH = Path(__file__).with_name("registry.yaml")
@@ -141,8 +143,6 @@ def _spec_from_entry(source: Path, weight_id: object, entry: object) -> WeightSp
 
 @functools.lru_cache(maxsize=8)
 def _load_cached(path: Path) -> dict[str, WeightSpec]:
-    import yaml
-
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:

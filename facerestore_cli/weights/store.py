@@ -6,6 +6,7 @@ recording `{file: {sha256, size, mtime_ns}}` so that later loads only re-hash a 
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import os
@@ -15,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from facerestore_cli.errors import WeightsError
-from facerestore_cli.atomic import atomic_open
-from facerestore_cli.weights.download import ProgressCallback, download, part_path, sha256_file
+from facerestore_cli.files import atomic_open, sha256_file
+from facerestore_cli.weights.download import ProgressCallback, download, part_path
 from facerestore_cli.weights.registry import WeightSpec, get_spec, load_registry
 
 HASHES_FILE = "hashes.json"
@@ -268,8 +269,6 @@ class WeightStore:
         return dest
 
     def _copy_atomically(self, src: Path, dest: Path, spec: WeightSpec) -> str:
-        import hashlib
-
         hasher = hashlib.sha256()
         with open(src, "rb") as fin, atomic_open(dest, "wb") as fout:
             while chunk := fin.read(1 << 20):

@@ -1,8 +1,10 @@
-"""Atomic file writing: a hidden temp file beside the target, fsync, rename; nothing half-written is ever left."""
+"""Files on disk: atomic writing (a hidden temp file beside the target, fsync, rename: nothing half-written is ever
+left), the folder fsync that makes a rename durable, removal of the temps a killed run left, content hashes."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import shutil
@@ -10,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import IO, Iterator
 
-__all__ = ["atomic_open", "atomic_write_bytes", "atomic_copy", "fsync_dir", "remove_stale_temps"]
+__all__ = ["atomic_open", "atomic_write_bytes", "atomic_copy", "fsync_dir", "remove_stale_temps", "sha256_file"]
 
 
 def _file_mode() -> int:
@@ -80,3 +82,12 @@ def remove_stale_temps(output: Path) -> int:
                 Path(dirpath, name).unlink(missing_ok=True)
                 removed += 1
     return removed
+
+
+def sha256_file(path: str | os.PathLike, hasher: "hashlib._Hash | None" = None) -> "hashlib._Hash":
+    """The sha256 of a file's bytes, read in 1 MiB chunks (`hasher`: continue one, as a resumed download does)."""
+    hasher = hasher or hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            hasher.update(chunk)
+    return hasher

@@ -1,0 +1,121 @@
+"""The run ledger: what a run decides and tells. It plans (which inputs run, which are done already, from the state
+manifest), records every outcome (state manifest, --report, stdout, progress) in the order the archival rules
+need (an outcome is recorded only once its output is in place), and closes with the summary."""
+
+from __future__ import annotations
+
+import time
+
+from facerestore_cli import __version__
+from facerestore_cli.report import ReportWriter, Summary, photo_record
+from facerestore_cli.state import RunState, run_signature
+
+
+class StopRun(Exception):
+    """--fail-fast / --max-failures reached."""
+
+
+class Ledger:
+    def __init__(self, opts, progress, sink, weights: dict[str, str | None]):
+        self.opts, self.progress, self.sink = opts, progress, sink
+        self.summary = Summary()
+        self.started = time.monotonic()
+        self.state = RunState.load(opts.output)
+        if self.state.warning:
+            progress.warn(f"warning: {self.state.warning}")
+        self.report = ReportWriter(None if opts.dry_run else opts.report)
+        self.weights = weights
+        self.signature = self._signature()
+        self.device: str | None = None
+        self.batch_size: int | None = None
+        self.why: dict[str, str] = {}  # job.rel → why it runs
+        self.planned: list[tuple] = []  # a dry run's (job, action, reason), printed once the run's checks pass
+
+    def _signature(self) -> str:
+        """Everything that shapes an output: a rerun redoes a photo whose signature changed."""
+        o = self.opts
+        return run_signature({
+            "tool": __version__, "preset": o.preset.name, "method": o.preset.method, "parameters": o.params.as_record(),
+            "weights": self.weights, "detector": None if o.aligned else o.detector, "min_face": o.min_face,
+            "aligned": o.aligned, "precision": o.precision, "format": o.fmt, "quality": o.quality,
+            "metadata": o.metadata, "provenance": o.provenance, "face_size": o.preset.face_size,
+            "identity_score": o.identity_score,
+        })
+
+    def loaded(self, weights: dict[str, str | None], device: str, batch_size: int) -> None:
+        """The models are loaded: weight hashes just recorded (first use of a file) enter the signature."""
+        self.weights, self.device, self.batch_size = weights, device, batch_size
+        self.signature = self._signature()
+
+    # -- the plan ----------------------------------------------------------------------------------------------
+    def plan(self, jobs) -> list:
+        """The jobs to run now, each with why; the rest are recorded as skipped (a dry run keeps both for
+        `print_plan`)."""
+        todo = []
+        for job in jobs:
+            decision = self.state.decide(job.rel, job.src, job.dest, self.signature, force=self.opts.force,
+                                         redo_failed=self.opts.redo_failed)
+            if self.opts.dry_run:
+                self.planned.append((job, decision.action, decision.reason))
+            if decision.action == "run":
+                todo.append(job)
+                self.why[job.rel] = decision.reason
+            elif not self.opts.dry_run:
+                self.summary.skipped += 1
+                rec = self.record(job, "skipped", reason=decision.reason)
+                if self.state.entries[job.rel]["status"] == "failed":
+                    rec["output"] = None  # failed last time: no output exists (nor goes to --print-outputs)
+                self.emit(rec, progress=False)
+        return todo
+
+    def print_plan(self) -> None:
+        """A dry run's answer on stdout: per input `run|skip`, input, output and why (or JSON lines with --json)."""
+        for job, action, reason in self.planned:
+            if self.sink.mode == "json":
+                self.sink.record({"input": str(job.src), "output": str(job.dest), "action": action, "reason": reason})
+            else:
+                print(f"{action}\t{job.src}\t{job.dest}\t{reason}", flush=True)
+
+    # -- outcomes ----------------------------------------------------------------------------------------------
+    def done(self, photo, status: str, reason: str | None, extras: dict | None = None) -> None:
+        """A photo whose output is in place: restored or copied through (no_face)."""
+        job = photo.job
+        if status == "restored":
+            self.summary.restored += 1
+            self.summary.faces += len(photo.faces)
+        else:
+            self.summary.no_face += 1
+        self.state.record(job.rel, job.src, job.dest, "done" if status == "restored" else status, reason,
+                          self.signature)
+        self.emit(self.record(job, status, photo, reason, extras))
+        self.state.maybe_flush()
+
+    def fail(self, job, reason: str, photo=None) -> None:
+        self.summary.failed += 1
+        self.progress.warn(f"error: {job.src}: {reason}")
+        self.state.record(job.rel, job.src, None, "failed", reason, self.signature)
+        self.emit(self.record(job, "failed", photo, reason))
+        self.state.maybe_flush()
+        o = self.opts
+        if o.fail_fast or (o.max_failures is not None and self.summary.failed >= o.max_failures):
+            raise StopRun("--fail-fast" if o.fail_fast else f"--max-failures {o.max_failures} reached")
+
+    def record(self, job, status: str, photo=None, reason: str | None = None, extras=None) -> dict:
+        return photo_record(job, status, photo, reason, extras, self.opts, self.weights, self.device,
+                            self.batch_size, None if status == "skipped" else self.why.get(job.rel))
+
+    def emit(self, rec: dict, progress: bool = True) -> None:
+        self.report.write(rec)
+        self.sink.record(rec)
+        if progress:
+            self.progress.photo(rec)
+
+    def close(self) -> Summary:
+        """Summary into the report and on stdout, report renamed into place, state flushed (also after a signal)."""
+        self.summary.seconds = round(time.monotonic() - self.started, 3)
+        self.report.write(self.summary.as_record())
+        self.report.close()
+        self.sink.summary(self.summary)
+        if not self.opts.dry_run:
+            self.state.flush()
+        return self.summary

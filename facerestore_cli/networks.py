@@ -1,0 +1,62 @@
+"""Loaded networks: a small descriptor per component (after spandrel's model descriptors) and the loader that
+builds them from the weights registry, once per (weights, config) in a run."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from facerestore_cli.archs import build_arch, input_size
+from facerestore_cli.device import Compute
+
+
+@dataclass(frozen=True, eq=False)
+class Network:
+    """A component ready to run: its module (eval mode, frozen, on the run's device), the configuration it was
+    built with (the registry's, updated by the preset's), its input size, and forwards that apply the run's
+    precision and return fp32."""
+
+    weight_id: str
+    config: Mapping[str, Any]
+    module: nn.Module
+    compute: Compute
+    input_size: int | None
+
+    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
+        """Forward without autograd."""
+        with torch.no_grad():
+            return self.forward(*inputs)
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        """Forward with autograd (guidance through the network); under autocast, fp32 out."""
+        with self.compute.autocast():
+            return self.module(*inputs).float()
+
+
+@dataclass
+class NetworkLoader:
+    """Builds components from the weights store on one device: the architecture named by the registry entry,
+    configured by the entry's `config` updated by the component's, loaded strictly after the store checked the
+    file's keys and shapes against it."""
+
+    store: Any
+    compute: Compute
+    _loaded: dict[tuple[str, str], Network] = field(default_factory=dict)
+
+    def load(self, component: Mapping[str, Any]) -> Network:
+        weight_id, override = component["weights"], dict(component.get("config") or {})
+        key = (weight_id, json.dumps(override, sort_keys=True))
+        if key not in self._loaded:
+            spec = self.store.spec(weight_id)
+            config = {**(spec.config or {}), **override}
+            state = self.store.load_state_dict(weight_id, config_override=override)
+            module = build_arch(spec.arch, config)
+            module.load_state_dict(state, strict=True)
+            module = module.eval().requires_grad_(False).to(self.compute.device)
+            self._loaded[key] = Network(weight_id, config, module, self.compute, input_size(spec.arch, config))
+        return self._loaded[key]
