@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable, List, Optional
 
 import typer
 
-from facerestore_cli.errors import EXIT_USAGE, FacerestoreError, UsageError
+from facerestore_cli import __version__
+from facerestore_cli.errors import EXIT_USAGE, FacerestoreError, NoInputsError, UsageError
+from facerestore_cli.faces import DEFAULT_DETECTOR, DETECTOR_WEIGHTS
 from facerestore_cli.weights.store import offline as offline_from_environment
 
-EXIT_CODES = """Exit codes: 0 all done (or already done) · 1 some files failed · 2 usage error · 3 no inputs matched ·
-4 weights missing/corrupt or needed while offline · 5 requested device unavailable · 75 output folder locked by
-another run · 130/143 interrupted (SIGINT/SIGTERM)."""
-
-KNOB_PANEL = "Method knobs (default: the preset's; each lists the presets that take it)"
+EXIT_CODES = ("Exit codes: 0 all done (or already done) · 1 some files failed · 2 usage error · 3 no inputs matched · "
+              "4 weights missing/corrupt or needed while offline · 5 requested device unavailable · 75 output folder "
+              "locked by another run · 130/143 interrupted (SIGINT/SIGTERM).")
+IO, METHOD, KNOBS, FACES, DEVICE = "Input and output", "Method", "Method knobs (default: the preset's)", "Faces", "Device"
+ARCHIVAL, EXTRAS, STDOUT = "Archival runs", "Output format and extras", "Progress and stdout"
 
 
 def _stderr():
@@ -27,14 +31,16 @@ def _stderr():
 
 
 def _with_knobs(func: Callable[..., Any], knobs) -> Callable[..., Any]:
-    """`func`'s options plus one per method knob; the knob values reach `func` as `knobs` (flag → value or None).
-    A method owns its flags: they come from its Params, never from a line here."""
+    """`func`'s options plus one per method knob (shown after the Method panel); the knob values reach `func` as
+    `knobs` (flag → value or None). A method owns its flags: they come from its Params, never from a line here. A
+    bool knob is an on-flag."""
     signature = inspect.signature(func, eval_str=True)
-    static = [p for p in signature.parameters.values() if p.name != "knobs"]
+    static = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in signature.parameters.values() if p.name != "knobs"]
+    after = next(i for i, p in enumerate(static) if p.name == "identity_score") + 1
     extra = [inspect.Parameter(spec.dest, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[spec.type],
-                               default=typer.Option(None, spec.flag, metavar=spec.metavar, show_default=False,
-                                                    help=f"{spec.help} ({', '.join(users)})",
-                                                    rich_help_panel=KNOB_PANEL))
+                               default=typer.Option(None, spec.flag, metavar="" if spec.type is bool else spec.metavar,
+                                                    show_default=False, rich_help_panel=KNOBS,
+                                                    help=f"{spec.help} ({', '.join(users)})"))
              for spec, users in knobs]
 
     @functools.wraps(func)
@@ -42,7 +48,7 @@ def _with_knobs(func: Callable[..., Any], knobs) -> Callable[..., Any]:
         return func(**{k: v for k, v in values.items() if k not in {s.dest for s, _ in knobs}},
                     knobs={spec.flag: values[spec.dest] for spec, _ in knobs})
 
-    command.__signature__ = signature.replace(parameters=static + extra)
+    command.__signature__ = signature.replace(parameters=static[:after] + extra + static[after:])
     return command
 
 
@@ -59,21 +65,32 @@ def _known_presets(args: list[str]) -> list:
     return known
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"facerestore {__version__}")
+        raise typer.Exit()
+
+
+def _global_options(
+    version: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True, metavar="",
+                                 help="Print the version and exit."),
+    debug: bool = typer.Option(False, "--debug", metavar="", help="Show the traceback of an error (allowed anywhere "
+                                                                  "on the command line)."),
+) -> None:
+    """Restore faces in photos with diffusion-based blind face restoration (DifFace, DR2, ...).
+
+    Example: facerestore run ./photos -o ./restored --method difface --steps 100
+    """
+
+
 def build_app(args: list[str] | None = None) -> typer.Typer:
     """The command line; `run` gets the knobs of every method it may run (args: the command line, to find the
     method of a --preset file; only read when the command is `run`, so other commands load no preset)."""
     from facerestore_cli.cli_weights import weights_app
 
-    app = typer.Typer(
-        name="facerestore",
-        help="Restore faces in photos with diffusion-based blind face restoration (DifFace, DR2, ...).\n\n"
-        "Example: facerestore run ./photos -o ./restored --method difface --steps 100",
-        epilog=EXIT_CODES,
-        no_args_is_help=True,
-        pretty_exceptions_enable=False,
-        add_completion=False,
-        context_settings={"help_option_names": ["-h", "--help"]},
-    )
+    app = typer.Typer(name="facerestore", epilog=EXIT_CODES, no_args_is_help=True, pretty_exceptions_enable=False,
+                      add_completion=False, context_settings={"help_option_names": ["-h", "--help"]})
+    app.callback()(_global_options)
     knobs = []
     if args and "run" in args[:1]:
         from facerestore_cli.methods import knob_table
@@ -82,45 +99,82 @@ def build_app(args: list[str] | None = None) -> typer.Typer:
     app.command(epilog=EXIT_CODES)(_with_knobs(run, knobs))
     app.command()(methods)
     app.command()(doctor)
-    app.add_typer(weights_app, name="weights", help="List, fetch, verify and import model weights.")
+    app.add_typer(weights_app, name="weights", help="List, show, fetch, verify and import model weights.")
     return app
 
 
 def run(
     ctx: typer.Context,
-    inputs: Optional[List[Path]] = typer.Argument(None, help="Image files and/or folders.", show_default=False),
-    output: Path = typer.Option(..., "-o", "--output", help="Output folder; mirrors the input tree.", show_default=False),
-    recursive: bool = typer.Option(False, "-r", "--recursive", help="Descend into sub-folders."),
-    files_from: Optional[str] = typer.Option(None, "--files-from", metavar="FILE|-", help="Read input paths from FILE (one per line), '-' for stdin."),
-    method: str = typer.Option("difface", "-m", "--method", help="Method preset name (see `facerestore methods`)."),
-    preset_file: Optional[Path] = typer.Option(None, "--preset", metavar="FILE.yaml", help="Use a preset file instead of --method."),
-    identity_score: bool = typer.Option(False, "--identity-score", help="Report each face's ArcFace identity cosine to the input and to the method's estimate (needs arcface-ir-se50)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Faces per forward (default: 1 on CPU, up to 8 on GPU by free memory)."),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N"),
-    precision: str = typer.Option("auto", "--precision", help="auto | fp32 | fp16 | bf16 (auto: fp32 on CPU, bf16/fp16 on GPU)."),
-    detector: str = typer.Option("retinaface_resnet50", "--detector", help="retinaface_resnet50 | retinaface_mobile0.25"),
-    aligned: bool = typer.Option(False, "--aligned", help="Inputs are already aligned face crops (no detection, no paste-back)."),
-    save_faces: bool = typer.Option(False, "--save-faces", help="Also write restored face crops under OUT/_faces/."),
-    save_compare: bool = typer.Option(False, "--save-compare", help="Also write input|restored sheets under OUT/_compare/."),
-    report: Optional[Path] = typer.Option(None, "--report", metavar="FILE.jsonl", help="Write one JSON line per photo and a summary."),
-    min_face: int = typer.Option(20, "--min-face", min=1, help="Skip faces whose box is smaller than this many pixels."),
-    offline: bool = typer.Option(False, "--offline", help="Never touch the network (also FACERESTORE_OFFLINE=1)."),
-    quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress output (errors still go to stderr)."),
-    verbose: bool = typer.Option(False, "-v", "--verbose", help="One line per photo on stderr."),
-    force: bool = typer.Option(False, "--force", help="Redo every input, even those already done."),
-    redo_failed: bool = typer.Option(False, "--redo-failed", help="Redo inputs that failed last time (others done stay skipped)."),
-    wait_lock: Optional[float] = typer.Option(None, "--wait-lock", metavar="SECONDS", help="If another run holds OUT, wait this long instead of exiting 75."),
-    fail_fast: bool = typer.Option(False, "--fail-fast", help="Stop at the first failed file."),
-    max_failures: Optional[int] = typer.Option(None, "--max-failures", min=1, help="Stop after N failed files."),
-    max_pixels: Optional[int] = typer.Option(None, "--max-pixels", min=1, help="Refuse images above N pixels (decompression-bomb guard; default 178,956,970)."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="List input, output and why it would run or be skipped (stdout); load no model."),
-    print_outputs: bool = typer.Option(False, "--print-outputs", help="Write each finished output path to stdout (and nothing else)."),
-    json_out: bool = typer.Option(False, "--json", help="Write the per-file records as JSON lines to stdout."),
-    null: bool = typer.Option(False, "-0", "--null", help="NUL-separated paths for --files-from and --print-outputs."),
-    fmt: Optional[str] = typer.Option(None, "--format", metavar="png|jpg|webp|tiff", help="Write this format instead of the input's."),
-    quality: Optional[int] = typer.Option(None, "--quality", min=1, max=100, help="JPEG/WebP quality (default 95)."),
-    metadata: str = typer.Option("keep", "--metadata", metavar="keep|strip", help="Keep or strip EXIF/ICC/XMP/IPTC."),
-    provenance: bool = typer.Option(False, "--provenance", help="Note tool, version, method and parameters in the output's metadata (EXIF Software)."),
+    inputs: Optional[List[Path]] = typer.Argument(None, help="Image files and/or folders.", show_default=False,
+                                                  metavar="PHOTO|FOLDER..."),
+    output: Path = typer.Option(..., "-o", "--output", help="Output folder; mirrors the input tree.", show_default=False,
+                                metavar="DIR", rich_help_panel=IO),
+    recursive: bool = typer.Option(False, "-r", "--recursive", metavar="", help="Descend into sub-folders.", rich_help_panel=IO),
+    files_from: Optional[str] = typer.Option(None, "--files-from", metavar="FILE|-", rich_help_panel=IO,
+                                             help="Read input paths from FILE (one per line), '-' for stdin."),
+    base: Optional[Path] = typer.Option(None, "--base", metavar="DIR", rich_help_panel=IO,
+                                        help="Outputs of named files mirror their paths relative to DIR (default: "
+                                             "their common folder)."),
+    method: str = typer.Option("difface", "-m", "--method", help="Method preset (see `facerestore methods`).",
+                               metavar="NAME", rich_help_panel=METHOD),
+    preset_file: Optional[Path] = typer.Option(None, "--preset", metavar="FILE.yaml", rich_help_panel=METHOD,
+                                               help="A preset file instead of --method."),
+    identity_score: bool = typer.Option(False, "--identity-score", metavar="", rich_help_panel=METHOD,
+                                        help="Report each face's ArcFace identity cosine to the input and to the "
+                                             "method's estimate (needs arcface-ir-se50)."),
+    detector: str = typer.Option(DEFAULT_DETECTOR, "--detector", metavar="NAME", rich_help_panel=FACES,
+                                 help="retinaface_resnet50 or retinaface_mobile0.25 (or their weight ids)."),
+    aligned: bool = typer.Option(False, "--aligned", metavar="", rich_help_panel=FACES,
+                                 help="Inputs are already aligned face crops (no detection, no paste-back)."),
+    min_face: int = typer.Option(20, "--min-face", min=1, metavar="PX", rich_help_panel=FACES,
+                                 help="Skip faces whose box is smaller than this many pixels."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, metavar="N", rich_help_panel=DEVICE,
+                                             help="Faces per forward (default: 1 on CPU, up to 8 on GPU by free memory)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N.", metavar="DEVICE",
+                               rich_help_panel=DEVICE),
+    precision: str = typer.Option("auto", "--precision", metavar="NAME", rich_help_panel=DEVICE,
+                                  help="auto, fp32, fp16 or bf16 (auto: fp32 on CPU, bf16 or fp16 on GPU)."),
+    report: Optional[Path] = typer.Option(None, "--report", metavar="FILE.jsonl", rich_help_panel=ARCHIVAL,
+                                          help="Write one JSON line per photo and a summary."),
+    force: bool = typer.Option(False, "--force", metavar="", help="Redo every input, even those already done.",
+                               rich_help_panel=ARCHIVAL),
+    redo_failed: bool = typer.Option(False, "--redo-failed", metavar="", rich_help_panel=ARCHIVAL,
+                                     help="Redo inputs that failed last time (others done stay skipped)."),
+    wait_lock: Optional[float] = typer.Option(None, "--wait-lock", metavar="SECONDS", rich_help_panel=ARCHIVAL,
+                                              help="If another run holds OUT, wait this long instead of exiting 75."),
+    fail_fast: bool = typer.Option(False, "--fail-fast", metavar="", help="Stop at the first failed file.",
+                                   rich_help_panel=ARCHIVAL),
+    max_failures: Optional[int] = typer.Option(None, "--max-failures", min=1, metavar="N", rich_help_panel=ARCHIVAL,
+                                               help="Stop after N failed files."),
+    max_pixels: Optional[int] = typer.Option(None, "--max-pixels", min=1, metavar="N", rich_help_panel=ARCHIVAL,
+                                             help="Refuse images above N pixels (default 178,956,970)."),
+    offline: bool = typer.Option(False, "--offline", metavar="", rich_help_panel=ARCHIVAL,
+                                 help="Never touch the network (also FACERESTORE_OFFLINE=1)."),
+    dry_run: bool = typer.Option(False, "--dry-run", metavar="", rich_help_panel=ARCHIVAL,
+                                 help="Check everything, then list each input, its output and why it would run or "
+                                      "be skipped (stdout); loads no model."),
+    fmt: Optional[str] = typer.Option(None, "--format", metavar="png|jpg|webp|tiff", rich_help_panel=EXTRAS,
+                                      help="Write this format instead of the input's."),
+    quality: Optional[int] = typer.Option(None, "--quality", min=1, max=100, metavar="N", rich_help_panel=EXTRAS,
+                                          help="JPEG/WebP quality (default 95)."),
+    metadata: str = typer.Option("keep", "--metadata", metavar="keep|strip", rich_help_panel=EXTRAS,
+                                 help="Keep or strip EXIF/ICC/XMP/IPTC."),
+    provenance: bool = typer.Option(False, "--provenance", metavar="", rich_help_panel=EXTRAS,
+                                    help="Note tool, version, method and parameters in the output's EXIF Software."),
+    save_faces: bool = typer.Option(False, "--save-faces", metavar="", rich_help_panel=EXTRAS,
+                                    help="Also write restored face crops under OUT/_faces/."),
+    save_compare: bool = typer.Option(False, "--save-compare", metavar="", rich_help_panel=EXTRAS,
+                                      help="Also write input | restored sheets per face under OUT/_compare/."),
+    quiet: bool = typer.Option(False, "-q", "--quiet", metavar="", rich_help_panel=STDOUT,
+                               help="No progress output (errors still go to stderr)."),
+    verbose: bool = typer.Option(False, "-v", "--verbose", metavar="", rich_help_panel=STDOUT,
+                                 help="A line per photo on stderr, naming it."),
+    print_outputs: bool = typer.Option(False, "--print-outputs", metavar="", rich_help_panel=STDOUT,
+                                       help="Write each finished output path to stdout (and nothing else)."),
+    json_out: bool = typer.Option(False, "--json", metavar="", rich_help_panel=STDOUT,
+                                  help="Write the per-file records as JSON lines to stdout."),
+    null: bool = typer.Option(False, "-0", "--null", metavar="", rich_help_panel=STDOUT,
+                              help="NUL-separated paths for --files-from and --print-outputs."),
     knobs: Optional[dict] = None,
 ) -> int:
     """Restore every face in the given photos and write the results to OUT.
@@ -129,7 +183,6 @@ def run(
     """
     from facerestore_cli.discover import discover, read_list
     from facerestore_cli.methods import method_for
-    from facerestore_cli.models import DETECTOR_WEIGHTS
     from facerestore_cli.pipeline import RunOptions
     from facerestore_cli.pipeline import run as run_pipeline
     from facerestore_cli.progress import Progress
@@ -139,44 +192,65 @@ def run(
         raise UsageError("-q and -v contradict each other")
     if print_outputs and json_out:
         raise UsageError("--print-outputs and --json both want stdout", hint="choose one")
-    if detector not in DETECTOR_WEIGHTS:
-        raise UsageError(f"unknown detector '{detector}'", hint=f"choose one of: {', '.join(DETECTOR_WEIGHTS)}")
-    if aligned and (detector != "retinaface_resnet50" or min_face != 20):
+    given = {name for name in ("detector", "min_face") if ctx.get_parameter_source(name).name == "COMMANDLINE"}
+    if aligned and given:
         raise UsageError("--detector/--min-face do not apply with --aligned (no detection is done)")
+    detector = _detector_name(detector)
     if metadata not in ("keep", "strip"):
         raise UsageError(f"--metadata must be keep or strip, not '{metadata}'")
     fmt = _check_format(fmt)
+    _check_report(report)
     preset = _load_preset(ctx, method, preset_file)
     chosen = method_for(preset)
     params = chosen.Params.resolve(preset, knobs)
-    paths = list(inputs or [])
-    if files_from is not None:
-        paths += [Path(p) for p in read_list(files_from, null_separated=null)]
-    if not paths:
+    listed = [Path(p) for p in read_list(files_from, null_separated=null)] if files_from is not None else []
+    if not inputs and not listed:
         raise UsageError("no inputs given", hint="pass image files or folders, or --files-from FILE")
-    found = discover(paths, output, recursive=recursive, fmt=fmt)
+    found = discover(list(inputs or []), output, recursive=recursive, fmt=fmt, listed=listed, base=base)
+    if not found.jobs:
+        note = found.skipped_note()
+        raise NoInputsError("no input images found" + (f": skipped {note}" if note else ""),
+                            hint="images are JPEG, PNG, TIFF, WebP, BMP, GIF or HEIC; folders are scanned one level "
+                                 "deep unless --recursive")
     opts = RunOptions(
-        inputs=paths, output=output, preset=preset, method=chosen, params=params, recursive=recursive,
-        batch_size=batch_size,
-        device=device, precision=precision, detector=detector, aligned=aligned, save_faces=save_faces,
-        save_compare=save_compare, report=report, min_face=min_face,
-        offline=offline or offline_from_environment(),
-        force=force, redo_failed=redo_failed, wait_lock=wait_lock, fail_fast=fail_fast, max_failures=max_failures,
-        dry_run=dry_run, fmt=fmt, quality=quality, metadata=metadata, provenance=provenance, max_pixels=max_pixels,
-        identity_score=identity_score,
+        inputs=list(inputs or []) + listed, output=output, preset=preset, method=chosen, params=params,
+        recursive=recursive, batch_size=batch_size, device=device, precision=precision, detector=detector,
+        aligned=aligned, save_faces=save_faces, save_compare=save_compare, report=report, min_face=min_face,
+        offline=offline or offline_from_environment(), force=force, redo_failed=redo_failed, wait_lock=wait_lock,
+        fail_fast=fail_fast, max_failures=max_failures, dry_run=dry_run, fmt=fmt, quality=quality, metadata=metadata,
+        provenance=provenance, max_pixels=max_pixels, identity_score=identity_score,
     )
     console = _stderr()
-    progress = Progress(console, "plain" if verbose else Progress.choose_mode(quiet), interval=0.0 if verbose else 10.0)
+    progress = Progress(console, "quiet" if quiet else "plain" if verbose else Progress.choose_mode(False),
+                        verbose=verbose)
     sink = StdoutSink("json" if json_out else "paths" if print_outputs else "none", null=null)
     summary = run_pipeline(opts, progress, found.jobs, found.skipped_hidden, found.skipped_not_image, sink)
     if not quiet and not dry_run:
         skipped = found.skipped_hidden + found.skipped_not_image
-        console.print(f"done: {summary.restored} restored, {summary.no_face} without faces (copied), "
-                      f"{summary.failed} failed, {summary.faces} faces in {summary.seconds:.1f}s"
-                      + (f"; {summary.skipped} already done, skipped" if summary.skipped else "")
-                      + (f"; {skipped} non-image/hidden files skipped" if skipped else ""), soft_wrap=True,
-                      markup=False)
+        console.print(f"done: {summary.counts()}"
+                      + (f"; {skipped} non-image/hidden files skipped ({found.skipped_note()})" if skipped else ""),
+                      soft_wrap=True, markup=False)
     return 1 if summary.failed else 0
+
+
+def _detector_name(value: str) -> str:
+    """A detector by name or by its weight id (`retinaface-mobile0.25`), as its name."""
+    by_weights = {wid: name for name, wid in DETECTOR_WEIGHTS.items()}
+    if value in DETECTOR_WEIGHTS or value in by_weights:
+        return by_weights.get(value, value)
+    raise UsageError(f"unknown detector '{value}'",
+                     hint=f"choose one of: {', '.join(DETECTOR_WEIGHTS)} (or their weight ids)")
+
+
+def _check_report(report: Optional[Path]) -> None:
+    """--report must be a file that can be written (replaced by a rename in its folder): a usage error otherwise."""
+    if report is None:
+        return
+    if report.is_dir():
+        raise UsageError(f"--report {report} is a folder", hint="name the report file, e.g. --report run.jsonl")
+    folder = next(p for p in [report.absolute().parent, *report.absolute().parents] if p.exists())
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"--report {report} cannot be written: {folder} is not a writable folder")
 
 
 def _load_preset(ctx: typer.Context, method: str, preset_file: Optional[Path]):
@@ -196,36 +270,39 @@ def _check_format(fmt: Optional[str]) -> Optional[str]:
     return {"jpeg": "jpg", "tif": "tiff"}.get(fmt, fmt)
 
 
-def methods() -> int:
-    """List method presets, their components and weights, and whether the weights are present locally."""
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
-    from facerestore_cli import presets
+def methods(json_out: bool = typer.Option(False, "--json", metavar="", help="One JSON object per preset.")) -> int:
+    """Each preset: whether it can run now, its components, weights and defaults."""
+    from facerestore_cli.readiness import builtin_verdicts
     from facerestore_cli.weights.store import WeightStore
 
-    store = WeightStore()
-    table = Table(title="facerestore methods")
-    for col in ("method", "title", "components (weights)", "defaults"):
-        table.add_column(col)
-    for name in presets.builtin_names():
-        p = presets.load_builtin(name)
-        provenance = p.raw.get("provenance", {})
-        parts = [f"{role}: {c['weights']} [{'present' if store.is_present(c['weights']) else 'missing'}"
-                 f"{', optional' if c.get('optional') else ''}]"
-                 + (f" — {provenance[role]}" if role in provenance else "") for role, c in p.components.items()]
-        defaults = ", ".join(f"{k}={v}" for k, v in p.parameters.items())
-        table.add_row(p.name, p.title, escape("\n".join(parts)), defaults)  # "[present]" is text, not a style tag
-    Console().print(table)
+    verdicts = builtin_verdicts(WeightStore())
+    if json_out:
+        for v in verdicts:
+            typer.echo(json.dumps(v.as_record(), ensure_ascii=False))
+        return 0
+    for v in verdicts:
+        typer.echo(f"{v.preset}: {v.title}\n  {v.summary}")
+        for c in v.components:
+            status = c["status"] + (", optional" if c["optional"] else "")
+            typer.echo(f"  {c['role']:<13} {c['weights']:<22} {status}" + (f" — {c['provenance']}" if c["provenance"] else ""))
+        typer.echo("  defaults: " + " ".join(f"{k}={val}" for k, val in v.defaults.items()) + "\n")
     return 0
 
 
-def doctor() -> int:
-    """Check python, torch, CUDA, the weights cache and which weights are present."""
+def doctor(json_out: bool = typer.Option(False, "--json", metavar="", help="The findings as one JSON object.")) -> int:
+    """Check python, torch, CUDA, the weights cache and which presets can run; exits 1 when none can."""
     from facerestore_cli.doctor import report
 
-    return report(_stderr())
+    return report(_stderr(), json_out)
+
+
+def _plain_help_flags(command) -> None:
+    """Show -h/--help like the other flags (no `<bool>`), in every command."""
+    option = command.get_help_option(typer.Context(command))
+    if option is not None:
+        option.metavar = ""
+    for sub in getattr(command, "commands", {}).values():
+        _plain_help_flags(sub)
 
 
 def main(argv: Optional[list[str]] = None) -> None:
@@ -233,7 +310,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]
     try:
-        rv = build_app(args)(args=args, prog_name="facerestore", standalone_mode=False)
+        command = typer.main.get_command(build_app(args))
+        _plain_help_flags(command)
+        rv = command.main(args=args, prog_name="facerestore", standalone_mode=False)
     except FacerestoreError as exc:
         if debug:
             raise
@@ -243,6 +322,8 @@ def main(argv: Optional[list[str]] = None) -> None:
         console.print(f"[red]error:[/red] {escape(exc.message)}", markup=True, highlight=False, soft_wrap=True)
         if exc.hint:
             console.print(f"hint: {exc.hint}", markup=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.TyperException as exc:  # typer's vendored click: bad options, missing arguments
         exc.show() if hasattr(exc, "show") else _stderr().print(f"error: {exc.format_message()}", markup=False)

@@ -21,9 +21,11 @@ MAGIC = (
 )
 
 
+HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"msf1"}
+
 # A file named like an image whose content is not one (zero bytes, text, junk) is kept as a job so that it fails
 # with its reason: in an archive that is damage to report, not clutter to skip.
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".png", ".gif", ".tif", ".tiff", ".bmp", ".webp"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".png", ".gif", ".tif", ".tiff", ".bmp", ".webp", ".heic", ".heif", ".hif"}
 
 
 def sniff_image(path: Path) -> str | None:
@@ -35,6 +37,8 @@ def sniff_image(path: Path) -> str | None:
         return None
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "WEBP"
+    if head[4:8] == b"ftyp" and head[8:12] in HEIF_BRANDS:
+        return "HEIF"
     for magic, fmt in MAGIC:
         if head.startswith(magic):
             return fmt
@@ -53,6 +57,16 @@ class Discovery:
     jobs: list[Job] = field(default_factory=list)
     skipped_hidden: int = 0
     skipped_not_image: int = 0
+    not_image_examples: list[str] = field(default_factory=list)  # a few names, for "no input images found"
+
+    def skipped_note(self) -> str:
+        """What was passed over, for a person: '3 not images (e.g. notes.txt, a.psd), 2 hidden'."""
+        parts = []
+        if self.skipped_not_image:
+            parts.append(f"{self.skipped_not_image} not images (e.g. {', '.join(self.not_image_examples)})")
+        if self.skipped_hidden:
+            parts.append(f"{self.skipped_hidden} hidden")
+        return ", ".join(parts)
 
 
 def _walk(root: Path, recursive: bool, exclude: Path | None):
@@ -91,41 +105,30 @@ def output_name(src: Path, dest: Path, fmt: str | None) -> Path:
     return dest.with_suffix(EXTENSIONS[written])
 
 
-def discover(inputs: list[Path], output: Path, recursive: bool = False, fmt: str | None = None) -> Discovery:
-    """Expand files and folders into jobs. Files named explicitly are always taken (a bad one fails later with its
-    reason); inside folders, hidden entries and non-images (by content, unless named like an image) are skipped
-    and counted."""
+def discover(inputs: list[Path], output: Path, recursive: bool = False, fmt: str | None = None,
+             listed: list[Path] = (), base: Path | None = None) -> Discovery:
+    """Expand files and folders into jobs.
+
+    Folders: one input folder maps to OUT, several to OUT/<folder name>/; hidden entries and non-images (by
+    content, unless named like an image, which then fails with its reason, as a dangling link does) are skipped and
+    counted. Named files (`inputs` that are files, and `listed`, the --files-from paths) mirror their paths relative
+    to `base`, or to their common folder. A named input that does not exist is a usage error; a listed one that does
+    not exist is a job that fails with its reason (a list made earlier may name files deleted since)."""
     found = Discovery()
     out_resolved = output.resolve()
-    dir_inputs = [p for p in inputs if p.is_dir()]
     for item in inputs:
-        if not item.exists():
+        if not item.exists() and not item.is_symlink():
             raise UsageError(f"input not found: {item}")
-        if item.is_dir():
-            root = item.resolve()
-            if root == out_resolved:
-                raise UsageError(f"output folder {output} is the input folder {item}: results would overwrite "
-                                 "the photos", hint="choose another -o folder")
-            # Earlier results are skipped only where the output folder lies inside this input folder; an input
-            # folder inside the output folder (run out/raw -o out) holds real inputs.
-            out_inside = out_resolved.is_relative_to(root)
-            prefix = root.name + "/" if len(dir_inputs) > 1 else ""
-            for path in _walk(item, recursive, out_resolved):
-                rel_parts = path.relative_to(item).parts
-                if any(part.startswith(".") for part in rel_parts):
-                    found.skipped_hidden += 1
-                    continue
-                if not path.is_file():
-                    continue
-                if out_inside and path.resolve().is_relative_to(out_resolved):
-                    continue
-                if sniff_image(path) is None and path.suffix.lower() not in IMAGE_SUFFIXES:
-                    found.skipped_not_image += 1
-                    continue
-                rel = prefix + "/".join(rel_parts)
-                found.jobs.append(Job(path, rel, output / rel))
-        else:
-            found.jobs.append(Job(item, item.name, output / item.name))
+    folders = [p for p in inputs if p.is_dir()]
+    named = [p for p in inputs if not p.is_dir()] + [p for p in listed if not p.is_dir()]
+    for folder in folders:
+        _add_folder(found, folder, output, out_resolved, recursive, prefix=folder.resolve().name + "/" if len(folders) > 1 else "")
+    for listed_folder in (p for p in listed if p.is_dir()):
+        raise UsageError(f"--files-from names a folder, {listed_folder}", hint="list files, or pass folders as arguments")
+    root = _named_root(named, base)
+    for path in named:
+        rel = Path(os.path.relpath(path.absolute(), root)).as_posix()
+        found.jobs.append(Job(path, rel, output / rel))
     found.jobs = [Job(j.src, j.rel, output_name(j.src, j.dest, fmt)) for j in found.jobs]
     seen: dict[Path, Path] = {}
     for job in found.jobs:
@@ -133,6 +136,44 @@ def discover(inputs: list[Path], output: Path, recursive: bool = False, fmt: str
             raise UsageError(f"two inputs would write the same output {job.dest}: {seen[job.dest]} and {job.src}",
                              hint="pass them in separate runs or with different output folders")
         seen[job.dest] = job.src
-        if job.dest.resolve() == job.src.resolve():
+        if job.src.exists() and job.dest.resolve() == job.src.resolve():
             raise UsageError(f"output {job.dest} would overwrite its input", hint="choose another -o folder")
     return found
+
+
+def _named_root(named: list[Path], base: Path | None) -> Path:
+    """The folder named files' outputs are relative to: --base (which must hold them all), else their common one."""
+    if base is not None:
+        root = base.absolute()
+        outside = [p for p in named if not p.absolute().is_relative_to(root)]
+        if outside:
+            raise UsageError(f"{outside[0]} is not inside --base {base}", hint="--base must hold every named file")
+        return root
+    return Path(os.path.commonpath([p.absolute().parent for p in named])) if named else Path.cwd()
+
+
+def _add_folder(found: Discovery, item: Path, output: Path, out_resolved: Path, recursive: bool, prefix: str) -> None:
+    root = item.resolve()
+    if root == out_resolved:
+        raise UsageError(f"output folder {output} is the input folder {item}: results would overwrite the photos",
+                         hint="choose another -o folder")
+    # Earlier results are skipped only where the output folder lies inside this input folder; an input folder inside
+    # the output folder (run out/raw -o out) holds real inputs.
+    out_inside = out_resolved.is_relative_to(root)
+    for path in _walk(item, recursive, out_resolved):
+        rel_parts = path.relative_to(item).parts
+        if any(part.startswith(".") for part in rel_parts):
+            found.skipped_hidden += 1
+            continue
+        dangling = path.is_symlink() and not path.exists()
+        if not dangling and not path.is_file():
+            continue
+        if out_inside and not dangling and path.resolve().is_relative_to(out_resolved):
+            continue
+        if path.suffix.lower() not in IMAGE_SUFFIXES and (dangling or sniff_image(path) is None):
+            found.skipped_not_image += 1
+            if len(found.not_image_examples) < 3:
+                found.not_image_examples.append(path.name)
+            continue
+        rel = prefix + "/".join(rel_parts)
+        found.jobs.append(Job(path, rel, output / rel))

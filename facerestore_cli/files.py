@@ -41,6 +41,24 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None =
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _rename_into_place(tmp, path)
+
+
+def atomic_symlink(target: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Make path a symbolic link to target, replacing what was there in one rename."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.urandom(6).hex()[:8]}.tmp")
+    os.symlink(target, tmp)
+    _rename_into_place(tmp, path)
+
+
+def _rename_into_place(tmp: str | os.PathLike, path: Path) -> None:
+    """Rename tmp onto path (removing tmp when that fails), then make the rename durable."""
+    try:
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -20,6 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 from PIL import Image, ImageCms, ImageFile, JpegImagePlugin, UnidentifiedImageError
+from pillow_heif import register_heif_opener
 
 from facerestore_cli.files import atomic_copy, atomic_open, atomic_write_bytes
 from facerestore_cli.errors import InputError
@@ -45,10 +46,10 @@ from facerestore_cli.picture import (
 __all__ = ["Picture", "read_image", "write_image", "output_format", "atomic_open", "atomic_write_bytes",
            "atomic_copy", "DEFAULT_MAX_PIXELS", "WRITABLE_FORMATS", "READABLE_FORMATS", "EXTENSIONS"]
 
+register_heif_opener()  # HEIF/HEIC: pillow-heif applies the EXIF orientation while decoding and resets the tag
 DEFAULT_MAX_PIXELS = 178_956_970  # PIL's own decompression-bomb limit
 _UNSUPPORTED_MAGIC = ((b"%PDF", "a PDF document"), (b"8BPS", "a Photoshop PSD"), (b"\x00\x00\x00\x0cjP  ", "JPEG 2000"),
-                      (b"\xff\x4f\xff\x51", "JPEG 2000"), (b"ftypheic", "HEIC"), (b"ftypheix", "HEIC"),
-                      (b"ftypmif1", "HEIF"), (b"ftypavif", "AVIF"))
+                      (b"\xff\x4f\xff\x51", "JPEG 2000"), (b"ftypavif", "AVIF"))
 # TIFF tags carried in Picture fields of their own (XMP, IPTC, DPI), not in its EXIF
 _TIFF_OWN_FIELDS = frozenset({XMP_TAG, IPTC_TAG, 282, 283, 296})
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, zlib.error)
@@ -62,6 +63,8 @@ def read_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIX
     returned, whatever ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES`` says. Animated GIF/PNG/WebP and multi-page TIFF
     are refused (taking the first frame would silently drop the rest); an MPO's primary picture is used."""
     path = Path(path)
+    if path.is_symlink() and not path.exists():
+        raise InputError(f"broken symbolic link: it points to {os.readlink(path)}, which does not exist")
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -85,7 +88,7 @@ def read_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIX
         )
     notes: list[str] = []
     expected = EXTENSIONS.get(fmt, "." + fmt.lower())
-    if path.suffix.lower() not in {expected, ".jpeg", ".tiff", ".jpe", ".mpo"}:
+    if path.suffix.lower() not in {expected, ".jpeg", ".tiff", ".jpe", ".mpo", ".heic", ".hif"}:
         notes.append(f"content is {fmt} although the name ends in {path.suffix or '(no extension)'}")
     _check_frames(im, fmt, notes)
     if fmt == "JPEG" and (problem := jpeg_structure_problem(data)):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 
 from facerestore_cli import __version__
-from facerestore_cli.report import ReportWriter, Summary, photo_record
+from facerestore_cli.report import ReportWriter, Summary, photo_record, skipped_record
 from facerestore_cli.state import RunState, run_signature
 
 
@@ -27,6 +27,7 @@ class Ledger:
         self.weights = weights
         self.signature = self._signature()
         self.device: str | None = None
+        self.precision: str = opts.precision  # what --precision asked for, then what the device runs
         self.batch_size: int | None = None
         self.why: dict[str, str] = {}  # job.rel → why it runs
         self.planned: list[tuple] = []  # a dry run's (job, action, reason), printed once the run's checks pass
@@ -42,31 +43,43 @@ class Ledger:
             "identity_score": o.identity_score,
         })
 
-    def loaded(self, weights: dict[str, str | None], device: str, batch_size: int) -> None:
+    def loaded(self, weights: dict[str, str | None], compute, batch_size: int) -> None:
         """The models are loaded: weight hashes just recorded (first use of a file) enter the signature."""
-        self.weights, self.device, self.batch_size = weights, device, batch_size
+        self.weights, self.device, self.precision = weights, compute.describe(), compute.precision
+        self.batch_size = batch_size
         self.signature = self._signature()
 
+    def run_fields(self) -> dict:
+        """What every record of this run shares: method, parameters (the method's, then the run settings that
+        shape outputs), weight hashes, device and batch size."""
+        o = self.opts
+        settings = {"detector": None if o.aligned else o.detector, "min_face": None if o.aligned else o.min_face,
+                    "aligned": o.aligned, "precision": self.precision, "tool_version": __version__}
+        return {"method": o.preset.name, "parameters": {**o.params.as_record(), **settings}, "weights": self.weights,
+                "device": self.device, "batch_size": self.batch_size}
+
     # -- the plan ----------------------------------------------------------------------------------------------
-    def plan(self, jobs) -> list:
-        """The jobs to run now, each with why; the rest are recorded as skipped (a dry run keeps both for
-        `print_plan`)."""
-        todo = []
+    def plan(self, jobs) -> tuple[list, list]:
+        """(jobs to restore, jobs whose output is in place but whose compare sheet is missing), each with why;
+        the rest are recorded as skipped, with their last run's record (a dry run keeps all for `print_plan`)."""
+        wanted = tuple(name for name, asked in (("face_files", self.opts.save_faces),
+                                                ("compare_file", self.opts.save_compare)) if asked)
+        todo, extras = [], []
+        self.summary.photos = len(jobs)
         for job in jobs:
             decision = self.state.decide(job.rel, job.src, job.dest, self.signature, force=self.opts.force,
-                                         redo_failed=self.opts.redo_failed)
+                                         redo_failed=self.opts.redo_failed, extras=wanted)
             if self.opts.dry_run:
                 self.planned.append((job, decision.action, decision.reason))
             if decision.action == "run":
                 todo.append(job)
                 self.why[job.rel] = decision.reason
+            elif decision.action == "extras":
+                extras.append((job, self.state.entries[job.rel]))
             elif not self.opts.dry_run:
                 self.summary.skipped += 1
-                rec = self.record(job, "skipped", reason=decision.reason)
-                if self.state.entries[job.rel]["status"] == "failed":
-                    rec["output"] = None  # failed last time: no output exists (nor goes to --print-outputs)
-                self.emit(rec, progress=False)
-        return todo
+                self.emit(skipped_record(job, self.state.entries[job.rel], decision.reason), progress=False)
+        return todo, extras
 
     def print_plan(self) -> None:
         """A dry run's answer on stdout: per input `run|skip`, input, output and why (or JSON lines with --json)."""
@@ -85,24 +98,33 @@ class Ledger:
             self.summary.faces += len(photo.faces)
         else:
             self.summary.no_face += 1
+        rec = self.record(job, status, photo, reason, extras)
         self.state.record(job.rel, job.src, job.dest, "done" if status == "restored" else status, reason,
-                          self.signature)
-        self.emit(self.record(job, status, photo, reason, extras))
+                          self.signature, report=rec)
+        self.emit(rec)
+        self.state.maybe_flush()
+
+    def extras_done(self, job, entry: dict, extras: dict) -> None:
+        """A compare sheet made for a photo that is otherwise done: reported as skipped, with the new file."""
+        self.summary.skipped += 1
+        rec = {**skipped_record(job, entry, "unchanged since last run; compare sheet made"), **extras}
+        self.state.add_extras(job.rel, {**(entry.get("record") or {}), **extras})
+        self.emit(rec)
         self.state.maybe_flush()
 
     def fail(self, job, reason: str, photo=None) -> None:
         self.summary.failed += 1
         self.progress.warn(f"error: {job.src}: {reason}")
-        self.state.record(job.rel, job.src, None, "failed", reason, self.signature)
-        self.emit(self.record(job, "failed", photo, reason))
+        rec = self.record(job, "failed", photo, reason)
+        self.state.record(job.rel, job.src, None, "failed", reason, self.signature, report=rec)
+        self.emit(rec)
         self.state.maybe_flush()
         o = self.opts
         if o.fail_fast or (o.max_failures is not None and self.summary.failed >= o.max_failures):
             raise StopRun("--fail-fast" if o.fail_fast else f"--max-failures {o.max_failures} reached")
 
     def record(self, job, status: str, photo=None, reason: str | None = None, extras=None) -> dict:
-        return photo_record(job, status, photo, reason, extras, self.opts, self.weights, self.device,
-                            self.batch_size, None if status == "skipped" else self.why.get(job.rel))
+        return photo_record(job, status, photo, reason, extras, self.run_fields(), self.why.get(job.rel))
 
     def emit(self, rec: dict, progress: bool = True) -> None:
         self.report.write(rec)
@@ -112,10 +134,14 @@ class Ledger:
 
     def close(self) -> Summary:
         """Summary into the report and on stdout, report renamed into place, state flushed (also after a signal)."""
-        self.summary.seconds = round(time.monotonic() - self.started, 3)
+        self.summary.finish(time.monotonic() - self.started)
         self.report.write(self.summary.as_record())
         self.report.close()
         self.sink.summary(self.summary)
         if not self.opts.dry_run:
             self.state.flush()
         return self.summary
+
+    def abandon(self) -> None:
+        """A run that failed before any work: no report is left (the previous one stays); the state is unchanged."""
+        self.report.abandon()

@@ -7,12 +7,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from facerestore_cli.device import default_batch_size
+from facerestore_cli.errors import WeightsError
+from facerestore_cli.faces import DETECTOR_WEIGHTS
 from facerestore_cli.faces.detect import FaceDetector
 from facerestore_cli.faces.identity import IdentityScorer
 from facerestore_cli.networks import NetworkLoader
 from facerestore_cli.presets import PASTE_PARSER
+from facerestore_cli.readiness import installed_detector
 
-DETECTOR_WEIGHTS = {"retinaface_resnet50": "retinaface-resnet50", "retinaface_mobile0.25": "retinaface-mobile0.25"}
 IDENTITY_WEIGHTS = "arcface-ir-se50"
 
 
@@ -24,6 +26,18 @@ def needed_weights(opts) -> list[str]:
     if not opts.aligned:
         ids.append(DETECTOR_WEIGHTS[opts.detector])
     return ids
+
+
+def require_weights(opts, store) -> None:
+    """Every file the run needs is in the cache, else one WeightsError naming each and how to get it (and, when
+    only the chosen detector is missing, the installed one to use instead)."""
+    try:
+        store.require(needed_weights(opts))
+    except WeightsError as exc:
+        other = None if opts.aligned else installed_detector(store, preferred=opts.detector)
+        if other not in (None, opts.detector):
+            exc.hint = f"{exc.hint} ; or use --detector {other}, which is installed"
+        raise
 
 
 def paste_parser(opts, store) -> dict | None:

@@ -15,7 +15,9 @@ import numpy as np
 from PIL import Image
 
 WRITABLE_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF", "BMP")
-READABLE_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF", "BMP", "GIF")
+READABLE_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF", "BMP", "GIF", "HEIF")  # HEIF/HEIC through pillow-heif
+# Formats read but not written, and what they are written as: phone photos stay photos (JPEG), the rest lossless.
+WRITTEN_AS = {"HEIF": "JPEG", "GIF": "PNG"}
 FORMAT_ALIASES = {"JPG": "JPEG", "MPO": "JPEG", "TIF": "TIFF"}
 EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "TIFF": ".tif", "BMP": ".bmp"}
 ORIENTATION_TAG = 0x0112
@@ -66,9 +68,9 @@ def canonical_format(fmt: str) -> str:
 
 
 def output_format(fmt: str) -> str:
-    """The format an image read as fmt is written in: itself when writable, else PNG."""
+    """The format an image read as fmt is written in: itself when writable, else WRITTEN_AS (PNG by default)."""
     fmt = canonical_format(fmt)
-    return fmt if fmt in WRITABLE_FORMATS else "PNG"
+    return fmt if fmt in WRITABLE_FORMATS else WRITTEN_AS.get(fmt, "PNG")
 
 
 # ---------------------------------------------------------------------------------------------------- EXIF

@@ -22,7 +22,7 @@ from facerestore_cli import __version__
 from facerestore_cli.files import atomic_copy, remove_stale_temps
 from facerestore_cli.device import empty_cache, is_out_of_memory, resolve
 from facerestore_cli.diffusion.noise import face_seed, seeded_generator
-from facerestore_cli.errors import FacerestoreError, NoInputsError, UsageError
+from facerestore_cli.errors import FacerestoreError, UsageError
 from facerestore_cli.faces import masks
 from facerestore_cli.faces.align import estimate_affine, paste_faces, warp_face
 from facerestore_cli.imageio import DEFAULT_MAX_PIXELS, read_image, write_image
@@ -30,12 +30,12 @@ from facerestore_cli.interrupts import InterruptGuard, Interrupted
 from facerestore_cli.ledger import Ledger, StopRun
 from facerestore_cli.methods import Method
 from facerestore_cli.methods.params import MethodParams
-from facerestore_cli.models import Models, load_models, needed_weights, weight_hashes
+from facerestore_cli.models import Models, load_models, require_weights, weight_hashes
 from facerestore_cli.pixels import from_float, resize_batch, resize_float, to_float, to_tensor, to_uint8
 from facerestore_cli.presets import Preset
-from facerestore_cli.report import StdoutSink, Summary, round_box
-from facerestore_cli.runlock import run_lock
-from facerestore_cli.sheets import save_extras
+from facerestore_cli.report import StdoutSink, Summary, face_record, round_box
+from facerestore_cli.runlock import LOCK_NAME, run_lock
+from facerestore_cli.sheets import compare_path, save_compare_sheet, save_extras
 from facerestore_cli.weights.store import WeightStore
 
 
@@ -78,6 +78,7 @@ class Face:
     score: float
     affine: Any  # 2x3 float array; None for --aligned inputs
     crop: Any  # HxWx3 float32 RGB [0, 1]
+    landmarks: Any = None  # (5, 2) float32 in photo pixels; None for --aligned inputs
     restored: Any = None
     seed: int | None = None  # the seed of the noise stream this face's restoration drew from
     paste_mask: str | None = None  # the mask it was pasted back with: parsenet | square (None for --aligned)
@@ -97,40 +98,58 @@ class Photo:
 
 def run(opts: RunOptions, progress, jobs, skipped_hidden: int = 0, skipped_not_image: int = 0,
         sink: StdoutSink | None = None) -> Summary:
-    """Check what a real run needs, lock the output folder (not for a dry run), plan, load, restore, record."""
-    if not jobs:
-        raise NoInputsError("no input images found", hint="check the paths; folders are scanned one level deep unless --recursive")
+    """Check what a real run needs, lock the output folder (not for a dry run), plan, load, restore, record. A run
+    that fails before any work leaves no output folder and no report behind."""
     check_output_folder(opts.output)
     compute = resolve(opts.device, opts.precision)
     store = WeightStore(offline=opts.offline)
+    sink = sink or StdoutSink()
     if opts.dry_run:
-        return _plan_only(opts, progress, jobs, store, sink or StdoutSink())
-    with run_lock(opts.output, wait_seconds=opts.wait_lock):
-        remove_stale_temps(opts.output)
-        ledger = Ledger(opts, progress, sink or StdoutSink(), weight_hashes(opts, store))
-        ledger.summary.skipped_hidden, ledger.summary.skipped_not_image = skipped_hidden, skipped_not_image
-        interrupted = None
-        with InterruptGuard() as guard:
-            try:
-                todo = ledger.plan(jobs)
-                if todo:
-                    store.require(needed_weights(opts))
-                    models = load_models(opts, compute, store)
-                    ledger.loaded(weight_hashes(opts, store), compute.describe(), models.batch_size)
-                    progress.start(len(todo), compute.describe(), opts.preset.name)
-                    Pipeline(opts, models, ledger, guard).process(todo)
-            except Interrupted as exc:
-                interrupted = exc
-                ledger.summary.interrupted = signal.Signals(exc.signum).name
-            except StopRun as exc:
-                ledger.summary.stopped_early = str(exc)
-                progress.warn(f"stopping: {exc}")
-            finally:
-                progress.stop()
-                summary = ledger.close()
+        return _plan_only(opts, progress, jobs, store, sink)
+    fresh = not opts.output.exists()
+    if fresh:
+        require_weights(opts, store)  # all of it is new work: fail before the output folder exists
+    try:
+        with run_lock(opts.output, wait_seconds=opts.wait_lock):
+            remove_stale_temps(opts.output)
+            ledger = Ledger(opts, progress, sink, weight_hashes(opts, store))
+            ledger.summary.skipped_hidden, ledger.summary.skipped_not_image = skipped_hidden, skipped_not_image
+            return _run_locked(opts, progress, jobs, compute, store, ledger)
+    except FacerestoreError:
+        if fresh:
+            remove_if_untouched(opts.output)
+        raise
+
+
+def _run_locked(opts, progress, jobs, compute, store, ledger: Ledger) -> Summary:
+    interrupted = None
+    with InterruptGuard() as guard:
+        todo, extras = ledger.plan(jobs)
+        try:
+            models = None
+            if todo:
+                require_weights(opts, store)
+                models = load_models(opts, compute, store)
+                ledger.loaded(weight_hashes(opts, store), compute, models.batch_size)
+        except BaseException:
+            ledger.abandon()
+            raise
+        try:
+            progress.start(len(todo) + len(extras), compute.describe() if models else "", opts.preset.name)
+            make_compare_sheets(opts, ledger, extras, guard)
+            if models is not None:
+                Pipeline(opts, models, ledger, guard).process(todo)
+        except Interrupted as exc:
+            interrupted = exc
+            ledger.summary.interrupted = signal.Signals(exc.signum).name
+        except StopRun as exc:
+            ledger.summary.stopped_early = str(exc)
+            progress.warn(f"stopping: {exc}")
+        finally:
+            progress.stop()
+            summary = ledger.close()
     if interrupted is not None:
-        interrupted.message += (f" after {summary.restored + summary.no_face} photo(s) ({summary.failed} failed); "
-                                "report and state saved")
+        interrupted.message += f": {summary.counts()}; report and state saved"
         raise interrupted
     return summary
 
@@ -139,10 +158,35 @@ def _plan_only(opts, progress, jobs, store, sink) -> Summary:
     """--dry-run: print what would run or be skipped and why, after every check a real run makes before its first
     photo (parameters and preset were checked by the CLI); writes nothing and loads no network."""
     ledger = Ledger(opts, progress, sink, weight_hashes(opts, store))
-    if ledger.plan(jobs):
-        store.require(needed_weights(opts))
+    todo, _extras = ledger.plan(jobs)
+    if todo:
+        require_weights(opts, store)
     ledger.print_plan()
     return ledger.close()
+
+
+def remove_if_untouched(output: Path) -> None:
+    """Remove an output folder this run made and left holding nothing but its lock file."""
+    if output.is_dir() and {p.name for p in output.iterdir()} <= {LOCK_NAME}:
+        (output / LOCK_NAME).unlink(missing_ok=True)
+        output.rmdir()
+
+
+def make_compare_sheets(opts, ledger: Ledger, jobs, guard) -> None:
+    """Compare sheets for photos done by an earlier run: from the input, the output in place and the faces' recorded
+    landmarks, without restoring again."""
+    for job, entry in jobs:
+        guard.check()
+        try:
+            before = read_image(job.src, max_pixels=opts.max_pixels or DEFAULT_MAX_PIXELS).rgb
+            after = read_image(job.dest, max_pixels=None).rgb
+            faces = (entry.get("record") or {}).get("faces") or []
+            path = compare_path(opts.output, job.rel)
+            save_compare_sheet(before, after, faces, path)
+        except (FacerestoreError, OSError) as exc:
+            ledger.progress.warn(f"warning: {job.src}: compare sheet not made: {getattr(exc, 'message', exc)}")
+            continue
+        ledger.extras_done(job, entry, {"compare_file": str(path)})
 
 
 def check_output_folder(output: Path) -> None:
@@ -159,21 +203,24 @@ class Pipeline:
 
     def __init__(self, opts: RunOptions, models: Models, ledger: Ledger, guard: InterruptGuard):
         self.opts, self.models, self.ledger, self.guard = opts, models, ledger, guard
+        self.progress = ledger.progress
         self.batch_size = models.batch_size
 
     def process(self, jobs) -> None:
         queue: deque[tuple[Photo, Face]] = deque()
         for job in jobs:
             self.guard.check()
-            self.ledger.summary.photos += 1
             try:
                 photo = self.read(job)
             except FacerestoreError as exc:
+                self.progress.found(0)
                 self.ledger.fail(job, exc.message)
                 continue
             except OSError as exc:
+                self.progress.found(0)
                 self.ledger.fail(job, f"cannot read: {exc.strerror or exc}")
                 continue
+            self.progress.found(len(photo.faces))
             if not photo.faces:
                 self._complete(photo, self.copy_through)
                 continue
@@ -201,7 +248,8 @@ class Pipeline:
                                       "reason": f"face {min(x2 - x1, y2 - y1):.0f} px < --min-face {self.opts.min_face}"})
                 continue
             affine = estimate_affine(np.asarray(det.landmarks), size)
-            photo.faces.append(Face(len(photo.faces), tuple(det.box), float(det.score), affine, warp_face(image, affine, size)))
+            photo.faces.append(Face(len(photo.faces), tuple(det.box), float(det.score), affine,
+                                    warp_face(image, affine, size), np.asarray(det.landmarks)))
         return photo
 
     # -- restore: batches across photos ------------------------------------------------------------------------
@@ -238,7 +286,7 @@ class Pipeline:
             if size == 1:
                 raise FacerestoreError("out of memory restoring a single face; try --precision bf16 or another device") from None
             self.batch_size = self.ledger.batch_size = size // 2
-            self.ledger.progress.warn(f"warning: out of memory with {size} faces per batch; "
+            self.progress.warn(f"warning: out of memory with {size} faces per batch; "
                                       f"continuing with {self.batch_size}")
             start = 0
             while start < len(batch):  # chunks of the current size: a retry below may halve it again
@@ -259,14 +307,18 @@ class Pipeline:
         if padding > 0:
             faces = torch.cat([faces, faces.new_zeros((padding, *faces.shape[1:]))])
             generators += [seeded_generator(face_seed(seed, "\0padding", i)) for i in range(padding)]
-        result = self.models.restorer.restore(faces, generators, callback=lambda _step: self.guard.check())
+        def on_step(event: dict) -> None:
+            self.guard.check()
+            self.progress.step(event, len(batch))
+
+        result = self.models.restorer.restore(faces, generators, callback=on_step)
         scores = self.identity_scores(faces, result)
         restored = result.images[: len(batch)].permute(0, 2, 3, 1).float().cpu().numpy()
         for k, ((_photo, face), image) in enumerate(zip(batch, restored)):
             face.restored = image
             face.method_info = result.info(k)
             face.identity = {name: round(values[k], 4) for name, values in scores.items()} or None
-        self.ledger.progress.faces(len(batch))
+        self.progress.faces(len(batch))
 
     def identity_scores(self, faces, result) -> dict[str, list[float]]:
         """ArcFace cosine of each restored face to its input crop and to the method's own estimate (DifFace's and
@@ -302,7 +354,8 @@ class Pipeline:
             result = paste_faces(to_float(picture.rgb), [f.restored for f in faces], [f.affine for f in faces], face_masks)
         rgb = from_float(np.clip(result, 0.0, 1.0), picture.rgb.dtype)
         extras = self.write(dataclasses.replace(picture, rgb=rgb), photo.job.dest)
-        extras.update(save_extras(self.opts, photo, rgb))
+        extras.update(save_extras(self.opts, photo.job.rel, picture.rgb, rgb, [face_record(f) for f in faces],
+                                  [f.restored for f in faces]))
         self.ledger.done(photo, "restored", None, extras)
 
     def copy_through(self, photo: Photo) -> None:

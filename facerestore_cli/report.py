@@ -23,11 +23,15 @@ FINISHED = ("restored", "no_face", "skipped")
 
 @dataclass
 class Summary:
+    """One run's counts. photos: every input of this run, which is each one of restored, no_face (copied through),
+    failed, skipped (done by an earlier run) or unfinished (not reached before a signal or --fail-fast)."""
+
     photos: int = 0
     restored: int = 0
     no_face: int = 0
     failed: int = 0
     skipped: int = 0
+    unfinished: int = 0
     faces: int = 0
     seconds: float = 0.0
     skipped_hidden: int = 0
@@ -35,11 +39,24 @@ class Summary:
     interrupted: str | None = None
     stopped_early: str | None = None
 
+    def finish(self, seconds: float) -> None:
+        self.seconds = round(seconds, 3)
+        self.unfinished = self.photos - (self.restored + self.no_face + self.failed + self.skipped)
+
     def as_record(self) -> dict:
         rec = dataclasses.asdict(self)
-        busy = self.seconds if self.seconds else 0
-        rec["faces_per_second"] = round(self.faces / busy, 3) if busy else None
+        rec["faces_per_second"] = round(self.faces / self.seconds, 3) if self.seconds else None
         return {"summary": rec}
+
+    def counts(self) -> str:
+        """The counts as stderr tells them (the same numbers the report's summary holds)."""
+        text = (f"{self.restored} restored, {self.no_face} without faces (copied), {self.failed} failed, "
+                f"{self.faces} faces in {self.seconds:.1f}s")
+        if self.skipped:
+            text += f"; {self.skipped} already done, skipped"
+        if self.unfinished:
+            text += f"; {self.unfinished} not reached"
+        return text
 
 
 def round_box(box) -> list[float]:
@@ -47,13 +64,13 @@ def round_box(box) -> list[float]:
 
 
 def face_record(face) -> dict:
-    """A face as restored: where it was, the noise seed it drew from, the mask it was pasted back with, what the
-    method used for it (ipc-guided: the identity mask) and its identity scores, each recorded where it was used."""
-    rec = {"index": face.index, "box": round_box(face.box), "score": round(face.score, 4), "seed": face.seed,
-           "mask": face.paste_mask, **face.method_info}
-    if face.identity:
-        rec["identity"] = face.identity
-    return rec
+    """A face as restored: where it was (box, 5 landmarks), the noise seed it drew from, the mask it was pasted back
+    with, what the method used for it (ipc-guided: the identity mask) and its identity scores, each recorded where
+    it was used; every field present (None when it does not apply)."""
+    landmarks = None if face.landmarks is None else [[round(float(v), 2) for v in point] for point in face.landmarks]
+    return {"index": face.index, "box": round_box(face.box), "score": round(face.score, 4), "landmarks": landmarks,
+            "seed": face.seed, "mask": face.paste_mask, "id_mask": None, "identity": face.identity,
+            **face.method_info}
 
 
 def _photo_mask(photo) -> str | None:
@@ -62,21 +79,32 @@ def _photo_mask(photo) -> str | None:
     return "+".join(kinds) or None
 
 
-def photo_record(job, status: str, photo, reason, extras, opts, weights, device, batch_size, why) -> dict:
-    """One report line: what happened to one input, with everything needed to reproduce it."""
+def photo_record(job, status: str, photo, reason, extras, run: dict, why) -> dict:
+    """One report line: what happened to one input, with everything needed to reproduce it; every field present.
+    run: method, parameters, weights, device and batch size of this run (from the ledger)."""
     rec = {
         "input": str(job.src), "output": str(job.dest) if status != "failed" else None, "status": status,
-        "reason": reason,
+        "reason": reason, "previous_status": None, "why": why,
         "faces": [face_record(f) for f in photo.faces] if photo else [],
         "skipped_faces": photo.skipped if photo else [],
         "mask": _photo_mask(photo) if status == "restored" else None,
         "seconds": round(time.monotonic() - photo.started, 3) if photo else 0.0,
-        "method": opts.preset.name, "parameters": opts.params.as_record(),
-        "weights": weights, "device": device, "batch_size": batch_size,
+        **run, "notes": [], "face_files": None, "compare_file": None,
     }
-    if status != "skipped":
-        rec["why"] = why  # why it ran: new, input changed, parameters changed, forced, ...
     rec.update(extras or {})
+    return rec
+
+
+def skipped_record(job, entry: dict, reason: str) -> dict:
+    """A photo a rerun skips: its last run's record (from the state manifest), marked skipped."""
+    last = entry.get("record") or {}
+    previous = last.get("status") or {"done": "restored"}.get(entry["status"], entry["status"])
+    rec = {**last, "input": str(job.src), "output": None if entry["status"] == "failed" else str(job.dest),
+           "status": "skipped", "reason": reason, "previous_status": previous, "why": None, "seconds": 0.0}
+    for key, empty in (("faces", []), ("skipped_faces", []), ("notes", [])):
+        rec.setdefault(key, empty)
+    for key in ("mask", "method", "parameters", "weights", "device", "batch_size", "face_files", "compare_file"):
+        rec.setdefault(key, None)
     return rec
 
 

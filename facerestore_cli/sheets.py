@@ -1,18 +1,29 @@
-"""Extra outputs: restored face crops (--save-faces) and before/after sheets (--save-compare)."""
+"""Extra outputs: restored face crops (--save-faces) and before/after sheets (--save-compare).
+
+A compare sheet shows, for each face, the input crop beside the same crop of the written photo at a readable size,
+labelled with the index the report uses, under an overview of the photo with numbered boxes. It is made from the
+input, the output and the faces' landmarks alone, so a rerun can make a missing sheet without restoring again."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from facerestore_cli.faces.align import estimate_affine, warp_face
 from facerestore_cli.files import atomic_write_bytes
-
 from facerestore_cli.pixels import from_float, to_uint8
 
-SHEET_MAX_SIDE = 2048
-BOX_COLOR = (0, 255, 0)  # BGR
+FACE_PX = 256  # each crop on the sheet
+GAP = 8
+MAX_COLUMNS = 4  # face pairs per row
+OVERVIEW_MIN_WIDTH = 2 * FACE_PX + GAP
+BOX_BGR = (0, 220, 0)
+TEXT_BGR = (255, 255, 255)
+BACKGROUND = 32
+FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
 def _encode(bgr: np.ndarray, ext: str, params: list[int]) -> bytes:
@@ -29,40 +40,87 @@ def save_face_crop(restored: np.ndarray, path: Path) -> None:
     atomic_write_bytes(path, _encode(np.ascontiguousarray(bgr), ".png", []))
 
 
-def compare_sheet(before: np.ndarray, after: np.ndarray, boxes) -> np.ndarray:
-    """input | restored, side by side, every restored face boxed on both halves; BGR uint8."""
-    halves = []
-    thickness = max(2, round(max(before.shape[:2]) / 400))
-    for rgb in (before, after):
-        bgr = np.ascontiguousarray(to_uint8(rgb)[..., ::-1])
-        for x1, y1, x2, y2 in boxes:
-            cv2.rectangle(bgr, (int(x1), int(y1)), (int(x2), int(y2)), BOX_COLOR, thickness)
-        halves.append(bgr)
-    sheet = np.concatenate(halves, axis=1)
-    scale = SHEET_MAX_SIDE / max(sheet.shape[:2])
-    if scale < 1:
-        sheet = cv2.resize(sheet, (round(sheet.shape[1] * scale), round(sheet.shape[0] * scale)), interpolation=cv2.INTER_AREA)
-    return sheet
+def _label(image: np.ndarray, text: str, origin: tuple[int, int], scale: float) -> None:
+    """White text on a dark box, readable on any photo."""
+    thickness = max(1, round(scale * 2))
+    (w, h), base = cv2.getTextSize(text, FONT, scale, thickness)
+    x, y = origin
+    cv2.rectangle(image, (x, y - h - base - 2), (x + w + 4, y + 2), (0, 0, 0), -1)
+    cv2.putText(image, text, (x + 2, y - base // 2), FONT, scale, TEXT_BGR, thickness, cv2.LINE_AA)
 
 
-def save_compare_sheet(before: np.ndarray, after: np.ndarray, boxes, path: Path) -> None:
+def _overview(rgb: np.ndarray, faces: list[dict], width: int) -> np.ndarray:
+    h, w = rgb.shape[:2]
+    scale = width / w
+    bgr = cv2.resize(np.ascontiguousarray(to_uint8(rgb)[..., ::-1]), (width, max(1, round(h * scale))),
+                     interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    text_scale = max(0.45, min(1.0, width / 1600))
+    for face in faces:
+        x1, y1, x2, y2 = (round(v * scale) for v in face["box"])
+        cv2.rectangle(bgr, (x1, y1), (x2, y2), BOX_BGR, 2)
+        _label(bgr, f"#{face['index']}", (x1, max(y1, 20)), text_scale)
+    return bgr
+
+
+def _crop(rgb: np.ndarray, face: dict | None) -> np.ndarray:
+    """The face's aligned crop at FACE_PX (the whole image for --aligned inputs), uint8 BGR."""
+    image = to_uint8(rgb)
+    if face is None or face.get("landmarks") is None:
+        crop = cv2.resize(image, (FACE_PX, FACE_PX), interpolation=cv2.INTER_AREA)
+    else:
+        crop = warp_face(image, estimate_affine(np.asarray(face["landmarks"], dtype=np.float32), FACE_PX), FACE_PX)
+    return np.ascontiguousarray(crop[..., ::-1])
+
+
+def compare_sheet(before: np.ndarray, after: np.ndarray, faces: list[dict]) -> np.ndarray:
+    """BGR uint8 sheet: overview with numbered boxes (not for --aligned inputs), then per face `#k input | output`.
+    faces: report face records (index, box, landmarks); landmarks None means the image is the aligned face."""
+    aligned = not faces or faces[0].get("landmarks") is None
+    pairs = [(face["index"], _crop(before, face), _crop(after, face)) for face in faces] if not aligned \
+        else [(0, _crop(before, None), _crop(after, None))]
+    columns = min(MAX_COLUMNS, max(1, math.ceil(math.sqrt(len(pairs)))))
+    pair_w, label_h = 2 * FACE_PX + GAP, 28
+    width = max(OVERVIEW_MIN_WIDTH, columns * pair_w + (columns - 1) * 2 * GAP)
+    rows = [] if aligned else [_overview(before, faces, width)]
+    header = np.full((label_h, width, 3), BACKGROUND, np.uint8)
+    _label(header, "input | restored", (4, label_h - 6), 0.6)
+    rows.append(header)
+    for start in range(0, len(pairs), columns):
+        row = np.full((label_h + FACE_PX, width, 3), BACKGROUND, np.uint8)
+        for col, (index, a, b) in enumerate(pairs[start:start + columns]):
+            x = col * (pair_w + 2 * GAP)
+            row[label_h:, x:x + FACE_PX] = a
+            row[label_h:, x + FACE_PX + GAP:x + pair_w] = b
+            _label(row, f"#{index}", (x + 2, label_h - 6), 0.6)
+        rows.append(row)
+    return np.concatenate(rows, axis=0)
+
+
+def save_compare_sheet(before: np.ndarray, after: np.ndarray, faces: list[dict], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    sheet = compare_sheet(before, after, boxes)
-    atomic_write_bytes(path, _encode(sheet, ".jpg", [cv2.IMWRITE_JPEG_QUALITY, 90]))
+    atomic_write_bytes(path, _encode(compare_sheet(before, after, faces), ".jpg", [cv2.IMWRITE_JPEG_QUALITY, 90]))
 
 
-def save_extras(opts, photo, rgb: np.ndarray) -> dict:
-    """--save-faces / --save-compare for one finished photo; returns the report fields naming the files."""
+def face_crop_path(output: Path, rel: str, index: int) -> Path:
+    return output / "_faces" / f"{Path(rel).with_suffix('')}_face{index:02d}.png"
+
+
+def compare_path(output: Path, rel: str) -> Path:
+    return output / "_compare" / f"{Path(rel).with_suffix('')}.jpg"
+
+
+def save_extras(opts, rel: str, before: np.ndarray, after: np.ndarray, faces: list[dict], restored=()) -> dict:
+    """--save-faces (restored: the faces' restored crops) and --save-compare for one photo; the report fields
+    naming the files."""
     extras: dict = {}
-    stem = Path(photo.job.rel).with_suffix("")
-    if opts.save_faces:
+    if opts.save_faces and restored:
         extras["face_files"] = []
-        for face in photo.faces:
-            path = opts.output / "_faces" / f"{stem}_face{face.index:02d}.png"
-            save_face_crop(face.restored, path)
+        for face, crop in zip(faces, restored):
+            path = face_crop_path(opts.output, rel, face["index"])
+            save_face_crop(crop, path)
             extras["face_files"].append(str(path))
     if opts.save_compare:
-        path = opts.output / "_compare" / f"{stem}.jpg"
-        save_compare_sheet(photo.picture.rgb, rgb, [f.box for f in photo.faces], path)
+        path = compare_path(opts.output, rel)
+        save_compare_sheet(before, after, faces, path)
         extras["compare_file"] = str(path)
     return extras

@@ -1,7 +1,9 @@
 """The rerun manifest ``OUT/.facerestore-state.json``: what each input became last time, so reruns skip it.
 
 An input is skipped when its entry says done/no_face, the run signature (method, parameters, weights, tool
-version, output options) is the same, the output file still exists and the input is unchanged. Unchanged
+version, output options) is the same, the output file still exists and the input is unchanged. Extras asked for
+and missing are made up: missing face crops redo the photo, a missing compare sheet is made from the input and
+the output in place ("extras"). Each entry keeps its last report record, so a skipped photo reports it again. Unchanged
 means same size and mtime_ns (no hashing: a no-op rerun over 10,000 files takes well under a second), or,
 when those differ, the same sha256. As with rsync, an edit that keeps both size and mtime_ns goes unnoticed.
 Failed inputs are skipped unless redo_failed, or unless the input or the signature changed since.
@@ -32,9 +34,12 @@ STATUSES = ("done", "failed", "no_face")
 DEFAULT_FLUSH_INTERVAL = 5.0
 
 
+EXTRAS = ("face_files", "compare_file")  # report fields of --save-faces / --save-compare, kept per entry
+
+
 @dataclass(frozen=True)
 class Decision:
-    action: str  # "skip" | "run"
+    action: str  # "skip" | "run" | "extras" (output in place, only a compare sheet to make)
     reason: str
 
 
@@ -75,6 +80,7 @@ class RunState:
         self.flush_interval = flush_interval
         self._clock = clock
         self._last_flush = clock()
+        self._flush_seconds = 0.0
         self._dirty = False
         self._seen: dict[str, dict] = {}  # job_rel -> input fingerprint when decide said "run"
 
@@ -101,7 +107,8 @@ class RunState:
         return cls(out_dir, entries, **kwargs)
 
     def decide(self, job_rel: str, src_path: str | os.PathLike, dest_path: str | os.PathLike, signature: str,
-               force: bool = False, redo_failed: bool = False) -> Decision:
+               force: bool = False, redo_failed: bool = False, extras: tuple[str, ...] = ()) -> Decision:
+        """extras: the EXTRAS this run writes; when asked for and missing they are made up (see the docstring)."""
         seen = _stat_fingerprint(src_path)
         entry = self.entries.get(job_rel)
         if force or entry is None or entry["signature"] != signature:
@@ -115,6 +122,12 @@ class RunState:
             return Decision("skip", "failed last run (use --redo-failed)")
         if not os.path.exists(dest_path):
             return self._run(job_rel, seen, "output missing")
+        if entry["status"] == "done":
+            made = entry.get("extras") or {}
+            if "face_files" in extras and not _all_exist(self.out_dir, made.get("face_files")):
+                return self._run(job_rel, seen, "face crops missing")
+            if "compare_file" in extras and not _all_exist(self.out_dir, made.get("compare_file")):
+                return Decision("extras", "compare sheet missing")
         return Decision("skip", "unchanged since last run")
 
     def _run(self, job_rel: str, seen: dict | None, reason: str) -> Decision:
@@ -143,8 +156,10 @@ class RunState:
         return True
 
     def record(self, job_rel: str, src_path: str | os.PathLike, dest_path: str | os.PathLike | None,
-               status: str, reason: str | None, signature: str, fingerprint: dict | None = None) -> None:
-        """Remember the outcome of one input (in memory; see maybe_flush / flush). dest_path None: no output."""
+               status: str, reason: str | None, signature: str, fingerprint: dict | None = None,
+               report: dict | None = None) -> None:
+        """Remember the outcome of one input (in memory; see maybe_flush / flush). dest_path None: no output.
+        report: its report record, reported again when a rerun skips it; its extras are remembered."""
         if status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}, not {status!r}")
         seen = self._seen.pop(job_rel, None)
@@ -162,7 +177,17 @@ class RunState:
             "reason": reason,
             "signature": signature,
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "record": report,
+            "extras": {key: self._extra_rel(report[key]) for key in EXTRAS if report and report.get(key)},
         }
+        self._dirty = True
+
+    def add_extras(self, job_rel: str, report: dict) -> None:
+        """A compare sheet made for an entry that is otherwise unchanged."""
+        entry = self.entries[job_rel]
+        entry["extras"] = {**(entry.get("extras") or {}),
+                           **{key: self._extra_rel(report[key]) for key in EXTRAS if report.get(key)}}
+        entry["record"] = report
         self._dirty = True
 
     @staticmethod
@@ -175,6 +200,9 @@ class RunState:
             fingerprint["sha256"] = None  # edited while being processed: the output may be of the old bytes
         return fingerprint
 
+    def _extra_rel(self, value):
+        return [self._output_rel(v) for v in value] if isinstance(value, list) else self._output_rel(value)
+
     def _output_rel(self, dest_path) -> str:
         dest = Path(os.path.abspath(dest_path))
         try:
@@ -183,8 +211,10 @@ class RunState:
             return str(dest)
 
     def maybe_flush(self) -> bool:
-        """Flush when flush_interval seconds passed since the last flush; call after every photo."""
-        if self._dirty and self._clock() - self._last_flush >= self.flush_interval:
+        """Flush when flush_interval seconds passed since the last flush, or 20 times what the last flush took once
+        a large archive's manifest makes that longer (writing stays under 5 % of the run); call after every photo."""
+        wait = max(self.flush_interval, 20 * self._flush_seconds)
+        if self._dirty and self._clock() - self._last_flush >= wait:
             return self.flush()
         return False
 
@@ -194,16 +224,25 @@ class RunState:
             return False
 
         document = {"version": STATE_VERSION, "tool": "facerestore", "entries": self.entries}
+        started = time.perf_counter()
         try:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             with atomic_open(self.path, "w") as handle:
-                json.dump(document, handle, ensure_ascii=False, sort_keys=True, indent=1)
+                json.dump(document, handle, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
         except OSError as exc:
             raise FacerestoreError(f"cannot write the run state {self.path}: {exc.strerror or exc}",
                                    hint="check free space and permissions of the output folder") from None
         self._dirty = False
         self._last_flush = self._clock()
+        self._flush_seconds = time.perf_counter() - started
         return True
+
+
+def _all_exist(out_dir: Path, rel) -> bool:
+    """Whether the extra file(s) an entry remembers are all there (None: never made)."""
+    if not rel:
+        return False
+    return all((out_dir / r).is_file() for r in (rel if isinstance(rel, list) else [rel]))
 
 
 def _parse(raw: bytes) -> dict[str, dict]:

@@ -223,7 +223,8 @@ def test_stop_early(tiny_env, tmp_path, mixed, option, failed, seen, stopped):
     assert code == 1
     lines = report_lines(report)
     summary = lines[-1]["summary"]
-    assert summary["failed"] == failed and summary["photos"] == seen and summary["stopped_early"] == stopped
+    assert summary["failed"] == failed and summary["stopped_early"] == stopped
+    assert summary["photos"] == 6 and summary["unfinished"] == 6 - seen  # every input: done, failed or not reached
     assert len(lines) - 1 == seen
     assert f"stopping: {stopped}" in err
     # the rest is left for the next run, which goes on where this one stopped
@@ -308,4 +309,4 @@ def test_what_the_output_format_or_reading_changed_is_in_the_report(tiny_env, tm
     code, _o, err = tiny_run(tiny_env, src, "-o", tmp_path / "same", "--report", report)
     assert code == 0, err
     records = by_name(report_lines(report)[:-1])
-    assert "notes" not in records["rgba.png"]  # PNG keeps everything: nothing to report
+    assert records["rgba.png"]["notes"] == []  # PNG keeps everything: nothing to report

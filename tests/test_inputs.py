@@ -202,13 +202,20 @@ def test_files_from_missing_list_is_usage_error(tiny_env, tmp_path, capsys):
     assert code == 2 and "nope.txt" in err
 
 
-def test_files_from_naming_a_missing_file_is_usage_error(tiny_env, tmp_path, capsys):
+def test_files_from_naming_a_missing_file_fails_that_file_and_goes_on(tiny_env, tmp_path, capsys):
+    """A list made earlier (find ... > list) may name files deleted since: each is a failed file with its reason."""
     a, _b, _c = _three(tmp_path / "in")
+    gone = tmp_path / "in" / "gone.jpg"
     listing = tmp_path / "list.txt"
-    listing.write_text(f"{a}\n{tmp_path / 'gone.jpg'}\n")
-    code, _o, err = restore(capsys, tiny_env, "--files-from", listing, "-o", tmp_path / "out")
-    assert code == 2 and "gone.jpg" in err
-    assert not (tmp_path / "out").exists()
+    listing.write_text(f"{a}\n{gone}\n")
+    report = tmp_path / "r.jsonl"
+    code, _o, err = restore(capsys, tiny_env, "--files-from", listing, "-o", tmp_path / "out", "--report", report)
+    assert code == 1, err
+    records, summary = read_report(report)
+    by_input = {r["input"]: r for r in records}
+    assert by_input[str(gone)]["status"] == "failed" and by_input[str(gone)]["reason"] == "file not found"
+    assert by_input[str(a)]["status"] in ("restored", "no_face") and (tmp_path / "out" / a.name).exists()
+    assert f"error: {gone}: file not found" in err and summary["failed"] == 1
 
 
 # -- awkward names -------------------------------------------------------------------------------------------------
@@ -240,13 +247,39 @@ def test_brackets_in_paths_are_printed_verbatim(tiny_env, tmp_path, capsys):
 # -- collisions ----------------------------------------------------------------------------------------------------
 
 def test_two_inputs_with_the_same_output_is_usage_error(tiny_env, tmp_path, capsys):
-    x1 = plain(tmp_path / "one" / "x.jpg")
-    x2 = plain(tmp_path / "two" / "x.jpg", 30)
+    """x.png and x.gif (GIF is written as PNG) in one folder would both write x.png."""
+    x1 = plain(tmp_path / "one" / "x.png")
+    Image.new("RGB", (40, 30), (50, 50, 50)).save(tmp_path / "one" / "x.gif")
     out = tmp_path / "out"
-    code, _o, err = restore(capsys, tiny_env, x1, x2, "-o", out)
+    code, _o, err = restore(capsys, tiny_env, x1, tmp_path / "one" / "x.gif", "-o", out)
     assert code == 2
-    assert "same output" in err and "x.jpg" in err
+    assert "same output" in err and "x.png" in err
     assert not out.exists()
+
+
+def test_named_files_from_several_folders_mirror_their_common_folder(tiny_env, tmp_path, monkeypatch, capsys):
+    """find ... -print0 | facerestore run --files-from - -0: a/IMG_0001.jpg and b/IMG_0001.jpg both restored."""
+    a, b = plain(tmp_path / "in" / "a" / "IMG_0001.jpg"), plain(tmp_path / "in" / "b" / "IMG_0001.jpg", 30)
+
+    class FakeStdin:
+        buffer = io.BytesIO(bytes(a) + b"\0" + bytes(b) + b"\0")
+
+    monkeypatch.setattr(sys, "stdin", FakeStdin())
+    out = tmp_path / "out"
+    code, _o, err = restore(capsys, tiny_env, "--files-from", "-", "-0", "-o", out)
+    assert code == 0, err
+    assert (out / "a" / "IMG_0001.jpg").read_bytes() == a.read_bytes()
+    assert (out / "b" / "IMG_0001.jpg").read_bytes() == b.read_bytes()
+
+
+def test_base_sets_the_folder_named_files_mirror(tiny_env, tmp_path, capsys):
+    a = plain(tmp_path / "in" / "2019" / "x.jpg")
+    out = tmp_path / "out"
+    code, _o, err = restore(capsys, tiny_env, a, "--base", tmp_path, "-o", out)
+    assert code == 0, err
+    assert (out / "in" / "2019" / "x.jpg").is_file()
+    code, _o, err = restore(capsys, tiny_env, a, "--base", tmp_path / "elsewhere", "-o", out)
+    assert code == 2 and f"{a} is not inside --base" in err
 
 
 def test_two_folders_with_the_same_name_collide(tiny_env, tmp_path, capsys):

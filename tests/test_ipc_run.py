@@ -73,7 +73,7 @@ def test_identity_score_for_difface(tiny_ipc_home, tmp_path, capsys, monkeypatch
     assert "arcface-ir-se50" in rec["weights"]
     assert set(rec["faces"][0]["identity"]) == {"vs_input", "vs_estimate"}
     _img, rec = aligned(capsys, tiny_ipc_home / "difface-tiny.yaml", tmp_path / "plain")
-    assert "identity" not in rec["faces"][0]
+    assert rec["faces"][0]["identity"] is None
 
 
 def test_identity_score_without_arcface_weights_exits_4(tiny_env, tmp_path, capsys):

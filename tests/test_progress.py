@@ -1,4 +1,5 @@
-"""Progress output of `facerestore run`: -v plain lines on stderr, -q silence, stdout always empty."""
+"""Progress output of `facerestore run`: plain lines on stderr (with a heartbeat), -v naming each photo, a bar that
+fits 80 columns on a terminal, -q silence, stdout always empty; counted in faces and sampler steps."""
 
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ def test_verbose_prints_plain_progress_lines_on_stderr(tiny_env, tmp_path, capsy
     lines = err.splitlines()
     assert lines[0].startswith("facerestore: 1 photo(s), method difface-tiny, device cpu")
     progress = [line for line in lines if line.startswith("[1/1 photos]")]
-    assert len(progress) == 1 and re.match(r"\[1/1 photos\] 1 faces, [\d.]+ faces/s, ETA \d+s, cpu", progress[0])
+    assert len(progress) == 1 and re.fullmatch(rf"\[1/1 photos\] {re.escape(str(photo))}: restored 1 face in [\d.]+s",
+                                                progress[0]), err
     assert lines[-1].startswith("done: 1 restored, 0 without faces (copied), 0 failed, 1 faces in ")
     assert len(lines) == 3, err  # one line per event, never wrapped
 
@@ -40,6 +42,9 @@ def test_verbose_prints_a_line_per_photo(tiny_env, tmp_path, capsys):
     assert out == ""
     counters = [line.split("]")[0] + "]" for line in err.splitlines() if line.startswith("[")]
     assert counters == ["[1/2 photos]", "[2/2 photos]"]
+    named = [line.split("] ", 1)[1] for line in err.splitlines() if line.startswith("[")]
+    assert named == [f"{src / 'a.jpg'}: no face restored (no face found), copied through",
+                     f"{src / 'b.jpg'}: " + named[1].split(": ", 1)[1]] and "restored 1 face" in named[1]
     assert "done: 1 restored, 1 without faces (copied), 0 failed, 1 faces" in err
 
 
@@ -68,10 +73,73 @@ def test_default_non_tty_prints_start_progress_and_done(tiny_env, tmp_path, caps
     code, out, err = run_cli(capsys, "run", photo, "-o", tmp_path / "out", "--preset", tiny_env, *DET)
     assert code == 0, err
     assert out == ""
-    assert "[1/1 photos]" in err and "done: 1 restored" in err
+    assert re.search(r"^\[1/1 photos, 1/1 faces\] [\d.]+ faces/s, ETA 0s$", err, re.M) and "done: 1 restored" in err
 
 
 def test_quiet_and_verbose_contradict(tiny_env, tmp_path, capsys):
     code, _out, err = run_cli(capsys, "run", PHOTOS / "old-portrait-01.jpg", "-o", tmp_path / "out", "--preset", tiny_env,
                               *DET, "-q", "-v")
     assert code == 2 and "contradict" in err
+
+
+# -- the Progress object on its own ---------------------------------------------------------------------------------
+
+def _console(width: int = 200, terminal: bool = False):
+    import io
+
+    from rich.console import Console
+
+    return Console(file=io.StringIO(), width=width, force_terminal=terminal, highlight=False)
+
+
+def test_heartbeat_lines_come_while_a_photo_is_being_restored():
+    """Under cron no event may come for minutes (one sampler step of a full-size UNet on a CPU); a line still comes
+    every interval."""
+    import time
+
+    from facerestore_cli.progress import Progress
+
+    console = _console()
+    progress = Progress(console, "plain", interval=0.3)
+    progress.start(3, "cpu", "difface")
+    progress.found(29)
+    progress.step({"step": 9, "total": 100}, 8)  # one batch of 8 faces, 10 % through its sampler
+    time.sleep(1.6)  # the heartbeat checks once a second
+    progress.stop()
+    lines = [line for line in console.file.getvalue().splitlines() if line.startswith("[")]
+    assert len(lines) >= 1, console.file.getvalue()
+    # 29 faces found in the first of 3 photos: 87 expected, 0.8 in flight
+    assert lines[0].startswith("[0/3 photos, 0/87 faces] ") and "ETA " in lines[0]
+
+
+def test_eta_counts_faces_and_sampler_steps():
+    from facerestore_cli.progress import Progress
+
+    progress = Progress(_console(), "quiet")
+    progress.start(2, "cpu", "difface")
+    progress.started -= 100.0  # 100 s in
+    progress.found(4)
+    progress.faces(2)
+    progress.step({"step": 49, "total": 100}, 2)  # the second batch is half done: 3 faces' worth in 100 s
+    done, expected, rate, left = progress.estimate()
+    assert done == 3.0 and expected == 8.0  # 4 found + 1 photo unread at 4 faces per photo
+    assert abs(rate - 0.03) < 0.001 and abs(left - 5 / 0.03) < 2
+
+
+def test_terminal_bar_fits_80_columns():
+    from facerestore_cli.progress import Progress
+
+    console = _console(width=80, terminal=True)
+    progress = Progress(console, "rich")
+    progress.start(1234, "NVIDIA H200 (cuda:0, bf16)", "ipc-guided")
+    for _ in range(17):
+        progress.found(29)
+    progress.faces(480)
+    progress.step({"step": 50, "total": 100}, 8)
+    progress.photo({"status": "restored", "input": "x.jpg", "faces": []})
+    progress._rich.refresh()
+    progress.stop()
+    bar_lines = [line for line in console.file.getvalue().splitlines() if "photos ·" in line]
+    assert bar_lines, console.file.getvalue()
+    last = bar_lines[-1]
+    assert "1/1234 photos · 484/35786 faces ·" in last and "ETA" in last and "…" not in last

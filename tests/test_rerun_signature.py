@@ -40,7 +40,7 @@ SKIP = [("-q",), ("-v",), ("--json",), ("--print-outputs",), ("--batch-size", "2
         ("--wait-lock", "5"), ("--fail-fast",), ("--max-failures", "3"), ("--offline",), ("--max-pixels", "100000000"),
         ("-r",), ("--redo-failed",)]
 # classified by a test of their own below
-SPECIAL = {"inputs", "--output", "--report", "--files-from", "--null", "--method", "--preset", "--detector", "--aligned",
+SPECIAL = {"inputs", "--output", "--base", "--report", "--files-from", "--null", "--method", "--preset", "--detector", "--aligned",
            "--force", "--dry-run", "--save-faces", "--save-compare"}
 
 

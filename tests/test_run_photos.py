@@ -60,7 +60,9 @@ def test_group_run_exits_zero_and_reports_every_photo(group_run):
     assert by_name["whole-02.png"]["status"] == "restored" and len(by_name["whole-02.png"]["faces"]) == 4
     for rec in records:
         assert rec["method"] == "difface-tiny"
-        assert rec["parameters"] == {"steps": 3, "eta": 0.5, "start_t": 400, "seed": 12345}
+        assert rec["parameters"] == {"steps": 3, "eta": 0.5, "start_t": 400, "seed": 12345,
+                                     "detector": "retinaface_mobile0.25", "min_face": 20, "aligned": False,
+                                     "precision": "fp32", "tool_version": "0.1.0"}
         assert set(rec["weights"]) == {"difface-swinir", "difface-unet", "retinaface-mobile0.25"}
         assert all(isinstance(v, str) and len(v) == 64 for v in rec["weights"].values())
         assert rec["mask"] == "square" and rec["seconds"] >= 0 and rec["device"].startswith("cpu")
@@ -104,7 +106,9 @@ def test_save_faces_and_compare_sheets(group_run):
     faces = sorted((out / "_faces").glob("group-of-eight_face*.png"))
     assert len(faces) == 8 and Image.open(faces[0]).size == (128, 128)
     sheet = Image.open(out / "_compare" / "group-of-eight.jpg")
-    assert sheet.size == (2048, 768)
+    # 8 faces: an overview of the photo at the sheet's width, a header, then 3 rows of up to 3 pairs of 256 px crops
+    width = 3 * (2 * 256 + 8) + 2 * 16
+    assert sheet.size == (width, round(768 * width / 1024) + 28 + 3 * (28 + 256))
     assert (out / "_compare" / "whole-02.jpg").exists()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -75,7 +76,14 @@ def layout_from_manifest(json_path: str | Path) -> Layout:
 
 def expected_layout(arch_name: str, config: dict) -> Layout:
     """Layout of network ``arch_name`` built on the ``meta`` device: no memory, no init cost. Networks that move
-    themselves to a device while being built (facexlib's RetinaFace) are built on the CPU instead."""
+    themselves to a device while being built (facexlib's RetinaFace) are built on the CPU instead. Cached per
+    architecture and config (callers only read it)."""
+    return _expected_layout(arch_name, json.dumps(config, sort_keys=True))
+
+
+@functools.lru_cache(maxsize=32)
+def _expected_layout(arch_name: str, config_json: str) -> Layout:
+    config = json.loads(config_json)
     try:
         with torch.device("meta"):
             model = build_arch(arch_name, config)
@@ -94,6 +102,11 @@ class LayoutDiff:
     @property
     def ok(self) -> bool:
         return not (self.missing or self.unexpected or self.mismatched)
+
+    @property
+    def size(self) -> int:
+        """How far apart the layouts are: keys missing, unexpected or of another shape."""
+        return len(self.missing) + len(self.unexpected) + len(self.mismatched)
 
     def summary(self, max_items: int = 5) -> str:
         """One line, e.g. ``3 missing keys (e.g. out.2.weight), 1 shape mismatch: k expected (1,2) got (2,1)``."""

@@ -86,7 +86,7 @@ def ddim_loop(
         shift = None if guide is None else guide(x, eps, abar_t, t)
         x, x0 = ddim_step(x, eps, abar_t, abar_prev, eta, noise, shift=shift)
         if callback is not None:
-            callback({"i": i, "t": t, "x": x, "x0": x0, "total": len(timesteps)})
+            callback({"i": i, "step": i, "t": t, "x": x, "x0": x0, "total": len(timesteps)})
     return x
 
 

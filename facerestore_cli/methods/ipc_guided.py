@@ -21,7 +21,8 @@ class Params(difface.Params):
     id_mask: str = knob("--id-mask", "Where identity guidance acts: ParseNet identity parts, Eq. 8's proxy, or "
                                      "everywhere (the paper's Net3 ablation).", choices=("parsing", "proxy", "none"))
     guidance_through_unet: bool = knob("--guidance-through-unet", "Also backpropagate the guidance through the UNet "
-                                                                  "(about 3× the UNet cost and its activations).")
+                                                                  "(about 3× the UNet cost and its activations); "
+                                                                  "given: on.")
 
 
 def required_weights(preset, params: Params) -> list[str]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from facerestore_cli.errors import WeightsError
-from facerestore_cli.files import atomic_open, sha256_file
+from facerestore_cli.files import atomic_open, atomic_symlink, sha256_file
 from facerestore_cli.weights.download import ProgressCallback, download, part_path
 from facerestore_cli.weights.registry import WeightSpec, get_spec, load_registry
 
@@ -51,12 +51,15 @@ class VerifyResult:
 
 def _read_state_dict(path: Path, what: str, spec: WeightSpec) -> dict:
     """torch.load (CPU, weights_only) and normalise to a flat state dict; any failure names the file."""
+    return _normalized(_load_checkpoint(path, what), spec, what, path)
+
+
+def _load_checkpoint(path: Path, what: str):
+    """torch.load on the CPU with weights_only (torch is imported here: the CLI imports this module at start)."""
     import torch
 
-    from facerestore_cli.archs.layout import normalize_state_dict
-
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises RuntimeError, EOFError, UnpicklingError, ... for bad files
         text = str(exc)
         unpickler = re.search(r"WeightsUnpickler error:\s*(.+)", text)
@@ -66,6 +69,11 @@ def _read_state_dict(path: Path, what: str, spec: WeightSpec) -> dict:
         else:
             problem = f"is corrupt or truncated (torch.load: {detail})"
         raise WeightsError(f"{what} {path} {problem}") from exc
+
+
+def _normalized(obj, spec: WeightSpec, what: str, path: Path) -> dict:
+    from facerestore_cli.archs.layout import normalize_state_dict
+
     try:
         return normalize_state_dict(obj, spec.nested_key, spec.strip_prefix)
     except WeightsError as exc:
@@ -249,9 +257,28 @@ class WeightStore:
             f"{spec.import_command(f'/path/to/{spec.file}')}",
         )
 
-    def import_file(self, weight_id: str, src: Path, config: Mapping | None = None) -> Path:
+    def identify(self, src: Path, configs: Mapping[str, Mapping] | None = None):
+        """Which weight ids a checkpoint fits by its keys and shapes: (ids it fits, (nearest id, its difference)
+        when it fits none). configs: per id, an update of the registry config (a preset's component config)."""
+        layout = importlib.import_module("facerestore_cli.archs.layout")
+        obj = _load_checkpoint(Path(src), "checkpoint")
+        fits, nearest = [], None
+        for wid, spec in self.registry.items():
+            try:
+                found = layout.layout_of(_normalized(obj, spec, "checkpoint", Path(src)))
+            except WeightsError:
+                continue  # not nested the way this entry's files are
+            diff = layout.compare_layouts(layout.expected_layout(spec.arch, {**spec.config, **(configs or {}).get(wid, {})}),
+                                          found)
+            if diff.ok:
+                fits.append(wid)
+            elif nearest is None or diff.size < nearest[1].size:
+                nearest = (wid, diff)
+        return fits, (None if fits else nearest)
+
+    def import_file(self, weight_id: str, src: Path, config: Mapping | None = None, link: bool = False) -> Path:
         """Check a user-supplied checkpoint against the entry's network layout (its registry config updated by
-        `config`, as a preset's component may configure it), then copy it into the cache."""
+        `config`, as a preset's component may configure it), then copy it into the cache (or link to it)."""
         spec, dest = self.spec(weight_id), self.path(weight_id)
         src = Path(src).expanduser()
         if not src.is_file():
@@ -262,6 +289,10 @@ class WeightStore:
         self.weights_dir.mkdir(parents=True, exist_ok=True)
         if src.resolve() == dest.resolve():
             sha = sha256_file(dest).hexdigest()
+        elif link:
+            sha = sha256_file(src).hexdigest()
+            self._check_pinned(spec, src, sha)
+            atomic_symlink(src.resolve(), dest)
         else:
             sha = self._copy_atomically(src, dest, spec)
         part_path(dest).unlink(missing_ok=True)
@@ -275,13 +306,17 @@ class WeightStore:
                 hasher.update(chunk)
                 fout.write(chunk)
             sha = hasher.hexdigest()
-            if spec.sha256 is not None and sha != spec.sha256:
-                raise WeightsError(
-                    f"{src} has the right layout but is not the official {spec.file}: "
-                    f"expected sha256 {spec.sha256}, file has {sha}",
-                    hint="the registry pins this file's hash; a different file needs its own registry entry",
-                )
+            self._check_pinned(spec, src, sha)
         return sha
+
+    @staticmethod
+    def _check_pinned(spec: WeightSpec, src: Path, sha: str) -> None:
+        if spec.sha256 is not None and sha != spec.sha256:
+            raise WeightsError(
+                f"{src} has the right layout but is not the official {spec.file}: "
+                f"expected sha256 {spec.sha256}, file has {sha}",
+                hint="the registry pins this file's hash; a different file needs its own registry entry",
+            )
 
     def require(self, weight_ids: Iterable[str]) -> None:
         """Raise one WeightsError naming every missing file and how to get each of them."""

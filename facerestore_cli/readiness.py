@@ -1,0 +1,60 @@
+"""Which presets can run now with the weights in the cache, and what the others miss (`methods`, `doctor`, and the
+detector `run` suggests when the default one is missing)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from facerestore_cli import presets
+from facerestore_cli.faces import DEFAULT_DETECTOR, DETECTOR_WEIGHTS
+from facerestore_cli.methods import method_for
+
+
+def installed_detector(store, preferred: str = DEFAULT_DETECTOR) -> str | None:
+    """`preferred` when its weights are in the cache, else another installed detector, else None."""
+    names = [preferred] + [name for name in DETECTOR_WEIGHTS if name != preferred]
+    return next((name for name in names if store.is_present(DETECTOR_WEIGHTS[name])), None)
+
+
+@dataclass
+class Verdict:
+    preset: str
+    title: str
+    ready: bool
+    detector: str | None  # what whole photos would be detected with: the default when present, else one installed
+    missing: list[str]  # weight ids a run at the preset's defaults needs and the cache lacks
+    components: list[dict]  # role, weights, status, optional, provenance
+    defaults: dict
+
+    @property
+    def summary(self) -> str:
+        if not self.ready:
+            return "not ready: missing " + ", ".join(self.missing)
+        if self.detector != DEFAULT_DETECTOR:
+            return (f"ready with --detector {self.detector} "
+                    f"({DETECTOR_WEIGHTS[DEFAULT_DETECTOR]}, the default detector, is missing)")
+        return "ready"
+
+    def as_record(self) -> dict:
+        return {"preset": self.preset, "title": self.title, "ready": self.ready, "status": self.summary,
+                "detector": self.detector, "missing": self.missing, "components": self.components,
+                "defaults": self.defaults}
+
+
+def verdict(preset, store) -> Verdict:
+    method = method_for(preset)
+    params = method.Params.resolve(preset)
+    needed = method.required_weights(preset, params)
+    missing = [wid for wid in dict.fromkeys(needed) if not store.is_present(wid)]
+    detector = installed_detector(store)
+    if detector is None:
+        missing.append(DETECTOR_WEIGHTS[DEFAULT_DETECTOR])
+    provenance = preset.raw.get("provenance", {})
+    components = [{"role": role, "weights": c["weights"], "status": store.status(c["weights"]),
+                   "optional": bool(c.get("optional")), "provenance": provenance.get(role)}
+                  for role, c in preset.components.items()]
+    return Verdict(preset.name, preset.title, not missing, detector, missing, components, params.as_record())
+
+
+def builtin_verdicts(store) -> list[Verdict]:
+    return [verdict(presets.load_builtin(name), store) for name in presets.builtin_names()]
