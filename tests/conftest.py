@@ -221,3 +221,43 @@ def tiny_ipc_home(tiny_home, tmp_path_factory) -> Path:
 def tiny_ipc_env(tiny_ipc_home, monkeypatch) -> Path:
     use_home(monkeypatch, tiny_ipc_home)
     return tiny_ipc_home / "ipc-tiny.yaml"
+
+
+# -- diffbfr -------------------------------------------------------------------------------------------------------
+# Conditional (6 in, 3 out) tiny UNets: IRM(-1) at a quarter of the face size, IRM(-2) at the face size; the TEM is the
+# tiny DifFace UNet at 128 (the same file as difface-tiny's prior).
+TINY_IRM1 = {**TINY_UNET_DIFFACE, "in_channels": 6, "out_channels": 3}
+TINY_IRM2 = {**TINY_UNET_AT_128, "in_channels": 6, "out_channels": 3}
+TINY_DIFFBFR_STEPS = {"irm1_steps": 4, "irm2_start": 600, "irm2_steps": 3, "tem_start": 100, "tem_steps": 2}
+
+
+def make_tiny_diffbfr_weights(weights_dir: Path) -> None:
+    """Tiny random IRM networks in the layout `facerestore train export` writes (a plain state dict)."""
+    import torch
+
+    from facerestore_cli.archs import build_arch
+
+    weights_dir.mkdir(parents=True, exist_ok=True)
+    torch.save(randomize(build_arch("unet", TINY_IRM1), 21).state_dict(), weights_dir / "diffbfr_irm1_128.pth")
+    torch.save(randomize(build_arch("unet", TINY_IRM2), 22).state_dict(), weights_dir / "diffbfr_irm2_512.pth")
+
+
+def write_tiny_diffbfr_preset(path: Path) -> Path:
+    return write_derived_preset(path, "diffbfr", "diffbfr-tiny", TINY_FACE_SIZE,
+                                {"irm1": TINY_IRM1, "irm2": TINY_IRM2, "tem": TINY_UNET_AT_128}, TINY_DIFFBFR_STEPS)
+
+
+@pytest.fixture(scope="session")
+def tiny_diffbfr_home(tiny_ipc_home, tmp_path_factory) -> Path:
+    """A copy of the ipc home (tiny DifFace UNet as TEM, ArcFace for identity scores) plus tiny IRM networks."""
+    home = tmp_path_factory.mktemp("facerestore-home-diffbfr") / "home"
+    shutil.copytree(tiny_ipc_home, home)
+    make_tiny_diffbfr_weights(home / "weights")
+    write_tiny_diffbfr_preset(home / "diffbfr-tiny.yaml")
+    return home
+
+
+@pytest.fixture
+def tiny_diffbfr_env(tiny_diffbfr_home, monkeypatch) -> Path:
+    use_home(monkeypatch, tiny_diffbfr_home)
+    return tiny_diffbfr_home / "diffbfr-tiny.yaml"

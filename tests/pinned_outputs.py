@@ -25,10 +25,12 @@ from conftest import (  # noqa: E402
     PHOTOS,
     RETINA_MOBILE,
     home_environment,
+    make_tiny_diffbfr_weights,
     make_tiny_dr2_weights,
     make_tiny_weights,
     write_random_arcface,
     write_random_parsenet,
+    write_tiny_diffbfr_preset,
     write_tiny_dr2_preset,
     write_tiny_ipc_preset,
     write_tiny_preset,
@@ -49,6 +51,7 @@ CASES = {
     "dr2": (write_tiny_dr2_preset, (), ()),
     # a scale at which the random ArcFace's guidance moves 8-bit outputs (at the preset's 100 it does not)
     "ipc-guided": (write_tiny_ipc_preset, ("parsenet", "arcface"), ("--id-mask", "parsing", "--guidance-scale", "20000")),
+    "diffbfr": (write_tiny_diffbfr_preset, (), ()),
 }
 RUN_ARGS = ("--detector", "retinaface_mobile0.25", "--batch-size", "3", "--seed", "7", "--format", "png",
             "--save-faces", "-q")
@@ -62,6 +65,8 @@ def make_home(case: str, home: Path, extras: tuple[str, ...] | None = None) -> P
     make_tiny_weights(weights)
     if case == "dr2":
         make_tiny_dr2_weights(weights)
+    if case == "diffbfr":
+        make_tiny_diffbfr_weights(weights)
     shutil.copy(RETINA_MOBILE, weights / RETINA_MOBILE.name)
     if "parsenet" in extras:
         write_random_parsenet(weights)

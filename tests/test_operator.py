@@ -224,7 +224,8 @@ def test_methods_and_doctor_give_a_verdict(tiny_env):
             "retinaface_mobile0.25 (retinaface-resnet50, the default detector, is missing)") in out
     assert "dr2: " in out and "not ready: missing dr2-unet, dr2-sparnethd" in out
     records = [json.loads(line) for line in invoke("methods", "--json")[1].splitlines()]
-    assert {r["preset"]: r["ready"] for r in records} == {"difface": True, "dr2": False, "ipc-guided": False}
+    assert {r["preset"]: r["ready"] for r in records} == {"difface": True, "dr2": False, "ipc-guided": False,
+                                                          "diffbfr": False}
     code, out, err = invoke("doctor")
     assert code == 0 and "verdict: ready: difface can run" in err
     code, out, _err = invoke("doctor", "--json")

@@ -14,11 +14,13 @@ from archival_helpers import invoke, make_one_face_photos
 from conftest import (
     RETINA_MOBILE,
     home_environment,
+    make_tiny_diffbfr_weights,
     make_tiny_dr2_weights,
     make_tiny_weights,
     require_shared,
     write_random_arcface,
     write_random_parsenet,
+    write_tiny_diffbfr_preset,
     write_tiny_dr2_preset,
     write_tiny_ipc_preset,
     write_tiny_preset,
@@ -34,6 +36,8 @@ REDO = {
                 ("--provenance",), ("--identity-score",)],
     "dr2": [("--dr2-n", "2"), ("--dr2-tau", "10"), ("--enhancer", "none"), ("--dr2-prior", "p2")],
     "ipc-guided": [("--guidance-scale", "5"), ("--id-mask", "none"), ("--guidance-through-unet",)],
+    "diffbfr": [("--irm1-steps", "3"), ("--irm2-start", "500"), ("--irm2-steps", "2"), ("--tem-start", "50"),
+                ("--tem-steps", "1")],
 }
 # options that change nothing the signature covers: a rerun with them skips the photo
 SKIP = [("-q",), ("-v",), ("--json",), ("--print-outputs",), ("--batch-size", "2"), ("--device", "cpu"),
@@ -68,12 +72,13 @@ def homes(tmp_path_factory):
     photo = make_one_face_photos(root / "in", ["face.jpg"])[0]
     made = {}
     for preset, writer in (("difface", write_tiny_preset), ("dr2", write_tiny_dr2_preset),
-                           ("ipc-guided", write_tiny_ipc_preset)):
+                           ("ipc-guided", write_tiny_ipc_preset), ("diffbfr", write_tiny_diffbfr_preset)):
         home = root / preset
         make_tiny_weights(home / "weights")
         make_tiny_dr2_weights(home / "weights")
+        make_tiny_diffbfr_weights(home / "weights")
         shutil.copy(RETINA_MOBILE, home / "weights" / RETINA_MOBILE.name)
-        if preset != "dr2":  # ipc-guided, and --identity-score with difface
+        if preset in ("difface", "ipc-guided"):  # ipc-guided, and --identity-score with difface
             write_random_arcface(home / "weights")
         preset_file = writer(home / f"{preset}-tiny.yaml")
         code, _o, err = _run(home, photo, home / "base", preset_file, BASE)

@@ -90,6 +90,40 @@ def ddim_loop(
     return x
 
 
+# --- DiffBFR: ancestral DDPM with σ² = β (Algorithm 1) -----------------------------------------------------------
+
+def ancestral_step(x_t: torch.Tensor, eps: torch.Tensor, abar_t: torch.Tensor, abar_prev: torch.Tensor,
+                   noise: torch.Tensor | None) -> torch.Tensor:
+    """One reverse step of DiffBFR's Algorithm 1 (Appendix B): DDPM ancestral sampling with σ_t² = β_t (Ho et al.
+    2020, Eq. 11 and §3.2), no clipping:
+        x_{t−1} = (x_t − (1 − α_t)/√(1 − γ_t) ε̂) / √α_t + √(1 − α_t) z,
+    with γ_t = ᾱ_t and, over a respaced chain, α_t = ᾱ_t/ᾱ_prev (the combined step; the paper's α_t when the chain
+    visits every timestep). noise None at the chain's last step (z = 0 at t = 1)."""
+    alpha = abar_t / abar_prev
+    mean = (x_t - (1.0 - alpha) / (1.0 - abar_t).sqrt() * eps) / alpha.sqrt()
+    return mean if noise is None else mean + (1.0 - alpha).sqrt() * noise
+
+
+def ancestral_loop(eps_model: EpsModel, x: torch.Tensor, timesteps: list[int], abar: torch.Tensor,
+                   generators: list[torch.Generator], callback: Callable[[dict], None] | None = None) -> torch.Tensor:
+    """Algorithm 1's loop from x (at the level of timesteps[0]) down through descending 0-based `timesteps`
+    (`schedule.truncated_timesteps`), one model evaluation each, at the original timestep; ᾱ_prev of the last step
+    is 1. The step's coefficients are computed in float64 (IRM's first β is 1e-6, below float32's resolution of
+    1 − β) and applied in float32. Each face draws its z from its own generator, so a result does not depend on
+    its batch."""
+    x = x.contiguous()
+    abar = abar.detach().to("cpu", torch.float64)  # 0-dim float64 entries: α = ᾱ_t/ᾱ_prev keeps β ≈ 1e-6 exact
+    for k, t in enumerate(timesteps):
+        last = k == len(timesteps) - 1
+        abar_prev = torch.ones((), dtype=torch.float64) if last else abar[timesteps[k + 1]]
+        eps = eps_model(x, torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)).float()
+        noise = None if last else randn_per_face(generators, tuple(x.shape[1:]), x.device)
+        x = ancestral_step(x, eps, abar[t], abar_prev, noise)
+        if callback is not None:
+            callback({"step": k, "t": t, "x": x, "total": len(timesteps)})
+    return x
+
+
 # --- DDPM ancestral sampling over a respaced process, and DR2 ----------------------------------------------------
 
 def respaced_schedule(abar_full: torch.Tensor, timesteps: list[int]) -> dict[str, torch.Tensor]:

@@ -11,10 +11,10 @@ from facerestore_cli.errors import UsageError
 
 
 def linear_betas(num_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 2e-2) -> torch.Tensor:
-    """Linear β schedule of Ho et al. 2020 §4, scaled for other lengths as in Nichol & Dhariwal 2021
-    (improved-diffusion `get_named_beta_schedule("linear")`): β from 1000/T·1e-4 to 1000/T·0.02, float64."""
-    scale = 1000.0 / num_timesteps
-    return torch.linspace(scale * beta_start, scale * beta_end, num_timesteps, dtype=torch.float64)
+    """Linear β schedule of Ho et al. 2020 §4 between the endpoints given, float64. (improved-diffusion rescales its
+    named 1e-4..0.02 schedule by 1000/T for other lengths; presets state their endpoints instead, e.g. DiffBFR's
+    IRM: T = 2000 from 1e-6 to 1e-2, Table 6.)"""
+    return torch.linspace(beta_start, beta_end, num_timesteps, dtype=torch.float64)
 
 
 def alphas_cumprod(betas: torch.Tensor) -> torch.Tensor:
@@ -50,6 +50,18 @@ def spread_below(start_t: int, evaluations: int) -> list[int]:
     if not 1 <= evaluations <= start_t:
         raise ValueError(f"steps must be between 1 and the start timestep {start_t}, got {evaluations}")
     return [(i * start_t) // evaluations for i in range(evaluations)]
+
+
+def truncated_timesteps(start: int, steps: int) -> list[int]:
+    """The descending timestep indices (0-based) of a reverse chain that starts at the paper's step N = `start`
+    (1-based, as in DiffBFR's Algorithm 1: `for t = N, …, 1`, so indices N−1 … 0) with `steps` evaluations spread
+    evenly down to index 0. steps = start is the whole chain, every index once; fewer respace it (the sampler then
+    steps over the gaps with the combined β, improved-diffusion's SpacedDiffusion rule)."""
+    if not 1 <= steps <= start:
+        raise ValueError(f"steps must be between 1 and the chain's start {start}, got {steps}")
+    if steps == 1:
+        return [start - 1]
+    return [round(k * (start - 1) / (steps - 1)) for k in reversed(range(steps))]
 
 
 def extract(values: torch.Tensor, t: torch.Tensor | int, like: torch.Tensor) -> torch.Tensor:

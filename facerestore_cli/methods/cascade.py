@@ -1,0 +1,65 @@
+"""DiffBFR's sampling core (Qiu et al. 2023, Algorithm 1, Appendix B), every stage an ancestral DDPM with σ² = β:
+
+    IRM(-1)  x′_T ~ N(0, I); the chain down to x̃′_0 at 128, each step conditioned on the LQ face resized to 128
+    IRM(-2)  y′_N1 ~ q(y′_N1 | resize(x̃′_0)); down to y′_0 at 512, conditioned on resize(x̃′_0) (truncated)
+    TEM      y_N2 ~ q(y_N2 | y′_0); down to y_0, unconditional, its variance channels unused (truncated)
+
+The conditional networks see [noisy image, condition] concatenated on channels (SR3). Between stages the image is
+clamped to [−1, 1] (the chains themselves are not clipped, as in Algorithm 1)."""
+
+from __future__ import annotations
+
+import torch
+
+from facerestore_cli.diffusion.noise import randn_per_face
+from facerestore_cli.diffusion.samplers import ancestral_loop
+from facerestore_cli.diffusion.schedule import extract, q_sample, truncated_timesteps
+from facerestore_cli.methods.base import Restoration
+from facerestore_cli.networks import Network
+from facerestore_cli.pixels import resize_batch
+
+
+class DiffBFRCascade:
+    """params: anything with irm1_steps, irm2_start, irm2_steps, tem_start, tem_steps (diffbfr's Params)."""
+
+    def __init__(self, irm1: Network, irm2: Network, tem: Network, abar_irm: torch.Tensor, abar_tem: torch.Tensor,
+                 params, face_size: int):
+        self.irm1, self.irm2, self.tem = irm1, irm2, tem
+        self.abar_irm, self.abar_tem, self.p, self.face_size = abar_irm, abar_tem, params, face_size
+
+    def restore(self, faces: torch.Tensor, generators: list[torch.Generator], callback=None) -> Restoration:
+        p = self.p
+        stages = [truncated_timesteps(len(self.abar_irm), p.irm1_steps), truncated_timesteps(p.irm2_start, p.irm2_steps),
+                  truncated_timesteps(p.tem_start, p.tem_steps)]
+        report = _progress(callback, [len(s) for s in stages])
+        lq = resize_batch(faces.to(self.irm1.compute.device, torch.float32), self.irm1.input_size) * 2.0 - 1.0
+
+        x = randn_per_face(generators, tuple(lq.shape[1:]), lq.device)
+        x = ancestral_loop(lambda x, t: self.irm1(torch.cat([x, lq], dim=1), t)[:, :3], x, stages[0], self.abar_irm,
+                           generators, report(0))
+        condition = resize_batch(x.clamp(-1.0, 1.0), self.irm2.input_size, clamp=False).clamp(-1.0, 1.0)
+
+        y = self.diffuse(condition, self.abar_irm, stages[1][0], generators)
+        y = ancestral_loop(lambda y, t: self.irm2(torch.cat([y, condition], dim=1), t)[:, :3], y, stages[1],
+                           self.abar_irm, generators, report(1))
+        estimate = resize_batch(y.clamp(-1.0, 1.0), self.tem.input_size, clamp=False).clamp(-1.0, 1.0)
+
+        z = self.diffuse(estimate, self.abar_tem, stages[2][0], generators)
+        z = ancestral_loop(lambda z, t: self.tem(z, t)[:, :3], z, stages[2], self.abar_tem, generators, report(2))
+        out = resize_batch(((z + 1.0) / 2.0).clamp(0.0, 1.0), self.face_size)
+        return Restoration(out, resize_batch((estimate + 1.0) / 2.0, self.face_size))
+
+    @staticmethod
+    def diffuse(x0: torch.Tensor, abar: torch.Tensor, index: int, generators) -> torch.Tensor:
+        """A truncated stage's start, q(x_N | x0) at the chain's first index N − 1 (Eq. 2)."""
+        return q_sample(x0, extract(abar, index, x0), randn_per_face(generators, tuple(x0.shape[1:]), x0.device))
+
+
+def _progress(callback, lengths: list[int]):
+    """Per stage, a sampler callback reporting steps counted over the whole cascade."""
+    def stage(k: int):
+        if callback is None:
+            return None
+        offset, total = sum(lengths[:k]), sum(lengths)
+        return lambda event: callback({**event, "step": offset + event["step"], "total": total})
+    return stage
