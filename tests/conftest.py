@@ -184,14 +184,19 @@ def write_tiny_dr2_preset(path: Path) -> Path:
     return write_derived_preset(path, "dr2", "dr2-tiny", TINY_DR2_FACE_SIZE, {"prior": unet_cfg, "enhancer": spar_cfg})
 
 
+def extended_home(base: Path, tmp_path_factory, name: str, make_weights, write_preset) -> Path:
+    """A copy of a session home with more weights and a preset `<name>-tiny.yaml` (never modified by tests)."""
+    home = tmp_path_factory.mktemp(f"facerestore-home-{name}") / "home"
+    shutil.copytree(base, home)
+    make_weights(home / "weights")
+    write_preset(home / f"{name}-tiny.yaml")
+    return home
+
+
 @pytest.fixture(scope="session")
 def tiny_dr2_home(tiny_home, tmp_path_factory) -> Path:
-    """A copy of the tiny home plus tiny DR2 networks (shared by the DR2 tests, never modified by them)."""
-    home = tmp_path_factory.mktemp("facerestore-home-dr2") / "home"
-    shutil.copytree(tiny_home, home)
-    make_tiny_dr2_weights(home / "weights")
-    write_tiny_dr2_preset(home / "dr2-tiny.yaml")
-    return home
+    """A copy of the tiny home plus tiny DR2 networks."""
+    return extended_home(tiny_home, tmp_path_factory, "dr2", make_tiny_dr2_weights, write_tiny_dr2_preset)
 
 
 @pytest.fixture
@@ -210,11 +215,7 @@ def write_tiny_ipc_preset(path: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_ipc_home(tiny_home, tmp_path_factory) -> Path:
     """A copy of the tiny home plus a randomly initialised full-size ArcFace IR-SE50."""
-    home = tmp_path_factory.mktemp("facerestore-home-ipc") / "home"
-    shutil.copytree(tiny_home, home)
-    write_random_arcface(home / "weights")
-    write_tiny_ipc_preset(home / "ipc-tiny.yaml")
-    return home
+    return extended_home(tiny_home, tmp_path_factory, "ipc", write_random_arcface, write_tiny_ipc_preset)
 
 
 @pytest.fixture
@@ -250,11 +251,7 @@ def write_tiny_diffbfr_preset(path: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_diffbfr_home(tiny_ipc_home, tmp_path_factory) -> Path:
     """A copy of the ipc home (tiny DifFace UNet as TEM, ArcFace for identity scores) plus tiny IRM networks."""
-    home = tmp_path_factory.mktemp("facerestore-home-diffbfr") / "home"
-    shutil.copytree(tiny_ipc_home, home)
-    make_tiny_diffbfr_weights(home / "weights")
-    write_tiny_diffbfr_preset(home / "diffbfr-tiny.yaml")
-    return home
+    return extended_home(tiny_ipc_home, tmp_path_factory, "diffbfr", make_tiny_diffbfr_weights, write_tiny_diffbfr_preset)
 
 
 @pytest.fixture
