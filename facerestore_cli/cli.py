@@ -86,6 +86,7 @@ def _global_options(
 def build_app(args: list[str] | None = None) -> typer.Typer:
     """The command line; `run` gets the knobs of every method it may run (args: the command line, to find the
     method of a --preset file; only read when the command is `run`, so other commands load no preset)."""
+    from facerestore_cli.cli_train import degrade, train_app
     from facerestore_cli.cli_weights import weights_app
 
     app = typer.Typer(name="facerestore", epilog=EXIT_CODES, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -100,6 +101,8 @@ def build_app(args: list[str] | None = None) -> typer.Typer:
     app.command()(methods)
     app.command()(doctor)
     app.add_typer(weights_app, name="weights", help="List, show, fetch, verify and import model weights.")
+    app.command()(degrade)
+    app.add_typer(train_app, name="train", help="Train the networks no one publishes weights for; export them.")
     return app
 
 

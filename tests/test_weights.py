@@ -26,7 +26,8 @@ from facerestore_cli.weights.store import WeightStore, home, offline
 
 EXPECTED_IDS = {
     "difface-unet", "difface-swinir", "retinaface-resnet50", "retinaface-mobile0.25", "parsenet",
-    "arcface-ir-se50", "dr2-unet", "dr2-sparnethd", "p2-ffhq", "diffbfr-irm1", "diffbfr-irm2",
+    "arcface-ir-se50", "dr2-unet", "dr2-sparnethd", "p2-ffhq", "diffbfr-irm1", "diffbfr-irm2", "diffbfr-tem",
+    "ipc-swinir", "estimator-swinir",
 }
 KNOWN_ARCHS = {"unet", "swinir_difface", "retinaface", "parsenet", "arcface", "sparnethd"}
 

@@ -6,7 +6,8 @@ Module names and nesting follow those repositories exactly so that their checkpo
 ``iddpm_ffhq512``, DR2's ``DR2_FFHQ.pkl``) load with ``strict=True``.
 
 Differences from the reference code, none of which changes the state-dict layout or the fp32 results:
-- no gradient checkpointing and no ``convert_to_fp16``: reduced precision comes from ``torch.autocast``;
+- no ``convert_to_fp16``: reduced precision comes from ``torch.autocast``; gradient checkpointing per block
+  (``grad_checkpointing``, for training) uses ``torch.utils.checkpoint``;
 - attention runs through ``F.scaled_dot_product_attention`` (same maths as ``QKVAttentionLegacy``);
 - ``num_res_blocks`` may be a list with one count per level (DifFace's variant of the UNet);
 - attention placement is given as spatial sizes (``attention_sizes``) instead of downsample rates;
@@ -22,6 +23,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 
 def timestep_embedding(timesteps: torch.Tensor, dim: int, max_period: int = 10000) -> torch.Tensor:
@@ -260,6 +262,7 @@ class UNetModel(nn.Module):
                 self.output_blocks.append(TimestepEmbedSequential(*layers))
 
         self.out = nn.Sequential(normalization(ch), nn.SiLU(), nn.Conv2d(input_ch, out_channels, 3, padding=1))
+        self.grad_checkpointing = False  # training: recompute each block's activations in the backward pass
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         """x: [B, in_channels, H, W] with H, W divisible by 2**(levels-1); timesteps: [B] (int or float)."""
@@ -270,12 +273,17 @@ class UNetModel(nn.Module):
         skips = []
         h = x
         for block in self.input_blocks:
-            h = block(h, emb)
+            h = self._block(block, h, emb)
             skips.append(h)
-        h = self.middle_block(h, emb)
+        h = self._block(self.middle_block, h, emb)
         for block in self.output_blocks:
-            h = block(torch.cat([h, skips.pop()], dim=1), emb)
+            h = self._block(block, torch.cat([h, skips.pop()], dim=1), emb)
         return self.out(h)
+
+    def _block(self, block: TimestepEmbedSequential, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+            return checkpoint(block, h, emb, use_reentrant=False)
+        return block(h, emb)
 
 
 def build_unet(config: dict) -> UNetModel:

@@ -1,0 +1,141 @@
+"""`facerestore degrade` and `facerestore train TARGET|export`: make LQ test sets and the weights no one publishes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from facerestore_cli.errors import FacerestoreError, NoInputsError, UsageError
+
+TARGET_HELP = {
+    "diffbfr-irm1": "DiffBFR IRM(-1): conditional DDPM at 128 (Eq. 8, Table 6).",
+    "diffbfr-irm2": "DiffBFR IRM(-2): conditional DDPM at 512 (Eq. 9, Table 6).",
+    "diffbfr-tem": "DiffBFR TEM: unconditional DDPM at 512 (Eq. 11, Table 6).",
+    "ipc": "Diffuse and Restore's IPC: SwinIR with L1 + ArcFace identity loss (Eq. 4).",
+    "difface-estimator": "DifFace's diffused estimator: SwinIR with L1.",
+}
+train_app = typer.Typer(no_args_is_help=True, context_settings={"help_option_names": ["-h", "--help"]},
+                        help="Train a network no one publishes weights for, then `train export RUN`.")
+
+
+def _say(text: str) -> None:
+    """A line on stderr; under torchrun only rank 0 speaks (errors reach stderr from every rank all the same)."""
+    import os
+
+    from rich.console import Console
+
+    if os.environ.get("RANK", "0") == "0":
+        Console(stderr=True, highlight=False, markup=False, soft_wrap=True).print(text)
+
+
+def degrade(
+    inputs: List[Path] = typer.Argument(..., metavar="PHOTO|FOLDER...", help="HQ face images and/or folders."),
+    output: Path = typer.Option(..., "-o", "--output", metavar="DIR", help="Where the LQ images go (PNG)."),
+    model: str = typer.Option(..., "--model", metavar="diffbfr|difface|dr2", help="Whose degradation model (Eq.)."),
+    seed: int = typer.Option(0, "--seed", help="Each image's degradation is drawn from (seed, its relative path)."),
+    keep_scale: bool = typer.Option(False, "--keep-scale", metavar="", help="Keep the downscaled size (default: "
+                                                                             "back to the input size)."),
+    recursive: bool = typer.Option(False, "-r", "--recursive", metavar="", help="Descend into sub-folders."),
+) -> int:
+    """Degrade HQ faces with a paper's synthetic model (a CelebA-Test-style set from your own faces); the parameters
+    drawn for each image go to OUT/degradations.jsonl."""
+    from facerestore_cli.degrade import MODELS, degrade_files
+    from facerestore_cli.discover import discover
+    from facerestore_cli.files import atomic_open
+
+    if model not in MODELS:
+        raise UsageError(f"unknown degradation model '{model}'", hint=f"choose one of: {', '.join(MODELS)}")
+    found = discover(list(inputs), output, recursive=recursive)
+    if not found.jobs:
+        raise NoInputsError("no input images found" + (f": skipped {found.skipped_note()}" if found.skipped_note() else ""))
+    records = degrade_files(found.jobs, MODELS[model], seed, keep_scale, _say)
+    output.mkdir(parents=True, exist_ok=True)
+    with atomic_open(output / "degradations.jsonl", "w") as handle:
+        handle.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    failed = sum(r["status"] == "failed" for r in records)
+    _say(f"done: {len(records) - failed} degraded ({MODELS[model].equation}), {failed} failed → {output}")
+    return 1 if failed else 0
+
+
+def _model_config(path: Optional[Path]) -> dict:
+    if path is None:
+        return {}
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise UsageError(f"cannot read --model-config {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"--model-config {path} is not a mapping of network settings")
+    return data
+
+
+def _make_command(target: str):
+    def command(
+        data: Path = typer.Option(..., "--data", metavar="DIR", help="A folder of aligned HQ faces (any size)."),
+        run: Path = typer.Option(..., "-o", "--output", metavar="RUN", help="The run folder (checkpoints, samples, metrics)."),
+        steps: int = typer.Option(100_000, "--steps", min=1, metavar="N", help="Optimizer steps to train to."),
+        batch_size: int = typer.Option(4, "--batch-size", min=1, metavar="N", help="Faces per forward (per GPU)."),
+        grad_accum: int = typer.Option(1, "--grad-accum", min=1, metavar="N", help="Forwards per optimizer step."),
+        lr: float = typer.Option(1e-4, "--lr", metavar="X", help="AdamW learning rate after warm-up."),
+        warmup: int = typer.Option(1000, "--warmup", min=0, metavar="N", help="Steps of linear learning-rate warm-up."),
+        precision: str = typer.Option("auto", "--precision", metavar="auto|fp32|bf16|fp16",
+                                      help="Autocast (auto: bf16 on a GPU that has it, else fp32); fp16 uses a gradient scaler."),
+        seed: int = typer.Option(0, "--seed", metavar="N", help="Initialisation, data order, degradations and noise."),
+        loss: str = typer.Option("l1", "--loss", metavar="l1|l2", help="L1 (Table 6) or squared error (Eq. 8/9)."),
+        model_config: Optional[Path] = typer.Option(None, "--model-config", metavar="FILE.yaml",
+                                                    help="Override the network's config (keys of its registry entry)."),
+        grad_checkpointing: str = typer.Option("auto", "--grad-checkpointing", metavar="auto|on|off",
+                                               help="Recompute activations in backward (auto: on at 512)."),
+        resume: bool = typer.Option(False, "--resume", metavar="", help="Continue the run RUN holds, exactly."),
+        checkpoint_every: int = typer.Option(1000, "--checkpoint-every", min=1, metavar="N"),
+        sample_every: int = typer.Option(1000, "--sample-every", min=1, metavar="N",
+                                         help="Write RUN/samples/step-N.png (LQ | EMA restoration | HQ)."),
+        log_every: int = typer.Option(50, "--log-every", min=1, metavar="N"),
+        workers: int = typer.Option(2, "--workers", min=0, metavar="N", help="DataLoader worker processes."),
+        device: str = typer.Option("auto", "--device", metavar="DEVICE", help="auto, cpu, cuda or cuda:N."),
+    ) -> int:
+        from facerestore_cli.training.trainer import TrainConfig, Trainer
+
+        if loss not in ("l1", "l2"):
+            raise UsageError(f"--loss must be l1 or l2, not '{loss}'")
+        if precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise UsageError(f"unknown --precision '{precision}'")
+        if grad_checkpointing not in ("auto", "on", "off"):
+            raise UsageError(f"--grad-checkpointing must be auto, on or off, not '{grad_checkpointing}'")
+        cfg = TrainConfig(target=target, data=data, run=run, steps=steps, batch_size=batch_size, grad_accum=grad_accum,
+                          lr=lr, warmup=warmup, precision=precision, seed=seed, loss=loss,
+                          model_config=_model_config(model_config),
+                          grad_checkpointing={"auto": None, "on": True, "off": False}[grad_checkpointing],
+                          resume=resume, checkpoint_every=checkpoint_every, sample_every=sample_every,
+                          log_every=log_every, workers=workers, device=device)
+        result = Trainer(cfg, _say).train()
+        _say(f"done: step {result['step']}, loss {result['loss']:.4f}, {result['seconds']}s → {run}; "
+             f"next: facerestore train export {run}")
+        return 0
+
+    command.__doc__ = f"{TARGET_HELP[target]} Degraded on the fly; --resume continues exactly."
+    return command
+
+
+for _name in TARGET_HELP:
+    train_app.command(_name)(_make_command(_name))
+
+
+@train_app.command("export")
+def export(run: Path = typer.Argument(..., metavar="RUN"),
+           weight_id: Optional[str] = typer.Option(None, "--id", metavar="ID", help="The weight id to import as "
+                                                                                   "(default: the target's).")) -> int:
+    """Put a run's EMA weights into the weights cache, checked against the network (then `run` finds them)."""
+    from facerestore_cli.training.checkpoints import export as export_run
+
+    try:
+        wid, path = export_run(run, weight_id)
+    except FileNotFoundError as exc:
+        raise FacerestoreError(f"cannot export {run}: {exc}") from None
+    _say(f"{wid}: exported the EMA weights of {run} → {path}")
+    return 0

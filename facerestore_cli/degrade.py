@@ -1,0 +1,164 @@
+"""The papers' synthetic degradations, implemented once (`facerestore degrade` and `facerestore train` use them):
+
+    diffbfr  DiffBFR Eq. 13:  y = [(x ⊛ k_σ)↓r + n_δ]_JPEG_q, σ ∈ [0.1, 10], r ∈ [0.8, 8], δ ∈ [0, 20],
+             q ∈ [60, 100], and gray with probability 0.01 (the paper adds "gray color probability" without a value;
+             0.01 is GFPGAN's, whose degradation model the paper cites)
+    difface  DifFace Eq. 17:  y = {[(x ∗ k_l)↓s + n_σ]_JPEG_q}↑s, l ∈ [0.1, 15], s ∈ [0.8, 32], σ ∈ [0, 20],
+             q ∈ [30, 100]
+    dr2      DR2 Eq. 13 (its CelebA-Test synthesis; DR2 itself trains on HQ faces only): r ∈ {4, 8, 16}, a split
+             mild / medium / severe with σ, δ, q from {3:5, 5:20, 60:80} / {5:7, 15:40, 40:60} / {7:9, 25:50, 30:40},
+             and noise Gaussian, Laplace or Poisson
+
+k is an isotropic Gaussian kernel of the given standard deviation (pixels of the HQ image), ↓/↑ bicubic resizing,
+n additive noise of the given standard deviation on the 0–255 scale, JPEG the codec at quality q. Every parameter is
+sampled uniformly from its range (q and r's choices as integers) by a generator seeded from (seed, relative path),
+so a degradation is the same on every run and machine."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import cv2
+import numpy as np
+
+GRAY_PROBABILITY_DIFFBFR = 0.01
+DR2_SPLITS = {"mild": ((3, 5), (5, 20), (60, 80)), "medium": ((5, 7), (15, 40), (40, 60)),
+              "severe": ((7, 9), (25, 50), (30, 40))}
+
+
+def image_rng(seed: int, key: str) -> np.random.Generator:
+    """The generator of one image's degradation: from (seed, key), key the image's relative path."""
+    digest = hashlib.sha256(f"degrade\0{seed}\0{key}".encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+
+# -- the operations --------------------------------------------------------------------------------------------
+
+def gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
+    """Convolution with an isotropic Gaussian of standard deviation sigma (kernel 2·⌈3σ⌉ + 1, reflected border)."""
+    radius = max(1, math.ceil(3 * sigma))
+    return cv2.GaussianBlur(image, (2 * radius + 1, 2 * radius + 1), sigma, borderType=cv2.BORDER_REFLECT_101)
+
+
+def resize_by(image: np.ndarray, scale: float) -> np.ndarray:
+    """Bicubic resize by 1/scale (scale > 1 shrinks), at least 1 pixel a side."""
+    h, w = image.shape[:2]
+    return resize_to(image, (max(1, round(w / scale)), max(1, round(h / scale))))
+
+
+def resize_to(image: np.ndarray, wh: tuple[int, int]) -> np.ndarray:
+    return cv2.resize(image, wh, interpolation=cv2.INTER_CUBIC)
+
+
+def add_noise(image: np.ndarray, level: float, kind: str, rng: np.random.Generator) -> np.ndarray:
+    """Additive noise of standard deviation `level` (0–255 scale): Gaussian, Laplace, or Poisson (photon noise
+    whose standard deviation is `level` at mid-gray, λ = 128/level²)."""
+    if level <= 0:
+        return image
+    if kind == "gaussian":
+        return image + rng.normal(0.0, level, image.shape).astype(np.float32)
+    if kind == "laplace":
+        return image + rng.laplace(0.0, level / math.sqrt(2), image.shape).astype(np.float32)
+    if kind == "poisson":
+        lam = 128.0 / level**2
+        return (rng.poisson(np.clip(image, 0, None) * lam) / lam).astype(np.float32)
+    raise ValueError(f"unknown noise kind {kind!r}")
+
+
+def jpeg(image: np.ndarray, quality: int) -> np.ndarray:
+    """Through the JPEG codec at quality q (RGB float in, RGB float out)."""
+    bgr = np.clip(np.rint(image), 0, 255).astype(np.uint8)[..., ::-1]
+    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(bgr), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise RuntimeError("JPEG encoding failed")
+    return cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1].astype(np.float32)
+
+
+def to_gray(image: np.ndarray) -> np.ndarray:
+    gray = image @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    return np.repeat(gray[..., None], 3, axis=2)
+
+
+# -- the models --------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Degradation:
+    """One paper's model: `sample(rng)` draws an image's parameters, the pipeline applies them."""
+
+    name: str
+    equation: str
+    sample: Callable[[np.random.Generator], dict]
+
+    def apply(self, hq: np.ndarray, params: dict, rng: np.random.Generator, keep_scale: bool = False) -> np.ndarray:
+        """HQ RGB uint8 → LQ RGB uint8: blur, downscale, noise, JPEG, (gray), and back to the HQ size unless
+        keep_scale."""
+        h, w = hq.shape[:2]
+        image = gaussian_blur(hq.astype(np.float32), params["blur"])
+        image = resize_by(image, params["scale"])
+        image = add_noise(image, params["noise"], params.get("noise_kind", "gaussian"), rng)
+        image = jpeg(image, params["quality"])
+        if params.get("gray"):
+            image = to_gray(image)
+        if not keep_scale:
+            image = resize_to(image, (w, h))
+        return np.clip(np.rint(image), 0, 255).astype(np.uint8)
+
+    def __call__(self, hq: np.ndarray, rng: np.random.Generator, keep_scale: bool = False) -> tuple[np.ndarray, dict]:
+        params = self.sample(rng)
+        return self.apply(hq, params, rng, keep_scale), params
+
+
+def _diffbfr(rng: np.random.Generator) -> dict:
+    return {"blur": float(rng.uniform(0.1, 10)), "scale": float(rng.uniform(0.8, 8)), "noise": float(rng.uniform(0, 20)),
+            "quality": int(rng.integers(60, 101)), "gray": bool(rng.random() < GRAY_PROBABILITY_DIFFBFR)}
+
+
+def _difface(rng: np.random.Generator) -> dict:
+    return {"blur": float(rng.uniform(0.1, 15)), "scale": float(rng.uniform(0.8, 32)), "noise": float(rng.uniform(0, 20)),
+            "quality": int(rng.integers(30, 101))}
+
+
+def _dr2(rng: np.random.Generator) -> dict:
+    split = str(rng.choice(list(DR2_SPLITS)))
+    (b0, b1), (n0, n1), (q0, q1) = DR2_SPLITS[split]
+    return {"split": split, "scale": int(rng.choice([4, 8, 16])), "blur": float(rng.uniform(b0, b1)),
+            "noise": float(rng.uniform(n0, n1)), "noise_kind": str(rng.choice(["gaussian", "laplace", "poisson"])),
+            "quality": int(rng.integers(q0, q1 + 1))}
+
+
+MODELS = {
+    "diffbfr": Degradation("diffbfr", "DiffBFR Eq. 13", _diffbfr),
+    "difface": Degradation("difface", "DifFace Eq. 17", _difface),
+    "dr2": Degradation("dr2", "DR2 Eq. 13", _dr2),
+}
+
+
+def degrade_files(jobs, model: Degradation, seed: int, keep_scale: bool, warn: Callable[[str], None]) -> list[dict]:
+    """Degrade each job's image into its destination (PNG, the same relative path); one record per image with the
+    parameters drawn, or the reason it failed (the rest go on). Records are returned for `degradations.jsonl`."""
+    from facerestore_cli.errors import InputError
+    from facerestore_cli.files import atomic_write_bytes
+    from facerestore_cli.imageio import read_image
+    from facerestore_cli.pixels import to_uint8
+
+    records = []
+    for job in jobs:
+        dest = job.dest.with_suffix(".png")
+        try:
+            hq = to_uint8(read_image(job.src).rgb)
+        except (InputError, OSError) as exc:
+            reason = getattr(exc, "message", None) or str(exc)
+            warn(f"error: {job.src}: {reason}")
+            records.append({"input": str(job.src), "output": None, "status": "failed", "reason": reason})
+            continue
+        lq, params = model(hq, image_rng(seed, job.rel), keep_scale)
+        ok, png = cv2.imencode(".png", np.ascontiguousarray(lq[..., ::-1]))
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(dest, png.tobytes())
+        records.append({"input": str(job.src), "output": str(dest), "status": "degraded", "model": model.name,
+                        "equation": model.equation, "seed": seed, "keep_scale": keep_scale, "size": list(lq.shape[1::-1]),
+                        "params": params})
+    return records

@@ -1,0 +1,1 @@
+"""`facerestore train`: make the weights no one publishes (targets, data, trainer, checkpoints)."""

@@ -1,0 +1,113 @@
+"""Training data: a folder of aligned HQ faces (FFHQ layout, any size), each resized to the target's size and
+degraded on the fly with a paper's model.
+
+Everything random about a sample is a function of (seed, epoch, its relative path): its degradation here, its
+timestep and noise in the loss (the `key` it carries). The order of an epoch is a permutation seeded by
+(seed, epoch), consumed position by position; rank r of w takes every w-th position. So a resume from a recorded
+position, and w ranks of batch b against one of batch w·b, see the same samples with the same randomness."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset, Sampler
+
+from facerestore_cli.degrade import MODELS, image_rng, resize_to
+from facerestore_cli.discover import IMAGE_SUFFIXES, sniff_image
+from facerestore_cli.errors import UsageError
+from facerestore_cli.imageio import read_image
+from facerestore_cli.pixels import to_uint8
+
+
+@dataclass
+class Listing:
+    files: list[Path]
+    rels: list[str]
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (relative path, why)
+
+    def fingerprint(self) -> str:
+        """What a resume must find again: the same files in the same order."""
+        return hashlib.sha256("\n".join(self.rels).encode()).hexdigest()
+
+
+def list_faces(root: Path) -> Listing:
+    """Every image under root, by name or content; files that do not open as images are skipped and counted."""
+    if not root.is_dir():
+        raise UsageError(f"--data {root} is not a folder")
+    listing = Listing([], [])
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and not any(s.startswith(".") for s in p.relative_to(root).parts)):
+        rel = path.relative_to(root).as_posix()
+        if path.suffix.lower() not in IMAGE_SUFFIXES and sniff_image(path) is None:
+            continue
+        try:
+            with Image.open(path) as im:
+                im.verify()
+        except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
+            listing.skipped.append((rel, f"not a readable image ({exc})".replace("\n", " ")))
+            continue
+        listing.files.append(path)
+        listing.rels.append(rel)
+    if not listing.files:
+        raise UsageError(f"no images in --data {root}" + (f" ({len(listing.skipped)} unreadable)" if listing.skipped else ""),
+                         hint="point --data at a folder of aligned HQ face images (PNG or JPEG)")
+    return listing
+
+
+def sample_key(seed: int, epoch: int, rel: str) -> int:
+    digest = hashlib.sha256(f"train\0{seed}\0{epoch}\0{rel}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+class Faces(Dataset):
+    """Item (index, epoch) → (HQ uint8 [3, S, S], LQ uint8 [3, S, S] at the same size, key)."""
+
+    def __init__(self, listing: Listing, size: int, degradation: str, seed: int):
+        self.listing, self.size, self.model, self.seed = listing, size, MODELS[degradation], seed
+
+    def __len__(self) -> int:
+        return len(self.listing.files)
+
+    def __getitem__(self, item: tuple[int, int]):
+        index, epoch = item
+        rel = self.listing.rels[index]
+        try:
+            hq = to_uint8(read_image(self.listing.files[index]).rgb)
+        except Exception as exc:  # noqa: BLE001 - a file that passed the header check but fails to decode
+            raise RuntimeError(f"cannot read training image {self.listing.files[index]}: {exc}") from exc
+        hq = resize_to(hq, (self.size, self.size)) if hq.shape[:2] != (self.size, self.size) else hq
+        key = sample_key(self.seed, epoch, rel)
+        lq, _params = self.model(hq, image_rng(key, rel))
+        return torch.from_numpy(hq).permute(2, 0, 1), torch.from_numpy(lq).permute(2, 0, 1), key
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    digest = hashlib.sha256(f"order\0{seed}\0{epoch}".encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little")).permutation(n)
+
+
+class Positions(Sampler):
+    """(index, epoch) from global position `start` on, forever; an epoch's usable positions are a whole number of
+    global batches (world · batch), the rest of its permutation is dropped."""
+
+    def __init__(self, n: int, seed: int, batch: int, start: int = 0, rank: int = 0, world: int = 1):
+        self.per_epoch = n // (batch * world) * batch * world
+        if self.per_epoch == 0:
+            raise UsageError(f"{n} training image(s) cannot fill one batch of {batch * world}",
+                             hint="add images, or lower --batch-size")
+        self.n, self.seed, self.start, self.rank, self.world = n, seed, start, rank, world
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        position = self.start
+        while True:
+            epoch, index = divmod(position, self.per_epoch)
+            order = epoch_order(self.n, self.seed, epoch)
+            for p in range(index, self.per_epoch):
+                if p % self.world == self.rank:
+                    yield int(order[p]), epoch
+            position = (epoch + 1) * self.per_epoch

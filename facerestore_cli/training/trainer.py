@@ -1,0 +1,284 @@
+"""The training loop: AdamW with linear warm-up, gradient clipping, autocast (bf16, or fp16 with a gradient scaler),
+gradient accumulation, an EMA of the weights (what `train export` exports), checkpoints every N steps, progress,
+metrics as JSON lines, and a picture of fixed validation faces every K steps. Under torchrun it is data-parallel
+(DDP): each rank takes every world-th sample of the global order and rank 0 writes.
+
+A step's randomness is a function of (seed, step) and of each sample's key, so N steps and a resume for M more
+are N + M uninterrupted steps, bit for bit on the CPU."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader
+
+from facerestore_cli.archs import build_arch, input_size
+from facerestore_cli.device import Compute
+from facerestore_cli.errors import UsageError
+from facerestore_cli.files import atomic_open, atomic_write_bytes
+from facerestore_cli.interrupts import InterruptGuard, Interrupted
+from facerestore_cli.networks import NetworkLoader
+from facerestore_cli.progress import duration
+from facerestore_cli.training import checkpoints
+from facerestore_cli.training.data import Faces, Positions, list_faces
+from facerestore_cli.training.targets import TARGETS, diffusion_loss, restorer_loss, to_unit, validation_sample
+from facerestore_cli.weights.store import WeightStore
+
+@dataclass
+class TrainConfig:
+    target: str
+    data: Path
+    run: Path
+    steps: int = 100_000
+    batch_size: int = 4
+    grad_accum: int = 1
+    lr: float = 1e-4
+    warmup: int = 1000
+    weight_decay: float = 0.0
+    clip: float = 1.0
+    ema_decay: float = 0.9999
+    precision: str = "auto"
+    seed: int = 0
+    loss: str = "l1"
+    identity_weight: float | None = None  # ipc: λ of Eq. 4 (default the target's, 1)
+    model_config: dict = field(default_factory=dict)  # updates the registry entry's config
+    grad_checkpointing: bool | None = None  # default: on for networks of 512 and more
+    resume: bool = False
+    checkpoint_every: int = 1000
+    keep: int = 2
+    log_every: int = 50
+    sample_every: int = 1000
+    samples: int = 4
+    workers: int = 2
+    device: str = "auto"
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, say):
+        if cfg.target not in TARGETS:
+            raise UsageError(f"unknown training target '{cfg.target}'", hint=f"choose one of: {', '.join(TARGETS)}")
+        self.cfg, self.say, self.target = cfg, say, TARGETS[cfg.target]
+        self.world, self.rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+        self.device = _device(cfg.device, int(os.environ.get("LOCAL_RANK", "0")))
+        if self.world > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        self.precision = cfg.precision if cfg.precision != "auto" else (
+            "bf16" if self.device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32")
+        spec = WeightStore().spec(self.target.weight_id)
+        self.config = {**spec.config, **cfg.model_config}
+        self.size = input_size(spec.arch, self.config)
+        self.listing = list_faces(cfg.data)
+        torch.manual_seed(cfg.seed)
+        self.model = build_arch(spec.arch, self.config).to(self.device).train()
+        if hasattr(self.model, "grad_checkpointing"):
+            self.model.grad_checkpointing = self.size >= 512 if cfg.grad_checkpointing is None else cfg.grad_checkpointing
+        self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        self.abar = self.target.schedule() if self.target.kind == "diffusion" else None
+        self.arcface = self._arcface() if self.target.identity_weight else None
+        self.step, self.consumed = 0, 0
+        self.settings = {"target": cfg.target, "config": self.config, "batch_size": cfg.batch_size,
+                         "grad_accum": cfg.grad_accum, "world": self.world, "lr": cfg.lr, "warmup": cfg.warmup,
+                         "weight_decay": cfg.weight_decay, "clip": cfg.clip, "ema_decay": cfg.ema_decay,
+                         "precision": self.precision, "seed": cfg.seed, "loss": cfg.loss,
+                         "identity_weight": self.identity_weight}
+        self._resume_or_start()
+        self.net = torch.nn.parallel.DistributedDataParallel(self.model) if self.world > 1 else self.model
+
+    @property
+    def identity_weight(self) -> float:
+        return self.target.identity_weight if self.cfg.identity_weight is None else self.cfg.identity_weight
+
+    def _arcface(self):
+        """The frozen ArcFace of the identity loss (Eq. 4)."""
+        store = WeightStore()
+        store.require(["arcface-ir-se50"])
+        return NetworkLoader(store, Compute(self.device, "fp32")).load({"weights": "arcface-ir-se50"}).module
+
+    def _resume_or_start(self) -> None:
+        found = checkpoints.latest(self.cfg.run)
+        if found is None:
+            if self.cfg.resume:
+                raise UsageError(f"--resume: {self.cfg.run} holds no checkpoint to resume from")
+            return
+        state = checkpoints.load(found)
+        checkpoints.check_resume(state, self.cfg.target, self.settings, self.listing.fingerprint(), found)
+        if not self.cfg.resume:
+            raise UsageError(f"{self.cfg.run} already holds this run (step {state['step']})",
+                             hint="add --resume to continue it, or choose a new -o RUN folder")
+        self.model.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.step, self.consumed = state["step"], state["consumed"]
+        torch.set_rng_state(state["rng"])
+        self._trim_metrics()
+
+    # -- the loop ----------------------------------------------------------------------------------------------
+    def train(self) -> dict:
+        cfg, started, losses = self.cfg, time.monotonic(), []
+        if self.rank == 0 and self.listing.skipped:
+            self.say(f"skipped {len(self.listing.skipped)} unreadable file(s), e.g. {self.listing.skipped[0][0]}: "
+                     f"{self.listing.skipped[0][1]}")
+        data = DataLoader(Faces(self.listing, self.size * self.target.upscale, self.target.degradation, cfg.seed),
+                          batch_size=cfg.batch_size, num_workers=cfg.workers,
+                          sampler=Positions(len(self.listing.files), cfg.seed, cfg.batch_size, self.consumed,
+                                            self.rank, self.world))
+        batches, first = iter(data), self.step
+        bar = _bar(cfg.steps, self.step) if self.rank == 0 and sys.stderr.isatty() else None
+        with InterruptGuard() as guard:
+            try:
+                while self.step < cfg.steps:
+                    losses.append(self.train_step(batches))
+                    guard.check()
+                    self._after_step(losses, started, first, bar)
+            except Interrupted:
+                if self.rank == 0:
+                    self.save()
+                    self.say(f"interrupted at step {self.step}: checkpoint saved, --resume continues")
+                raise
+            finally:
+                if bar is not None:
+                    bar.stop()
+        if self.rank == 0 and (not checkpoints.latest(cfg.run) or self.step % cfg.checkpoint_every):
+            self.save()
+        return {"step": self.step, "loss": float(np.mean(losses[-cfg.log_every:])) if losses else None,
+                "seconds": round(time.monotonic() - started, 2)}
+
+    def train_step(self, batches) -> float:
+        """One optimizer step over grad_accum micro-batches; returns its mean loss."""
+        cfg = self.cfg
+        torch.manual_seed(_step_seed(cfg.seed, self.step))  # dropout, if configured: a function of the step
+        total = 0.0
+        for micro in range(cfg.grad_accum):
+            hq, lq, keys = next(batches)
+            hq, lq = to_unit(hq.to(self.device)), to_unit(lq.to(self.device))
+            sync = micro == cfg.grad_accum - 1 or self.world == 1
+            with (contextlib.nullcontext() if sync else self.net.no_sync()), self._autocast():
+                if self.target.kind == "diffusion":
+                    loss = diffusion_loss(self.target, self.net, self.abar, hq, lq, keys, self.size, cfg.loss)
+                else:
+                    loss = restorer_loss(self.target, self.net, hq, lq, self.size, cfg.loss, self.arcface)
+                self.scaler.scale(loss / cfg.grad_accum).backward()
+            total += loss.item() / cfg.grad_accum
+        for group in self.optimizer.param_groups:
+            group["lr"] = cfg.lr * min(1.0, (self.step + 1) / max(1, cfg.warmup))
+        self.scaler.unscale_(self.optimizer)
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self._update_ema()
+        self.step += 1
+        self.consumed += cfg.batch_size * self.world * cfg.grad_accum
+        return total
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        decay = min(self.cfg.ema_decay, (1 + self.step) / (10 + self.step))
+        for ema, param in zip(self.ema.parameters(), self.model.parameters()):
+            ema.mul_(decay).add_(param.detach(), alpha=1 - decay)
+        for ema, buffer in zip(self.ema.buffers(), self.model.buffers()):
+            ema.copy_(buffer)
+
+    def _after_step(self, losses: list[float], started: float, first: int, bar) -> None:
+        cfg = self.cfg
+        if self.rank != 0:
+            return
+        elapsed = time.monotonic() - started
+        rate = (self.step - first) / elapsed if elapsed else 0.0
+        loss = float(np.mean(losses[-cfg.log_every:]))
+        status = (f"step {self.step}/{cfg.steps} · loss {loss:.4f} · lr {self.optimizer.param_groups[0]['lr']:.1e} · "
+                  f"{rate:.2f} it/s · ETA {duration((cfg.steps - self.step) / rate if rate else None)}")
+        if bar is not None:
+            bar.update(bar.task_ids[0], completed=self.step, status=status)
+        if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+            self._append_metrics({"step": self.step, "loss": round(loss, 6), "lr": self.optimizer.param_groups[0]["lr"],
+                                  "it_per_s": round(rate, 3), "samples": self.consumed, "elapsed_s": round(elapsed, 1)})
+            if bar is None:
+                self.say(status)
+        if self.step % cfg.sample_every == 0:
+            self.save_samples()
+        if self.step % cfg.checkpoint_every == 0:
+            self.save()
+
+    # -- what a run writes -------------------------------------------------------------------------------------
+    def save(self) -> Path:
+        state = {"target": self.cfg.target, "settings": self.settings, "config": self.config, "step": self.step,
+                 "consumed": self.consumed, "data": self.listing.fingerprint(), "model": self.model.state_dict(),
+                 "ema": self.ema.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "scaler": self.scaler.state_dict(), "rng": torch.get_rng_state()}
+        return checkpoints.save(self.cfg.run, state, self.cfg.keep)
+
+    def save_samples(self) -> Path:
+        """RUN/samples/step-NNNNNNNN.png: per fixed validation face, LQ | the EMA network's restoration | HQ."""
+        count = min(self.cfg.samples, len(self.listing.files))
+        faces = Faces(self.listing, self.size * self.target.upscale, self.target.degradation, self.cfg.seed)
+        items = [faces[(i, -1)] for i in range(count)]
+        hq = torch.stack([it[0] for it in items]).to(self.device)
+        lq = torch.stack([it[1] for it in items]).to(self.device)
+        with self._autocast():
+            out = validation_sample(self.target, self.ema, self.abar, to_unit(lq), self.size, self.cfg.seed)
+        side = hq.shape[-1]
+        out = torch.nn.functional.interpolate(out.float(), size=(side, side), mode="bicubic", antialias=True).clamp(0, 1)
+        rows = [torch.cat([to_unit(lq[i]), out[i], to_unit(hq[i])], dim=2) for i in range(count)]
+        grid = (torch.cat(rows, dim=1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
+        path = self.cfg.run / "samples" / f"step-{self.step:08d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, cv2.imencode(".png", np.ascontiguousarray(grid[..., ::-1]))[1].tobytes())
+        return path
+
+    def _append_metrics(self, record: dict) -> None:
+        self.cfg.run.mkdir(parents=True, exist_ok=True)
+        with open(self.cfg.run / "metrics.jsonl", "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def _trim_metrics(self) -> None:
+        """A resume continues from its checkpoint: lines logged after it (before a crash) are dropped."""
+        path = self.cfg.run / "metrics.jsonl"
+        if not path.exists() or self.rank != 0:
+            return
+        kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= self.step]
+        with atomic_open(path, "w") as handle:
+            handle.write("".join(line + "\n" for line in kept))
+
+    def _autocast(self):
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16 if self.precision == "bf16" else torch.float16)
+
+
+def _bar(total: int, done: int):
+    """A Rich bar on a terminal (plain lines at --log-every otherwise)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn
+
+    bar = Progress(BarColumn(bar_width=20), TextColumn("{task.fields[status]}"), console=Console(stderr=True))
+    bar.add_task("train", total=total, completed=done, status="")
+    bar.start()
+    return bar
+
+
+def _device(name: str, local_rank: int) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
+    return torch.device(name)
+
+
+def _step_seed(seed: int, step: int) -> int:
+    return int.from_bytes(hashlib.sha256(f"step\0{seed}\0{step}".encode()).digest()[:8], "little") & ((1 << 63) - 1)
+
+

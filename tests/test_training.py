@@ -1,0 +1,283 @@
+"""`facerestore degrade` and `facerestore train`: the papers' degradations (determinism, each parameter's effect),
+training that learns, exact resume, export → import → run, the IPC's identity loss, data-parallel equivalence, and
+the bad inputs an operator meets."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from archival_helpers import invoke
+from conftest import ALIGNED_LQ, REPO, TINY_IRM1, TINY_IRM2, require_shared
+from facerestore_cli.degrade import MODELS, add_noise, image_rng
+
+TINY_SWINIR_64 = {"img_size": 8, "embed_dim": 12, "depths": [2], "num_heads": [2], "window_size": 4, "mlp_ratio": 2.0}
+
+
+def tiny_config(tmp_path, config: dict, name: str):
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def train(tmp_path, target: str, run, config: dict, *args):
+    return invoke("train", target, "--data", ALIGNED_LQ, "-o", run, "--model-config",
+                  tiny_config(tmp_path, config, target), "--workers", "0", "--warmup", "5", "--lr", "2e-4",
+                  "--device", "cpu", *args)
+
+
+def tensors(path) -> dict:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    flat = {f"model.{k}": v for k, v in state["model"].items()}
+    flat.update({f"ema.{k}": v for k, v in state["ema"].items()})
+    for i, s in state["optimizer"]["state"].items():
+        flat.update({f"adam.{i}.{k}": v for k, v in s.items() if torch.is_tensor(v)})
+    return flat
+
+
+# -- degrade -----------------------------------------------------------------------------------------------------
+
+def test_degrade_is_deterministic_and_records_its_parameters(tmp_path):
+    require_shared()
+    outs = []
+    for run in ("a", "b"):
+        code, _o, err = invoke("degrade", ALIGNED_LQ, "-o", tmp_path / run, "--model", "diffbfr", "--seed", "3")
+        assert code == 0, err
+        outs.append(tmp_path / run)
+    names = sorted(p.name for p in outs[0].glob("*.png"))
+    assert len(names) == len(list(ALIGNED_LQ.glob("*.png")))
+    for name in names:
+        assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes()
+    records = [json.loads(line) for line in (outs[0] / "degradations.jsonl").read_text().splitlines()]
+    assert all(r["status"] == "degraded" and r["equation"] == "DiffBFR Eq. 13" for r in records)
+    p = records[0]["params"]
+    assert 0.1 <= p["blur"] <= 10 and 0.8 <= p["scale"] <= 8 and 0 <= p["noise"] <= 20 and 60 <= p["quality"] <= 100
+    assert Image.open(outs[0] / names[0]).size == Image.open(ALIGNED_LQ / names[0]).size  # back to the input size
+    code, _o, _e = invoke("degrade", ALIGNED_LQ, "-o", tmp_path / "c", "--model", "diffbfr", "--seed", "4")
+    assert (tmp_path / "c" / names[0]).read_bytes() != (outs[0] / names[0]).read_bytes()
+
+
+def test_degrade_keep_scale_and_the_other_models(tmp_path):
+    require_shared()
+    source = sorted(ALIGNED_LQ.glob("*.png"))[0]
+    for model, equation in (("difface", "DifFace Eq. 17"), ("dr2", "DR2 Eq. 13")):
+        code, _o, err = invoke("degrade", source, "-o", tmp_path / model, "--model", model, "--keep-scale")
+        assert code == 0, err
+        record = json.loads((tmp_path / model / "degradations.jsonl").read_text())
+        assert record["equation"] == equation
+        w, h = Image.open(source).size
+        scale = record["params"]["scale"]
+        assert Image.open(tmp_path / model / source.name).size == (max(1, round(w / scale)), max(1, round(h / scale)))
+    assert record["params"]["split"] in ("mild", "medium", "severe") and record["params"]["scale"] in (4, 8, 16)
+    code, _o, err = invoke("degrade", source, "-o", tmp_path / "x", "--model", "gfpgan")
+    assert code == 2 and "unknown degradation model 'gfpgan'" in err
+
+
+def _apply(image, **params):
+    base = {"blur": 0.1, "scale": 1.0, "noise": 0.0, "quality": 100}
+    return MODELS["diffbfr"].apply(image, {**base, **params}, np.random.default_rng(0), keep_scale=True)
+
+
+def _edge_width(image: np.ndarray) -> int:
+    """Pixels between 10 % and 90 % of a dark-to-bright step across the middle row."""
+    row = image[image.shape[0] // 2, :, 1].astype(float)
+    lo, hi = row[:20].mean(), row[-20:].mean()
+    return int(((row > lo + 0.1 * (hi - lo)) & (row < lo + 0.9 * (hi - lo))).sum())
+
+
+def test_each_degradation_parameter_has_its_effect():
+    step = np.zeros((64, 128, 3), np.uint8)
+    step[:, 64:] = 220
+    widths = [_edge_width(_apply(step, blur=s)) for s in (0.5, 2.0, 5.0)]
+    assert widths[0] <= 2 < widths[1] < widths[2] and 4 <= widths[2] / max(1, widths[1]) * 2.5 <= 12
+    assert _apply(step, scale=4.0).shape[:2] == (16, 32)
+    flat = np.full((256, 256, 3), 128, np.uint8)
+    noisy = add_noise(flat.astype(np.float32), 15.0, "gaussian", np.random.default_rng(1))
+    assert abs(noisy.std() - 15.0) < 0.3  # the noise itself; through JPEG, chroma subsampling then lowers it
+    stds = [_apply(flat, noise=level).astype(float).std() for level in (0.0, 5.0, 15.0)]
+    assert stds[0] < 0.5 and abs(stds[2] / stds[1] - 3.0) < 0.3
+    photo = np.asarray(Image.open(sorted(ALIGNED_LQ.glob("*.png"))[0]).convert("RGB")) if ALIGNED_LQ.exists() else flat
+    errors = [np.abs(_apply(photo, quality=q).astype(float) - photo).mean() for q in (30, 95)]
+    assert errors[0] > 2 * errors[1]
+    a, b = (MODELS["diffbfr"](photo, image_rng(1, "x.png"))[1] for _ in range(2))
+    assert a == b
+
+
+# -- train -------------------------------------------------------------------------------------------------------
+
+def test_training_lowers_the_loss(tmp_path):
+    """100 steps of a tiny IRM(-1) on the shared crops: the mean loss of the last 20 steps is below 80 % of the
+    first 20 steps' (ε-prediction from scratch starts near E|ε| ≈ 0.8)."""
+    require_shared()
+    code, _o, err = train(tmp_path, "diffbfr-irm1", tmp_path / "run", TINY_IRM1, "--steps", "100", "--log-every", "20",
+                          "--sample-every", "100", "--checkpoint-every", "100")
+    assert code == 0, err
+    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [20, 40, 60, 80, 100]
+    assert metrics[-1]["loss"] < 0.8 * metrics[0]["loss"], metrics
+    grid = Image.open(tmp_path / "run" / "samples" / "step-00000100.png")
+    assert grid.size == (3 * 128, 4 * 128)  # LQ | EMA sample | HQ, four validation faces at the data's 128 px
+    assert "step 100/100 · loss" in err
+
+
+def test_resume_continues_exactly(tmp_path):
+    """6 steps in one go equal 3 steps and a resume for 3 more, bit for bit (also with DataLoader workers)."""
+    require_shared()
+    common = ("--checkpoint-every", "3", "--sample-every", "1000", "--log-every", "3")
+    code, _o, err = train(tmp_path, "diffbfr-irm1", tmp_path / "straight", TINY_IRM1, "--steps", "6", *common)
+    assert code == 0, err
+    code, _o, err = train(tmp_path, "diffbfr-irm1", tmp_path / "split", TINY_IRM1, "--steps", "3", *common)
+    assert code == 0, err
+    code, _o, err = invoke("train", "diffbfr-irm1", "--data", ALIGNED_LQ, "-o", tmp_path / "split", "--model-config",
+                           tmp_path / "diffbfr-irm1.yaml", "--workers", "2", "--warmup", "5", "--lr", "2e-4",
+                           "--device", "cpu", "--steps", "6", "--resume", *common)
+    assert code == 0, err
+    a = tensors(tmp_path / "straight" / "checkpoints" / "step-00000006.pt")
+    b = tensors(tmp_path / "split" / "checkpoints" / "step-00000006.pt")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    lines = (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [3, 6]
+
+
+def test_export_import_and_run_diffbfr(tiny_home, tmp_path, monkeypatch):
+    """Train both IRMs (tiny), export them into a home that has only the tiny TEM and the detector, and restore."""
+    require_shared()
+    from conftest import write_tiny_diffbfr_preset
+
+    home = tmp_path / "home"
+    shutil.copytree(tiny_home, home)
+    monkeypatch.setenv("FACERESTORE_HOME", str(home))
+    monkeypatch.setenv("FACERESTORE_OFFLINE", "1")
+    for target, config in (("diffbfr-irm1", TINY_IRM1), ("diffbfr-irm2", TINY_IRM2)):
+        code, _o, err = train(tmp_path, target, tmp_path / target, config, "--steps", "2", "--batch-size", "2")
+        assert code == 0, err
+        code, _o, err = invoke("train", "export", tmp_path / target)
+        assert code == 0 and f"{target}: exported the EMA weights" in err, err
+    state = torch.load(tmp_path / "diffbfr-irm1" / "checkpoints" / "step-00000002.pt", weights_only=True)
+    exported = torch.load(home / "weights" / "diffbfr_irm1_128.pth", weights_only=True)
+    assert all(torch.equal(exported[k], state["ema"][k]) for k in exported)
+    preset = write_tiny_diffbfr_preset(tmp_path / "diffbfr-tiny.yaml")
+    code, _o, err = invoke("run", ALIGNED_LQ / "256.png", "-o", tmp_path / "out", "--preset", preset, "--aligned", "-q")
+    assert code == 0, err
+    assert Image.open(tmp_path / "out" / "256.png").size == (512, 512)
+
+
+def test_ipc_loss_has_an_arcface_term_with_a_gradient(tiny_ipc_home, monkeypatch):
+    monkeypatch.setenv("FACERESTORE_HOME", str(tiny_ipc_home))
+    from facerestore_cli.archs import build_arch
+    from facerestore_cli.networks import NetworkLoader
+    from facerestore_cli.device import Compute
+    from facerestore_cli.training.targets import TARGETS, restorer_loss
+    from facerestore_cli.weights.store import WeightStore
+
+    arcface = NetworkLoader(WeightStore(), Compute(torch.device("cpu"), "fp32")).load({"weights": "arcface-ir-se50"}).module
+    torch.manual_seed(0)
+    model = build_arch("swinir_difface", {**WeightStore().spec("ipc-swinir").config, **TINY_SWINIR_64})
+    hq, lq = torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64)
+    grads = {}
+    for name, target in (("ipc", TARGETS["ipc"]), ("l1", TARGETS["difface-estimator"])):
+        model.zero_grad()
+        loss = restorer_loss(target, model, hq, lq, 64, "l1", arcface)
+        loss.backward()
+        grads[name] = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+        grads[name + "_loss"] = loss.item()
+    assert grads["ipc_loss"] > grads["l1_loss"]  # the identity term adds 1 − cos > 0
+    assert (grads["ipc"] - grads["l1"]).abs().max() > 1e-6  # and its gradient reaches the network
+
+
+def test_two_ranks_take_the_step_one_rank_takes_with_twice_the_batch(tmp_path):
+    """torchrun with 2 CPU processes (gloo), batch 2 each, against one process with batch 4: the same samples with
+    the same noise, so the same step up to the order of the gradient reduction."""
+    require_shared()
+    config = tiny_config(tmp_path, TINY_IRM1, "irm1")
+    base = ["train", "diffbfr-irm1", "--data", str(ALIGNED_LQ), "--model-config", str(config), "--workers", "0",
+            "--device", "cpu", "--steps", "2", "--warmup", "1", "--checkpoint-every", "2", "--sample-every", "1000"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+                "facerestore_cli"]
+    two = subprocess.run([*torchrun, *base, "-o", str(tmp_path / "two"), "--batch-size", "2"], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = subprocess.run([sys.executable, "-m", "facerestore_cli", *base, "-o", str(tmp_path / "one"), "--batch-size", "4"],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-3000:]
+    a = torch.load(tmp_path / "one" / "checkpoints" / "step-00000002.pt", weights_only=True)
+    b = torch.load(tmp_path / "two" / "checkpoints" / "step-00000002.pt", weights_only=True)
+    assert a["consumed"] == b["consumed"] == 8 and b["settings"]["world"] == 2
+    # Adam moves a parameter by about ±lr a step whatever its gradient's size, so where a gradient is ~0 the order of
+    # the reduction can flip its sign: such elements differ by up to 2·lr·steps; every other element agrees.
+    diff = torch.cat([(a["model"][k] - b["model"][k]).abs().flatten() for k in a["model"]])
+    assert diff.max() <= 2 * 1e-4 * 2 + 1e-6 and (diff < 1e-6).float().mean() > 0.99, (diff.max(), (diff < 1e-6).float().mean())
+    from facerestore_cli.archs import build_arch
+
+    torch.manual_seed(0)  # --seed 0: the initial network both runs started from
+    start = build_arch("unet", a["config"]).state_dict()
+    moved = torch.cat([(a["model"][k] - start[k]).abs().flatten() for k in start])
+    assert (moved > 1e-5).float().mean() > 0.5  # two steps moved most weights, by far more than the runs differ
+
+
+# -- what an operator gets wrong -----------------------------------------------------------------------------------
+
+def test_training_refuses_bad_data_and_runs_with_reasons(tmp_path):
+    require_shared()
+    (tmp_path / "empty").mkdir()
+    code, _o, err = train(tmp_path, "diffbfr-irm1", tmp_path / "r0", TINY_IRM1, "--data", tmp_path / "empty")
+    assert code == 2 and "no images in --data" in err
+    few = tmp_path / "few"
+    few.mkdir()
+    shutil.copy(sorted(ALIGNED_LQ.glob("*.png"))[0], few / "a.png")
+    (few / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
+    code, _o, err = train(tmp_path, "diffbfr-irm1", tmp_path / "r1", TINY_IRM1, "--data", few, "--batch-size", "2")
+    assert code == 2 and "1 training image(s) cannot fill one batch of 2" in err
+    code, _o, err = train(tmp_path, "diffbfr-irm1", tmp_path / "r2", TINY_IRM1, "--data", few, "--batch-size", "1",
+                          "--steps", "1")
+    assert code == 0 and "skipped 1 unreadable file(s), e.g. broken.png" in err, err
+    code, _o, err = train(tmp_path, "diffbfr-irm1", tmp_path / "r2", TINY_IRM1, "--data", few, "--batch-size", "1",
+                          "--steps", "2")
+    assert code == 2 and "already holds this run (step 1)" in err and "--resume" in err
+    code, _o, err = train(tmp_path, "diffbfr-irm1", tmp_path / "r2", TINY_IRM1, "--data", few, "--batch-size", "1",
+                          "--steps", "2", "--lr", "1e-3", "--resume")
+    assert code == 2 and "the run's settings changed (lr: 0.0002 → 0.001)" in err
+    code, _o, err = train(tmp_path, "diffbfr-irm2", tmp_path / "r2", TINY_IRM2, "--data", few, "--batch-size", "1",
+                          "--resume")
+    assert code == 2 and "holds checkpoints of diffbfr-irm1, not diffbfr-irm2" in err
+    code, _o, err = train(tmp_path, "diffbfr-irm1", tmp_path / "r3", TINY_IRM1, "--data", few, "--resume")
+    assert code == 2 and "holds no checkpoint to resume from" in err
+    code, _o, err = invoke("train", "export", tmp_path / "nothing")
+    assert code == 2 and "holds no training checkpoint" in err
+
+
+def test_ctrl_c_saves_a_checkpoint_that_resume_continues(tmp_path):
+    require_shared()
+    import signal
+    import time
+
+    config = tiny_config(tmp_path, TINY_IRM1, "irm1")
+    cmd = [sys.executable, "-m", "facerestore_cli", "train", "diffbfr-irm1", "--data", str(ALIGNED_LQ), "-o",
+           str(tmp_path / "run"), "--model-config", str(config), "--workers", "0", "--device", "cpu", "--steps", "100000",
+           "--log-every", "2", "--checkpoint-every", "100000", "--sample-every", "100000"]
+    proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": str(REPO)}, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while not (metrics.exists() and metrics.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    saved = sorted((tmp_path / "run" / "checkpoints").glob("step-*.pt"))
+    assert len(saved) == 1 and "checkpoint saved, --resume continues" in err
+    step = torch.load(saved[0], weights_only=True)["step"]
+    code, _o, err = invoke("train", "diffbfr-irm1", "--data", ALIGNED_LQ, "-o", tmp_path / "run", "--model-config",
+                           config, "--workers", "0", "--device", "cpu", "--steps", str(step + 2), "--log-every", "2",
+                           "--checkpoint-every", "100000", "--sample-every", "100000", "--resume")
+    assert code == 0, err
+    assert (tmp_path / "run" / "checkpoints" / f"step-{step + 2:08d}.pt").is_file()
