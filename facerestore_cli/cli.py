@@ -84,8 +84,9 @@ def _global_options(
 
 
 def build_app(args: list[str] | None = None) -> typer.Typer:
-    """The command line; `run` gets the knobs of every method it may run (args: the command line, to find the
-    method of a --preset file; only read when the command is `run`, so other commands load no preset)."""
+    """The command line; `run` and `bench` get the knobs of every method they may run (args: the command line, to
+    find the method of a --preset file; only read for those commands, so other commands load no preset)."""
+    from facerestore_cli.cli_bench import bench_command
     from facerestore_cli.cli_train import degrade, train_app
     from facerestore_cli.cli_weights import weights_app
 
@@ -93,11 +94,12 @@ def build_app(args: list[str] | None = None) -> typer.Typer:
                       add_completion=False, context_settings={"help_option_names": ["-h", "--help"]})
     app.callback()(_global_options)
     knobs = []
-    if args and "run" in args[:1]:
+    if args and args[0] in ("run", "bench"):
         from facerestore_cli.methods import knob_table
 
         knobs = knob_table(_known_presets(args))
     app.command(epilog=EXIT_CODES)(_with_knobs(run, knobs))
+    app.command(name="bench")(_with_knobs(bench_command(run), knobs))
     app.command()(methods)
     app.command()(doctor)
     app.add_typer(weights_app, name="weights", help="List, show, fetch, verify and import model weights.")
@@ -131,12 +133,25 @@ def run(
                                  help="Inputs are already aligned face crops (no detection, no paste-back)."),
     min_face: int = typer.Option(20, "--min-face", min=1, metavar="PX", rich_help_panel=FACES,
                                  help="Skip faces whose box is smaller than this many pixels."),
+    detect_max_side: int = typer.Option(2048, "--detect-max-side", min=0, metavar="PX", rich_help_panel=FACES,
+                                        help="Detect faces on a copy of larger photos shrunk to this long side "
+                                             "(landmarks mapped back); 0: at full resolution."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, metavar="N", rich_help_panel=DEVICE,
-                                             help="Faces per forward (default: 1 on CPU, up to 8 on GPU by free memory)."),
+                                             help="Faces per forward (default: 1 on CPU; on a GPU what fits, from the "
+                                                  "memory one face was measured to take)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N.", metavar="DEVICE",
                                rich_help_panel=DEVICE),
     precision: str = typer.Option("auto", "--precision", metavar="NAME", rich_help_panel=DEVICE,
                                   help="auto, fp32, fp16 or bf16 (auto: fp32 on CPU, bf16 or fp16 on GPU)."),
+    compile_networks: bool = typer.Option(False, "--compile", metavar="", rich_help_panel=DEVICE,
+                                          help="torch.compile the restoration networks (CUDA graphs on a GPU); the "
+                                               "first batch takes longer."),
+    channels_last: bool = typer.Option(False, "--channels-last", metavar="", rich_help_panel=DEVICE,
+                                       help="NHWC convolution weights (CUDA only)."),
+    io_workers: Optional[int] = typer.Option(None, "--io-workers", min=0, max=32, metavar="N", rich_help_panel=DEVICE,
+                                             help="Threads that read photos ahead and write them behind the network "
+                                                  "(0: one thread does everything in turn; default 2 on a GPU, 0 on "
+                                                  "a CPU, where the network already keeps every core busy)."),
     report: Optional[Path] = typer.Option(None, "--report", metavar="FILE.jsonl", rich_help_panel=ARCHIVAL,
                                           help="Write one JSON line per photo and a summary."),
     force: bool = typer.Option(False, "--force", metavar="", help="Redo every input, even those already done.",
@@ -184,9 +199,6 @@ def run(
 
     Example: facerestore run ./photos -o ./restored --method difface --steps 100
     """
-    from facerestore_cli.discover import discover, read_list
-    from facerestore_cli.methods import method_for
-    from facerestore_cli.pipeline import RunOptions
     from facerestore_cli.pipeline import run as run_pipeline
     from facerestore_cli.progress import Progress
     from facerestore_cli.report import StdoutSink
@@ -195,34 +207,9 @@ def run(
         raise UsageError("-q and -v contradict each other")
     if print_outputs and json_out:
         raise UsageError("--print-outputs and --json both want stdout", hint="choose one")
-    given = {name for name in ("detector", "min_face") if ctx.get_parameter_source(name).name == "COMMANDLINE"}
-    if aligned and given:
-        raise UsageError("--detector/--min-face do not apply with --aligned (no detection is done)")
-    detector = _detector_name(detector)
-    if metadata not in ("keep", "strip"):
-        raise UsageError(f"--metadata must be keep or strip, not '{metadata}'")
-    fmt = _check_format(fmt)
     _check_report(report)
-    preset = _load_preset(ctx, method, preset_file)
-    chosen = method_for(preset)
-    params = chosen.Params.resolve(preset, knobs)
-    listed = [Path(p) for p in read_list(files_from, null_separated=null)] if files_from is not None else []
-    if not inputs and not listed:
-        raise UsageError("no inputs given", hint="pass image files or folders, or --files-from FILE")
-    found = discover(list(inputs or []), output, recursive=recursive, fmt=fmt, listed=listed, base=base)
-    if not found.jobs:
-        note = found.skipped_note()
-        raise NoInputsError("no input images found" + (f": skipped {note}" if note else ""),
-                            hint="images are JPEG, PNG, TIFF, WebP, BMP, GIF or HEIC; folders are scanned one level "
-                                 "deep unless --recursive")
-    opts = RunOptions(
-        inputs=list(inputs or []) + listed, output=output, preset=preset, method=chosen, params=params,
-        recursive=recursive, batch_size=batch_size, device=device, precision=precision, detector=detector,
-        aligned=aligned, save_faces=save_faces, save_compare=save_compare, report=report, min_face=min_face,
-        offline=offline or offline_from_environment(), force=force, redo_failed=redo_failed, wait_lock=wait_lock,
-        fail_fast=fail_fast, max_failures=max_failures, dry_run=dry_run, fmt=fmt, quality=quality, metadata=metadata,
-        provenance=provenance, max_pixels=max_pixels, identity_score=identity_score,
-    )
+    values = dict(locals())
+    opts, found = prepare_run(ctx, values)
     console = _stderr()
     progress = Progress(console, "quiet" if quiet else "plain" if verbose else Progress.choose_mode(False),
                         verbose=verbose)
@@ -234,6 +221,46 @@ def run(
                       + (f"; {skipped} non-image/hidden files skipped ({found.skipped_note()})" if skipped else ""),
                       soft_wrap=True, markup=False)
     return 1 if summary.failed else 0
+
+
+def prepare_run(ctx: typer.Context, v: dict):
+    """The checked RunOptions and the discovered inputs of a `run` (or `bench`) command line; v: its values."""
+    from facerestore_cli.discover import discover, read_list
+    from facerestore_cli.methods import method_for
+    from facerestore_cli.pipeline import RunOptions
+
+    given = {name for name in ("detector", "min_face") if ctx.get_parameter_source(name).name == "COMMANDLINE"}
+    if v["aligned"] and given:
+        raise UsageError("--detector/--min-face do not apply with --aligned (no detection is done)")
+    detector = _detector_name(v["detector"])
+    if v["metadata"] not in ("keep", "strip"):
+        raise UsageError(f"--metadata must be keep or strip, not '{v['metadata']}'")
+    fmt = _check_format(v["fmt"])
+    preset = _load_preset(ctx, v["method"], v["preset_file"])
+    chosen = method_for(preset)
+    params = chosen.Params.resolve(preset, v["knobs"])
+    listed = [Path(p) for p in read_list(v["files_from"], null_separated=v["null"])] if v["files_from"] is not None else []
+    inputs = list(v["inputs"] or [])
+    if not inputs and not listed:
+        raise UsageError("no inputs given", hint="pass image files or folders, or --files-from FILE")
+    found = discover(inputs, v["output"], recursive=v["recursive"], fmt=fmt, listed=listed, base=v["base"])
+    if not found.jobs:
+        note = found.skipped_note()
+        raise NoInputsError("no input images found" + (f": skipped {note}" if note else ""),
+                            hint="images are JPEG, PNG, TIFF, WebP, BMP, GIF or HEIC; folders are scanned one level "
+                                 "deep unless --recursive")
+    opts = RunOptions(
+        inputs=inputs + listed, output=v["output"], preset=preset, method=chosen, params=params,
+        recursive=v["recursive"], batch_size=v["batch_size"], device=v["device"], precision=v["precision"],
+        detector=detector, aligned=v["aligned"], save_faces=v["save_faces"], save_compare=v["save_compare"],
+        report=v["report"], min_face=v["min_face"], offline=v["offline"] or offline_from_environment(),
+        force=v["force"], redo_failed=v["redo_failed"], wait_lock=v["wait_lock"], fail_fast=v["fail_fast"],
+        max_failures=v["max_failures"], dry_run=v["dry_run"], fmt=fmt, quality=v["quality"], metadata=v["metadata"],
+        provenance=v["provenance"], max_pixels=v["max_pixels"], identity_score=v["identity_score"],
+        detect_max_side=v["detect_max_side"] or None, io_workers=v["io_workers"], compile=v["compile_networks"],
+        channels_last=v["channels_last"],
+    )
+    return opts, found
 
 
 def _detector_name(value: str) -> str:

@@ -14,8 +14,15 @@ PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 @dataclass(frozen=True)
 class Compute:
+    """Where and how networks run. Precision policy: fp32 is the reference; bf16/fp16 run the networks under
+    torch.autocast with GroupNorm and the UNet's output block in fp32 (as the official `--use_fp16`), and the
+    sampler arithmetic in fp32/fp64. compile: the restoration networks go through torch.compile on their fixed
+    (padded) batch shape, with CUDA graphs on a GPU. channels_last: convolution weights in NHWC on CUDA."""
+
     device: torch.device
     precision: str  # fp32 | fp16 | bf16
+    compile: bool = False
+    channels_last: bool = False
 
     @property
     def dtype(self):
@@ -36,7 +43,7 @@ class Compute:
         return f"cpu ({torch.get_num_threads()} threads, {self.precision})"
 
 
-def resolve(device: str = "auto", precision: str = "auto") -> Compute:
+def resolve(device: str = "auto", precision: str = "auto", compile: bool = False, channels_last: bool = False) -> Compute:
 
     if precision not in PRECISIONS:
         raise UsageError(f"unknown precision '{precision}'", hint=f"choose one of {', '.join(PRECISIONS)}")
@@ -66,19 +73,54 @@ def resolve(device: str = "auto", precision: str = "auto") -> Compute:
             precision = "fp32"
     if precision == "fp16" and dev.type == "cpu":
         raise UsageError("fp16 is not supported on the CPU", hint="use --precision bf16 or fp32 on the CPU")
-    return Compute(dev, precision)
+    if channels_last and dev.type != "cuda":
+        raise UsageError("--channels-last applies to CUDA devices only")
+    return Compute(dev, precision, compile, channels_last)
 
 
-def default_batch_size(compute: Compute) -> int:
-    """Faces per forward. CPU: 1 (batching buys nothing on a few cores, and short batches are padded).
-    CUDA: what fits at about 2.5 GiB of activations per 512² face in half precision, at most 8, so a padded last
-    batch never costs much."""
+MAX_BATCH = 8  # a padded last batch never costs much
+MEMORY_SHARE = 0.8  # of the free memory, for the batches; the rest for the allocator's fragmentation and the workers
 
+
+class _ProbeDone(Exception):
+    """Raised from the sampler's callback: one step has shown the peak of a whole restoration."""
+
+
+def batch_size_for(free_bytes: int, base_bytes: int, per_face_bytes: int) -> int:
+    """Faces per batch that fit in MEMORY_SHARE of free memory, given what a batch takes beyond the loaded networks:
+    base + per_face × faces; between 1 and MAX_BATCH."""
+    if per_face_bytes <= 0:
+        return MAX_BATCH
+    return max(1, min(MAX_BATCH, int((free_bytes * MEMORY_SHARE - base_bytes) // per_face_bytes)))
+
+
+def measure_batch_size(compute: Compute, restorer, face_size: int) -> int:
+    """Faces per forward. CPU: 1 (batching buys nothing on a few cores, and short batches are padded). CUDA: measured
+    — one sampler step of a 1-face and of a 2-face batch give the peak memory a batch takes beyond the loaded
+    networks, base + per_face × faces (the step's peak is the restoration's: every step is alike); then what fits."""
     if compute.device.type != "cuda":
         return 1
+    peaks = []
+    for faces in (1, 2):
+        torch.cuda.synchronize(compute.device)
+        empty_cache(compute)
+        torch.cuda.reset_peak_memory_stats(compute.device)
+        resident = torch.cuda.memory_allocated(compute.device)
+        batch = torch.rand(faces, 3, face_size, face_size, device=compute.device)
+        generators = [torch.Generator(compute.device).manual_seed(k) for k in range(faces)]
+        try:
+            restorer.restore(batch, generators, callback=_stop_probe)
+        except _ProbeDone:
+            pass
+        peaks.append(torch.cuda.max_memory_allocated(compute.device) - resident)
+    per_face = peaks[1] - peaks[0]
+    empty_cache(compute)
     free, _total = torch.cuda.mem_get_info(compute.device)
-    per_face = 2.5 * 2**30 * (2 if compute.precision == "fp32" else 1)
-    return max(1, min(8, int(free * 0.8 // per_face)))
+    return batch_size_for(free, peaks[0] - per_face, per_face)
+
+
+def _stop_probe(_event: dict) -> None:
+    raise _ProbeDone
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

@@ -108,6 +108,14 @@ def write_image(
     in the same folder, fsynced and renamed, so a failure at any point leaves neither a partial output nor a
     temp file. Raises ValueError for invalid arguments or pixels.
     """
+    data, notes = encode_image(picture, fmt, quality, metadata, provenance)
+    atomic_write_bytes(path, data)
+    return notes
+
+
+def encode_image(picture: Picture, fmt: str | None = None, quality: int | str | None = None, metadata: str = "keep",
+                 provenance: str | None = None) -> tuple[bytes, list[str]]:
+    """The file write_image would write, in memory, and its notes (arguments as for write_image)."""
     notes: list[str] = []
     target = _target_format(picture, fmt, notes)
     _check_arguments(quality, metadata, provenance)
@@ -116,9 +124,7 @@ def write_image(
     if quality is not None and target not in ("JPEG", "WEBP"):
         notes.append(f"quality ignored: {target} is lossless")
     same = target == picture.format
-    data = _ENCODERS[target](rgb, alpha, gray, meta, picture.encoder if same else {}, quality, notes)
-    atomic_write_bytes(path, data)
-    return notes
+    return _ENCODERS[target](rgb, alpha, gray, meta, picture.encoder if same else {}, quality, notes), notes
 
 
 def _target_format(picture: Picture, fmt: str | None, notes: list[str]) -> str:

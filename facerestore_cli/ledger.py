@@ -40,7 +40,8 @@ class Ledger:
             "weights": self.weights, "detector": None if o.aligned else o.detector, "min_face": o.min_face,
             "aligned": o.aligned, "precision": o.precision, "format": o.fmt, "quality": o.quality,
             "metadata": o.metadata, "provenance": o.provenance, "face_size": o.preset.face_size,
-            "identity_score": o.identity_score,
+            "identity_score": o.identity_score, "detect_max_side": None if o.aligned else o.detect_max_side,
+            "compile": o.compile, "channels_last": o.channels_last,
         })
 
     def loaded(self, weights: dict[str, str | None], compute, batch_size: int) -> None:
@@ -54,7 +55,9 @@ class Ledger:
         shape outputs), weight hashes, device and batch size."""
         o = self.opts
         settings = {"detector": None if o.aligned else o.detector, "min_face": None if o.aligned else o.min_face,
-                    "aligned": o.aligned, "precision": self.precision, "tool_version": __version__}
+                    "detect_max_side": None if o.aligned else o.detect_max_side, "aligned": o.aligned,
+                    "precision": self.precision, "compile": o.compile, "channels_last": o.channels_last,
+                    "tool_version": __version__}
         return {"method": o.preset.name, "parameters": {**o.params.as_record(), **settings}, "weights": self.weights,
                 "device": self.device, "batch_size": self.batch_size}
 

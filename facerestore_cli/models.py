@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from facerestore_cli.device import default_batch_size
+from facerestore_cli.device import measure_batch_size
 from facerestore_cli.errors import WeightsError
 from facerestore_cli.faces import DETECTOR_WEIGHTS
 from facerestore_cli.faces.detect import FaceDetector
@@ -73,11 +73,13 @@ def load_models(opts, compute, store) -> Models:
     restorer = opts.method.build(opts.preset, opts.params, networks)
     detector = parsenet = None
     if not opts.aligned:
-        detector = FaceDetector(networks.load({"weights": DETECTOR_WEIGHTS[opts.detector]}).module, compute.device)
+        detector = FaceDetector(networks.load({"weights": DETECTOR_WEIGHTS[opts.detector]}).module, compute.device,
+                                max_side=opts.detect_max_side)
         parser = paste_parser(opts, store)
         if parser is not None:
             parsenet = networks.load(parser).module
     identity = None
     if IDENTITY_WEIGHTS in needed_weights(opts):
         identity = IdentityScorer(networks.load({"weights": IDENTITY_WEIGHTS}).module, compute.device)
-    return Models(compute, restorer, detector, parsenet, opts.batch_size or default_batch_size(compute), identity)
+    batch_size = opts.batch_size or measure_batch_size(compute, restorer, opts.preset.face_size)
+    return Models(compute, restorer, detector, parsenet, batch_size, identity)

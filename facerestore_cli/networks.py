@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from facerestore_cli.archs import build_arch, input_size
+from facerestore_cli.archs.layout import layout_of
 from facerestore_cli.device import Compute
 
 
@@ -26,6 +27,7 @@ class Network:
     module: nn.Module
     compute: Compute
     input_size: int | None
+    runner: Any = None  # the compiled module (--compile), else None
 
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
         """Forward without autograd."""
@@ -35,7 +37,7 @@ class Network:
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         """Forward with autograd (guidance through the network); under autocast, fp32 out."""
         with self.compute.autocast():
-            return self.module(*inputs).float()
+            return (self.module if self.runner is None else self.runner)(*inputs).float()
 
 
 @dataclass
@@ -54,9 +56,20 @@ class NetworkLoader:
         if key not in self._loaded:
             spec = self.store.spec(weight_id)
             config = {**(spec.config or {}), **override}
-            state = self.store.load_state_dict(weight_id, config_override=override)
             module = build_arch(spec.arch, config)
+            state = self.store.load_state_dict(weight_id, expected=layout_of(module))
             module.load_state_dict(state, strict=True)
             module = module.eval().requires_grad_(False).to(self.compute.device)
-            self._loaded[key] = Network(weight_id, config, module, self.compute, input_size(spec.arch, config))
+            if self.compute.channels_last:
+                module = module.to(memory_format=torch.channels_last)
+            size = input_size(spec.arch, config)
+            self._loaded[key] = Network(weight_id, config, module, self.compute, size, self._compiled(module, size))
         return self._loaded[key]
+
+    def _compiled(self, module: nn.Module, size: int | None):
+        """With --compile, networks of a fixed input size (the restoration networks, whose batches are padded to one
+        shape) are compiled for that shape; CUDA graphs replay them on a GPU. The detector (any image size) is not."""
+        if not self.compute.compile or size is None:
+            return None
+        mode = "reduce-overhead" if self.compute.device.type == "cuda" else None
+        return torch.compile(module, dynamic=False, mode=mode)

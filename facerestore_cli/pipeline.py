@@ -2,41 +2,48 @@
 photo: read → detect/align → batch restore → paste → write → record.
 
 Faces from many photos share batches; a photo is pasted and written as soon as its last face is restored, so
-memory stays bounded by the batch size, not by the number of photos. Every output is written atomically and
-recorded in the run state only once it is in place, so a crash at any moment costs at most a redo."""
+memory stays bounded by the batch size, not by the number of photos. Reading runs ahead and writing behind in
+worker threads (--io-workers), in bounded queues, and outcomes are recorded in the serial loop's order. Every output
+is written atomically and recorded in the run state only once it is in place, so a crash at any moment costs at most
+a redo."""
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import signal
-import time
 from collections import deque
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
-from facerestore_cli import __version__
-from facerestore_cli.files import atomic_copy, remove_stale_temps
 from facerestore_cli.device import empty_cache, is_out_of_memory, resolve
 from facerestore_cli.diffusion.noise import face_seed, seeded_generator
 from facerestore_cli.errors import FacerestoreError, UsageError
-from facerestore_cli.faces import masks
-from facerestore_cli.faces.align import estimate_affine, paste_faces, warp_face
-from facerestore_cli.imageio import DEFAULT_MAX_PIXELS, read_image, write_image
+from facerestore_cli.faces.masks import run_parsenet
+from facerestore_cli.files import remove_stale_temps
+from facerestore_cli.imageio import DEFAULT_MAX_PIXELS, read_image
 from facerestore_cli.interrupts import InterruptGuard, Interrupted
 from facerestore_cli.ledger import Ledger, StopRun
 from facerestore_cli.methods import Method
 from facerestore_cli.methods.params import MethodParams
 from facerestore_cli.models import Models, load_models, require_weights, weight_hashes
-from facerestore_cli.pixels import from_float, resize_batch, resize_float, to_float, to_tensor, to_uint8
+from facerestore_cli.overlap import Prefetch, Sequencer
+from facerestore_cli.photos import Face, Photo, PhotoReader, PhotoWriter
+from facerestore_cli.pixels import resize_batch, to_tensor
 from facerestore_cli.presets import Preset
-from facerestore_cli.report import StdoutSink, Summary, face_record, round_box
+from facerestore_cli.report import StdoutSink, Summary
 from facerestore_cli.runlock import LOCK_NAME, run_lock
-from facerestore_cli.sheets import compare_path, save_compare_sheet, save_extras
+from facerestore_cli.sheets import compare_path, save_compare_sheet
+from facerestore_cli.timings import StageTimer
 from facerestore_cli.weights.store import WeightStore
+
+
+DETECT_MAX_SIDE = 2048  # detection runs on a copy of larger photos shrunk to this long side
+IO_WORKERS = 2  # reader and writer threads beside a GPU's network loop
+DETECT_BATCH_CUDA = 4  # same-size photos detected together on a GPU
 
 
 @dataclass
@@ -69,39 +76,28 @@ class RunOptions:
     provenance: bool = False
     max_pixels: int | None = None
     identity_score: bool = False
+    detect_max_side: int | None = DETECT_MAX_SIDE
+    io_workers: int | None = None  # None: IO_WORKERS on a GPU, 0 on a CPU
+    compile: bool = False
+    channels_last: bool = False
+    reference: bool = False  # the official scripts' schedule (benchmark only): see Pipeline
 
 
-@dataclass
-class Face:
-    index: int
-    box: tuple[float, float, float, float]
-    score: float
-    affine: Any  # 2x3 float array; None for --aligned inputs
-    crop: Any  # HxWx3 float32 RGB [0, 1]
-    landmarks: Any = None  # (5, 2) float32 in photo pixels; None for --aligned inputs
-    restored: Any = None
-    seed: int | None = None  # the seed of the noise stream this face's restoration drew from
-    paste_mask: str | None = None  # the mask it was pasted back with: parsenet | square (None for --aligned)
-    method_info: dict = field(default_factory=dict)  # what the method used for it (Restoration.face_info)
-    identity: dict | None = None  # ArcFace cosines, with --identity-score
-
-
-@dataclass
-class Photo:
-    job: Any
-    picture: Any
-    faces: list[Face]
-    skipped: list[dict]
-    started: float
-    pending: int = 0
+def io_workers(opts: RunOptions, compute) -> int:
+    """--io-workers, or by default IO_WORKERS on a GPU and 0 on a CPU (where the network keeps every core busy and
+    threads beside it only compete for them)."""
+    if opts.io_workers is not None:
+        return opts.io_workers
+    return IO_WORKERS if compute.device.type == "cuda" else 0
 
 
 def run(opts: RunOptions, progress, jobs, skipped_hidden: int = 0, skipped_not_image: int = 0,
-        sink: StdoutSink | None = None) -> Summary:
+        sink: StdoutSink | None = None, timings: StageTimer | None = None, models: Models | None = None) -> Summary:
     """Check what a real run needs, lock the output folder (not for a dry run), plan, load, restore, record. A run
-    that fails before any work leaves no output folder and no report behind."""
+    that fails before any work leaves no output folder and no report behind. timings: where the stage times go;
+    models: already loaded (the benchmark's second pass), else loaded here when there is work."""
     check_output_folder(opts.output)
-    compute = resolve(opts.device, opts.precision)
+    compute = resolve(opts.device, opts.precision, opts.compile, opts.channels_last)
     store = WeightStore(offline=opts.offline)
     sink = sink or StdoutSink()
     if opts.dry_run:
@@ -114,14 +110,14 @@ def run(opts: RunOptions, progress, jobs, skipped_hidden: int = 0, skipped_not_i
             remove_stale_temps(opts.output)
             ledger = Ledger(opts, progress, sink, weight_hashes(opts, store))
             ledger.summary.skipped_hidden, ledger.summary.skipped_not_image = skipped_hidden, skipped_not_image
-            return _run_locked(opts, progress, jobs, compute, store, ledger)
+            return _run_locked(opts, progress, jobs, compute, store, ledger, timings, models)
     except FacerestoreError:
         if fresh:
             remove_if_untouched(opts.output)
         raise
 
 
-def _run_locked(opts, progress, jobs, compute, store, ledger: Ledger) -> Summary:
+def _run_locked(opts, progress, jobs, compute, store, ledger: Ledger, timings, loaded) -> Summary:
     interrupted = None
     with InterruptGuard() as guard:
         todo, extras = ledger.plan(jobs)
@@ -129,16 +125,16 @@ def _run_locked(opts, progress, jobs, compute, store, ledger: Ledger) -> Summary
             models = None
             if todo:
                 require_weights(opts, store)
-                models = load_models(opts, compute, store)
-                ledger.loaded(weight_hashes(opts, store), compute, models.batch_size)
+                models = loaded or load_models(opts, compute, store)
+                ledger.loaded(weight_hashes(opts, store), models.compute, models.batch_size)
         except BaseException:
             ledger.abandon()
             raise
         try:
-            progress.start(len(todo) + len(extras), compute.describe() if models else "", opts.preset.name)
+            progress.start(len(todo) + len(extras), models.compute.describe() if models else "", opts.preset.name)
             make_compare_sheets(opts, ledger, extras, guard)
             if models is not None:
-                Pipeline(opts, models, ledger, guard).process(todo)
+                Pipeline(opts, models, ledger, guard, timings).process(todo)
         except Interrupted as exc:
             interrupted = exc
             ledger.summary.interrupted = signal.Signals(exc.signum).name
@@ -199,62 +195,71 @@ def check_output_folder(output: Path) -> None:
 
 
 class Pipeline:
-    """One run's photos through the loaded models: read, batch, restore, paste, write; outcomes go to the ledger."""
+    """One run's photos through the loaded models: read, batch, restore, finish; outcomes go to the ledger in the
+    order the serial loop makes them. With io_workers > 0, photos are decoded and detected ahead in worker threads
+    and finished (pasted, encoded, written) behind, while this thread keeps the network busy."""
 
-    def __init__(self, opts: RunOptions, models: Models, ledger: Ledger, guard: InterruptGuard):
+    def __init__(self, opts: RunOptions, models: Models, ledger: Ledger, guard: InterruptGuard,
+                 timings: StageTimer | None = None):
         self.opts, self.models, self.ledger, self.guard = opts, models, ledger, guard
         self.progress = ledger.progress
         self.batch_size = models.batch_size
+        self.timings = timings or StageTimer()
+        self.reference = opts.reference
+        cuda = models.compute.device.type == "cuda"
+        detect_batch = DETECT_BATCH_CUDA if cuda and not self.reference else 1
+        self.reader = PhotoReader(opts, models.detector, self.timings, detect_batch)
+        self.writer = PhotoWriter(opts, self.timings, whole_image=self.reference)
+        self.synchronize = torch.cuda.synchronize if cuda else None
 
     def process(self, jobs) -> None:
+        workers = 0 if self.reference else io_workers(self.opts, self.models.compute)
+        stops_on_failure = self.opts.fail_fast or self.opts.max_failures is not None
+        with contextlib.ExitStack() as stack:
+            readers = writers = None
+            # Worker threads run torch with as many threads as this one: CPU kernels' results depend on the count.
+            if workers:
+                readers = stack.enter_context(ThreadPoolExecutor(workers, "read"))
+                writers = stack.enter_context(ThreadPoolExecutor(workers, "write"))
+            self.sequencer = Sequencer(writers, 1 if stops_on_failure else 2 * workers)
+            photos = Prefetch(self.reader.photos(jobs, readers, workers + 1), 2 if workers else 0, "detect")
+            try:
+                self._restore_all(photos)
+            finally:
+                photos.close()
+                self.sequencer.drain()  # photos written before a stop are recorded, as the serial loop records them
+
+    def _restore_all(self, photos) -> None:
         queue: deque[tuple[Photo, Face]] = deque()
-        for job in jobs:
+        for job, outcome in photos:
             self.guard.check()
             try:
-                photo = self.read(job)
+                photo = outcome.get()
             except FacerestoreError as exc:
-                self.progress.found(0)
-                self.ledger.fail(job, exc.message)
+                self._failed_to_read(job, exc.message)
                 continue
             except OSError as exc:
-                self.progress.found(0)
-                self.ledger.fail(job, f"cannot read: {exc.strerror or exc}")
+                self._failed_to_read(job, f"cannot read: {exc.strerror or exc}")
                 continue
             self.progress.found(len(photo.faces))
             if not photo.faces:
-                self._complete(photo, self.copy_through)
+                self._complete(photo, self.writer.copy_through)
                 continue
             photo.pending = len(photo.faces)
             queue.extend((photo, face) for face in photo.faces)
-            while len(queue) >= self.batch_size:
-                self._drain(queue)
+            while queue and (self.reference or len(queue) >= self.batch_size):
+                self._drain(queue, len(queue) if self.reference else self.batch_size)
+            self.sequencer.apply_ready()
         while queue:
-            self._drain(queue)
+            self._drain(queue, self.batch_size)
 
-    # -- read: decode, detect, align ---------------------------------------------------------------------------
-    def read(self, job) -> Photo:
-        picture = read_image(job.src, max_pixels=self.opts.max_pixels or DEFAULT_MAX_PIXELS)
-        photo = Photo(job, picture, [], [], time.monotonic())
-        image = to_float(picture.rgb)
-        if self.opts.aligned:
-            h, w = image.shape[:2]
-            photo.faces.append(Face(0, (0.0, 0.0, float(w), float(h)), 1.0, None, image))
-            return photo
-        size = self.opts.preset.face_size
-        for det in self.models.detector.detect(to_uint8(picture.rgb)):
-            x1, y1, x2, y2 = det.box
-            if min(x2 - x1, y2 - y1) < self.opts.min_face:
-                photo.skipped.append({"box": round_box(det.box), "score": round(det.score, 4),
-                                      "reason": f"face {min(x2 - x1, y2 - y1):.0f} px < --min-face {self.opts.min_face}"})
-                continue
-            affine = estimate_affine(np.asarray(det.landmarks), size)
-            photo.faces.append(Face(len(photo.faces), tuple(det.box), float(det.score), affine,
-                                    warp_face(image, affine, size), np.asarray(det.landmarks)))
-        return photo
+    def _failed_to_read(self, job, reason: str) -> None:
+        self.progress.found(0)
+        self.sequencer.now(lambda: self.ledger.fail(job, reason))
 
     # -- restore: batches across photos ------------------------------------------------------------------------
-    def _drain(self, queue: deque) -> None:
-        batch = [queue.popleft() for _ in range(min(self.batch_size, len(queue)))]
+    def _drain(self, queue: deque, size: int) -> None:
+        batch = [queue.popleft() for _ in range(min(size, len(queue)))]
         try:
             self.restore_with_retry(batch)
         except Interrupted:
@@ -266,12 +271,12 @@ class Pipeline:
             queue.clear()
             queue.extend(kept)
             for photo in failed.values():
-                self.ledger.fail(photo.job, f"restoration failed: {reason}", photo)
+                self.sequencer.now(lambda photo=photo: self.ledger.fail(photo.job, f"restoration failed: {reason}", photo))
             return
         for photo, _face in batch:
             photo.pending -= 1
             if photo.pending == 0:
-                self._complete(photo, self.finish)
+                self._complete(photo, self.writer.finish)
 
     def restore_with_retry(self, batch: list[tuple[Photo, Face]]) -> None:
         """Out of memory: halve the batch size (for the rest of the run) and retry the same faces. Only a single
@@ -297,13 +302,14 @@ class Pipeline:
     def restore_batch(self, batch: list[tuple[Photo, Face]]) -> None:
         """Restore one batch of faces. A short batch is padded with blank faces to exactly the batch size: kernels
         pick their blocking from the batch shape, so a fixed shape is what makes a face's result bit-identical
-        whatever photos share its batch and wherever it sits in it."""
+        whatever photos share its batch and wherever it sits in it. (The reference schedule restores each photo's
+        faces as one unpadded batch, as the official scripts do.)"""
         seed = self.opts.params.seed
         faces = torch.cat([resize_batch(to_tensor(face.crop), self.opts.preset.face_size) for _photo, face in batch])
         for photo, face in batch:
             face.seed = face_seed(seed, photo.job.rel, face.index)
         generators = [seeded_generator(face.seed) for _photo, face in batch]
-        padding = self.batch_size - len(batch)
+        padding = 0 if self.reference else self.batch_size - len(batch)
         if padding > 0:
             faces = torch.cat([faces, faces.new_zeros((padding, *faces.shape[1:]))])
             generators += [seeded_generator(face_seed(seed, "\0padding", i)) for i in range(padding)]
@@ -311,11 +317,16 @@ class Pipeline:
             self.guard.check()
             self.progress.step(event, len(batch))
 
-        result = self.models.restorer.restore(faces, generators, callback=on_step)
-        scores = self.identity_scores(faces, result)
-        restored = result.images[: len(batch)].permute(0, 2, 3, 1).float().cpu().numpy()
+        with self.timings.measure("network", self.synchronize):
+            result = self.models.restorer.restore(faces, generators, callback=on_step)
+            scores = self.identity_scores(faces, result)
+            restored = result.images[: len(batch)].permute(0, 2, 3, 1).float().cpu().numpy()
+            labels = [None] * len(batch)
+            if self.models.parsenet is not None:  # the paste mask's network runs with the others
+                labels = run_parsenet(self.models.parsenet, torch.from_numpy(restored).permute(0, 3, 1, 2))
         for k, ((_photo, face), image) in enumerate(zip(batch, restored)):
             face.restored = image
+            face.parse_labels = None if labels[k] is None else labels[k].astype(np.uint8)
             face.method_info = result.info(k)
             face.identity = {name: round(values[k], 4) for name, values in scores.items()} or None
         self.progress.faces(len(batch))
@@ -331,53 +342,16 @@ class Pipeline:
             scores["vs_estimate"] = identity.score(result.images, result.estimate)
         return scores
 
-    # -- finish: paste, write, record --------------------------------------------------------------------------
-    def _complete(self, photo: Photo, step) -> None:
-        try:
-            step(photo)
-        except FacerestoreError as exc:
-            self.ledger.fail(photo.job, exc.message, photo)
-        except OSError as exc:
-            self.ledger.fail(photo.job, f"cannot write {photo.job.dest}: {exc.strerror or exc}", photo)
+    # -- finish: paste, write (in a writer thread), record (here, in order) ------------------------------------
+    def _complete(self, photo: Photo, finish) -> None:
+        def record(outcome) -> None:
+            try:
+                status, reason, extras = outcome.get()
+            except FacerestoreError as exc:
+                self.ledger.fail(photo.job, exc.message, photo)
+            except OSError as exc:
+                self.ledger.fail(photo.job, f"cannot write {photo.job.dest}: {exc.strerror or exc}", photo)
+            else:
+                self.ledger.done(photo, status, reason, extras)
 
-    def finish(self, photo: Photo) -> None:
-        picture, faces = photo.picture, photo.faces
-        if self.opts.aligned:
-            h, w = picture.rgb.shape[:2]
-            result = resize_float(faces[0].restored, (w, h))
-        else:
-            face_masks = [None] * len(faces)
-            if self.models.parsenet is not None:
-                face_masks = masks.parse_masks(self.models.parsenet, [f.restored for f in faces], self.models.compute.device)
-            for face, mask in zip(faces, face_masks):
-                face.paste_mask = masks.MASK_SQUARE if mask is None else masks.MASK_PARSENET
-            result = paste_faces(to_float(picture.rgb), [f.restored for f in faces], [f.affine for f in faces], face_masks)
-        rgb = from_float(np.clip(result, 0.0, 1.0), picture.rgb.dtype)
-        extras = self.write(dataclasses.replace(picture, rgb=rgb), photo.job.dest)
-        extras.update(save_extras(self.opts, photo.job.rel, picture.rgb, rgb, [face_record(f) for f in faces],
-                                  [f.restored for f in faces]))
-        self.ledger.done(photo, "restored", None, extras)
-
-    def copy_through(self, photo: Photo) -> None:
-        """No face: the photo goes through unchanged (byte for byte unless a format/metadata change was asked)."""
-        o, job = self.opts, photo.job
-        if o.fmt or o.metadata != "keep" or o.provenance or job.dest.suffix != job.src.suffix:
-            extras = self.write(photo.picture, job.dest)
-        else:
-            job.dest.parent.mkdir(parents=True, exist_ok=True)
-            atomic_copy(job.src, job.dest)
-            extras = {"notes": list(photo.picture.notes)} if photo.picture.notes else {}
-        self.ledger.done(photo, "no_face", "no face found" if not photo.skipped else "every face below --min-face", extras)
-
-    def write(self, picture, dest: Path) -> dict:
-        """Write atomically; returns the report fields for what reading or the output format changed (CMYK
-        converted, alpha or 16 bits the target cannot hold, metadata stripped, ...), so no loss goes unreported."""
-        provenance = None
-        if self.opts.provenance:
-            params = " ".join(f"{k}={v}" for k, v in self.opts.params.as_record().items())
-            provenance = f"facerestore {__version__}; method={self.opts.preset.name}; {params}"
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        written = write_image(picture, dest, fmt=self.opts.fmt, quality=self.opts.quality, metadata=self.opts.metadata,
-                              provenance=provenance)
-        notes = list(picture.notes) + list(written)
-        return {"notes": notes} if notes else {}
+        self.sequencer.submit(lambda: finish(photo), record)

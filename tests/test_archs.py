@@ -215,7 +215,7 @@ def test_attention_new_order_equals_reference():
 # ---------------------------------------------------------------- reduced precision
 
 
-def test_tiny_unet_under_bf16_autocast_keeps_group_norm_in_fp32(monkeypatch):
+def test_tiny_unet_under_bf16_autocast_keeps_group_norm_and_output_block_in_fp32(monkeypatch):
     model = tiny("unet", TINY_UNET_DIFFACE)
     x, t = torch.randn(1, 3, 32, 32), torch.tensor([250])
     with torch.no_grad():
@@ -229,11 +229,21 @@ def test_tiny_unet_under_bf16_autocast_keeps_group_norm_in_fp32(monkeypatch):
         return original_group_norm(inp, *args, **kwargs)
 
     monkeypatch.setattr(torch.nn.functional, "group_norm", recording_group_norm)
+    conv_out = {}
+
+    def record(name):
+        def hook(_module, inputs, out) -> None:
+            conv_out[name] = (inputs[0].dtype, out.dtype)
+        return hook
+
+    model.input_blocks[0].register_forward_hook(record("body"))
+    model.out[2].register_forward_hook(record("out"))
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         out = model(x, t)
     assert seen_dtypes and set(seen_dtypes) == {torch.float32}
-    assert out.dtype == torch.bfloat16  # the convs did run in reduced precision
-    assert torch.isfinite(out).all()
+    assert conv_out["body"][1] == torch.bfloat16  # the body's convs did run in reduced precision
+    assert conv_out["out"] == (torch.float32, torch.float32)  # the output block in fp32, as the reference's use_fp16
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
     assert (out.float() - reference).abs().max() < 0.1 * reference.abs().max()
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import warnings
 
 import cv2
 import numpy as np
@@ -9,7 +12,8 @@ import pytest
 import torch
 from torch import nn
 
-from facerestore_cli.archs.facexlib_nets import build_parsenet, build_retinaface
+from facerestore_cli.archs.facexlib_nets import build_parsenet
+from facerestore_cli.archs.retinaface import build_retinaface
 from facerestore_cli.faces.align import (
     BORDER_RGB,
     FFHQ_TEMPLATE_512,
@@ -18,12 +22,11 @@ from facerestore_cli.faces.align import (
     paste_faces,
     warp_face,
 )
-from facerestore_cli.faces.detect import FaceDetector, retinaface_priors
+from facerestore_cli.faces.detect import FaceDetector, greedy_nms, retinaface_priors
 
 from conftest import SHARED
 from facerestore_cli.faces.masks import (
     MASK_COLORMAP,
-    parse_masks,
     parse_soft_mask,
     run_parsenet,
     square_soft_mask,
@@ -87,10 +90,58 @@ def test_detects_faces_in_real_photos(detector, name, count):
 def test_detection_matches_facexlib_detect_faces(retinaface, detector):
     bgr = cv2.imread(str(PHOTOS / "old-portrait-00.jpg"))
     with torch.no_grad():
-        reference = retinaface.detect_faces(bgr, 0.97, 0.4)
+        reference = facexlib_retinaface("mobile0.25", retinaface.state_dict()).detect_faces(bgr, 0.97, 0.4)
     reference = reference[np.lexsort((reference[:, 1], reference[:, 0]))]
     ours = np.array([[*f.box, f.score, *f.landmarks.ravel()] for f in detector.detect(bgr[:, :, ::-1].copy())])
     np.testing.assert_allclose(ours, reference, atol=1e-4)
+
+
+def facexlib_retinaface(network: str, state: dict | None = None):
+    from facexlib.detection.retinaface import RetinaFace
+
+    with warnings.catch_warnings():  # facexlib calls torchvision's deprecated resnet50(pretrained=False)
+        warnings.simplefilter("ignore", UserWarning)
+        model = RetinaFace(network_name=network, half=False, phase="test", device=torch.device("cpu"))
+    if state is not None:
+        model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
+@pytest.mark.parametrize("network", ["mobile0.25", "resnet50"])
+def test_retinaface_is_facexlibs_network_without_torchvision(network):
+    reference = facexlib_retinaface(network)
+    ours = build_retinaface({"network": network})
+    assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in reference.state_dict().items()}
+    torch.manual_seed(3)
+    state = {k: torch.randn_like(v) * 0.05 if v.is_floating_point() else v for k, v in reference.state_dict().items()}
+    state = {k: v.abs() + 0.5 if k.endswith("running_var") else v for k, v in state.items()}
+    reference.load_state_dict(state)
+    ours.load_state_dict(state, strict=True)
+    image = torch.randn(1, 3, 70, 45) * 50
+    with torch.no_grad():
+        for mine, theirs in zip(ours(image), reference(image)):
+            torch.testing.assert_close(mine, theirs, rtol=0, atol=0)
+
+
+def test_greedy_nms_keeps_what_torchvision_keeps():
+    from torchvision.ops import nms
+
+    rng = np.random.default_rng(5)
+    for count in (0, 1, 40, 300):
+        xy = rng.uniform(0, 200, (count, 2)).astype(np.float32)
+        boxes = np.hstack([xy, xy + rng.uniform(5, 60, (count, 2)).astype(np.float32)])
+        scores = rng.uniform(0.5, 1, count).astype(np.float32)
+        for threshold in (0.2, 0.4, 0.7):
+            expected = nms(torch.from_numpy(boxes), torch.from_numpy(scores), threshold).numpy()
+            np.testing.assert_array_equal(greedy_nms(boxes, scores, threshold), expected)
+
+
+def test_detection_imports_no_torchvision():
+    code = ("import sys, numpy; from facerestore_cli.faces.detect import FaceDetector; "
+            "from facerestore_cli.archs.retinaface import build_retinaface; "
+            "FaceDetector(build_retinaface({'network': 'mobile0.25'})).detect(numpy.zeros((64, 64, 3), numpy.uint8)); "
+            "assert 'torchvision' not in sys.modules, 'torchvision imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_priors_match_facexlib_priorbox():
@@ -292,9 +343,7 @@ def test_run_parsenet_feeds_normalised_rgb():
     assert labels.shape == (2, 512, 512)
     np.testing.assert_array_equal(labels[1], face_labels())
     assert net.seen[:, 0].min() == 1 and net.seen[:, 1].max() == -1 and net.seen[:, 2].max() == -1
-    as_arrays = parse_masks(net, [c.permute(1, 2, 0).numpy() for c in crops], "cpu")
-    assert len(as_arrays) == 2 and np.array_equal(as_arrays[0], parse_soft_mask(face_labels()))
-    assert parse_masks(net, []) == []
+    assert run_parsenet(net, torch.zeros(1, 3, 256, 256)).shape == (1, 512, 512)  # resized to 512 first
 
 
 def test_builders():

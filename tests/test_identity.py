@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from facerestore_cli.archs.facexlib_nets import build_arcface, build_retinaface
+from facerestore_cli.archs.facexlib_nets import build_arcface
+from facerestore_cli.archs.retinaface import build_retinaface
 from facerestore_cli.errors import WeightsError
 from facerestore_cli.faces.align import FFHQ_TEMPLATE_512
 from facerestore_cli.faces.identity import (

@@ -87,7 +87,8 @@ def test_toy_method_runs_with_its_knob_and_reports_its_parameters(toy, tmp_path)
     record = json.loads(report.read_text().splitlines()[0])
     assert record["method"] == "toy"
     assert record["parameters"] == {"strength": 0.5, "mode": "brighten", "seed": 1, "detector": None, "min_face": None,
-                                    "aligned": True, "precision": "fp32", "tool_version": "0.1.0"}
+                                    "detect_max_side": None, "aligned": True, "precision": "fp32", "compile": False,
+                                    "channels_last": False, "tool_version": "0.1.0"}
     before = np.asarray(Image.open(crop).convert("RGB"), dtype=np.float32)
     after = np.asarray(Image.open(tmp_path / "out" / "256.png").convert("RGB"), dtype=np.float32)
     assert after.mean() - before.mean() > 60  # +0.5 of full scale, clipped at white

@@ -4,13 +4,11 @@ HEIC photos, help and version)."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
 import shutil
 
-import numpy as np
 import pytest
 from PIL import Image, ImageCms
 

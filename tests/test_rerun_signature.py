@@ -33,7 +33,7 @@ BASE = ("--detector", "retinaface_mobile0.25")
 REDO = {
     "difface": [("--steps", "2"), ("--seed", "1"), ("--eta", "0.3"), ("--start-t", "300"), ("--min-face", "30"),
                 ("--precision", "bf16"), ("--format", "png"), ("--quality", "80"), ("--metadata", "strip"),
-                ("--provenance",), ("--identity-score",)],
+                ("--provenance",), ("--identity-score",), ("--detect-max-side", "100")],
     "dr2": [("--dr2-n", "2"), ("--dr2-tau", "10"), ("--enhancer", "none"), ("--dr2-prior", "p2")],
     "ipc-guided": [("--guidance-scale", "5"), ("--id-mask", "none"), ("--guidance-through-unet",)],
     "diffbfr": [("--irm1-steps", "3"), ("--irm2-start", "500"), ("--irm2-steps", "2"), ("--tem-start", "50"),
@@ -42,10 +42,11 @@ REDO = {
 # options that change nothing the signature covers: a rerun with them skips the photo
 SKIP = [("-q",), ("-v",), ("--json",), ("--print-outputs",), ("--batch-size", "2"), ("--device", "cpu"),
         ("--wait-lock", "5"), ("--fail-fast",), ("--max-failures", "3"), ("--offline",), ("--max-pixels", "100000000"),
-        ("-r",), ("--redo-failed",)]
+        ("-r",), ("--redo-failed",), ("--io-workers", "0")]
 # classified by a test of their own below
 SPECIAL = {"inputs", "--output", "--base", "--report", "--files-from", "--null", "--method", "--preset", "--detector", "--aligned",
-           "--force", "--dry-run", "--save-faces", "--save-compare"}
+           "--force", "--dry-run", "--save-faces", "--save-compare",
+           "--compile", "--channels-last"}  # --compile: test_performance.py; --channels-last: CUDA only
 
 
 def long_flag(param) -> str:

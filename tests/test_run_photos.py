@@ -61,8 +61,9 @@ def test_group_run_exits_zero_and_reports_every_photo(group_run):
     for rec in records:
         assert rec["method"] == "difface-tiny"
         assert rec["parameters"] == {"steps": 3, "eta": 0.5, "start_t": 400, "seed": 12345,
-                                     "detector": "retinaface_mobile0.25", "min_face": 20, "aligned": False,
-                                     "precision": "fp32", "tool_version": "0.1.0"}
+                                     "detector": "retinaface_mobile0.25", "min_face": 20, "detect_max_side": 2048,
+                                     "aligned": False, "precision": "fp32", "compile": False,
+                                     "channels_last": False, "tool_version": "0.1.0"}
         assert set(rec["weights"]) == {"difface-swinir", "difface-unet", "retinaface-mobile0.25"}
         assert all(isinstance(v, str) and len(v) == 64 for v in rec["weights"].values())
         assert rec["mask"] == "square" and rec["seconds"] >= 0 and rec["device"].startswith("cpu")

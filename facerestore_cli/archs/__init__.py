@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 ARCHS: dict[str, str] = {
     "unet": "facerestore_cli.archs.unet:build_unet",
     "swinir_difface": "facerestore_cli.archs.swinir:build_swinir_difface",
-    "retinaface": "facerestore_cli.archs.facexlib_nets:build_retinaface",
+    "retinaface": "facerestore_cli.archs.retinaface:build_retinaface",
     "parsenet": "facerestore_cli.archs.facexlib_nets:build_parsenet",
     "sparnethd": "facerestore_cli.archs.sparnethd:build_sparnethd",
     "arcface": "facerestore_cli.archs.facexlib_nets:build_arcface",

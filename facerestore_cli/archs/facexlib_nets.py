@@ -1,4 +1,5 @@
-"""Builders for the facexlib networks of the shared face pipeline (RetinaFace detector, ParseNet, ArcFace).
+"""Builders for the facexlib networks of the shared face pipeline: ParseNet and ArcFace (RetinaFace is in
+``retinaface.py``, without torchvision).
 
 They return untrained modules on the CPU, in eval mode; the caller loads a state dict with ``strict=True``.
 facexlib's own ``init_*`` helpers are not used: they download into site-packages and load without
@@ -7,29 +8,11 @@ facexlib's own ``init_*`` helpers are not used: they download into site-packages
 
 from __future__ import annotations
 
-import warnings
 from typing import Any, Mapping
 
-import torch
 from torch import nn
 
-RETINAFACE_NETWORKS = ("mobile0.25", "resnet50")
-
-
-def build_retinaface(config: Mapping[str, Any] | None = None) -> nn.Module:
-    """facexlib RetinaFace; ``config["network"]`` is "mobile0.25" or "resnet50" (default)."""
-    from facexlib.detection.retinaface import RetinaFace
-
-    network = (config or {}).get("network", "resnet50")
-    if network not in RETINAFACE_NETWORKS:
-        raise ValueError(f"unknown RetinaFace network {network!r}; expected one of {RETINAFACE_NETWORKS}")
-    # RetinaFace moves itself to `device` in __init__ and keeps it in `.device`; build on the CPU and let
-    # the caller move it. FaceDetector reads the device from the parameters, not from `.device`.
-    with warnings.catch_warnings():
-        # facexlib calls torchvision's resnet50(pretrained=False), deprecated but harmless.
-        warnings.filterwarnings("ignore", message=".*(pretrained|weights).*deprecated", category=UserWarning)
-        model = RetinaFace(network_name=network, half=False, phase="test", device=torch.device("cpu"))
-    return model.eval()
+import facerestore_cli.compat  # noqa: F401  (must precede any facexlib import)
 
 
 def build_parsenet(config: Mapping[str, Any] | None = None) -> nn.Module:

@@ -18,10 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import facerestore_cli.compat  # noqa: F401  (must precede any basicsr import)
-
-with warnings.catch_warnings():  # basicsr's package import pulls in deprecated scipy.ndimage.filters
-    warnings.simplefilter("ignore", DeprecationWarning)
-    from basicsr.archs.swinir_arch import RSTB, PatchEmbed, PatchUnEmbed
+from basicsr.archs.swinir_arch import RSTB, PatchEmbed, PatchUnEmbed
 
 RGB_MEAN = (0.4488, 0.4371, 0.4040)
 

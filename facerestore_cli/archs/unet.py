@@ -6,7 +6,8 @@ Module names and nesting follow those repositories exactly so that their checkpo
 ``iddpm_ffhq512``, DR2's ``DR2_FFHQ.pkl``) load with ``strict=True``.
 
 Differences from the reference code, none of which changes the state-dict layout or the fp32 results:
-- no ``convert_to_fp16``: reduced precision comes from ``torch.autocast``; gradient checkpointing per block
+- no ``convert_to_fp16``: reduced precision comes from ``torch.autocast``, with what the reference's
+  ``use_fp16`` keeps in fp32 kept there (GroupNorm, the output block ``out``); gradient checkpointing per block
   (``grad_checkpointing``, for training) uses ``torch.utils.checkpoint``;
 - attention runs through ``F.scaled_dot_product_attention`` (same maths as ``QKVAttentionLegacy``);
 - ``num_res_blocks`` may be a list with one count per level (DifFace's variant of the UNet);
@@ -278,7 +279,8 @@ class UNetModel(nn.Module):
         h = self._block(self.middle_block, h, emb)
         for block in self.output_blocks:
             h = self._block(block, torch.cat([h, skips.pop()], dim=1), emb)
-        return self.out(h)
+        with torch.autocast(device_type=h.device.type, enabled=False):
+            return self.out(h.float())
 
     def _block(self, block: TimestepEmbedSequential, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         if self.grad_checkpointing and self.training and torch.is_grad_enabled():

@@ -114,20 +114,21 @@ def paste_faces(
     if not jobs:
         return out
 
-    # Float working copy of the union of the regions only: facexlib blends in float across faces and
-    # quantises once at the end; doing the same on a sub-rectangle keeps large photos cheap.
+    # A float [0, 1] working copy of the union of the regions only: facexlib blends in float across faces and
+    # quantises once at the end; the same on a sub-rectangle gives the same pixels (an integer pixel converted to
+    # float and back is itself) and keeps large photos cheap.
     ux0 = min(j[3][0] for j in jobs)
     uy0 = min(j[3][1] for j in jobs)
     ux1 = max(j[3][2] for j in jobs)
     uy1 = max(j[3][3] for j in jobs)
-    canvas = image[uy0:uy1, ux0:ux1].astype(np.float32)
+    canvas = image[uy0:uy1, ux0:ux1].astype(np.float32) / np.float32(scale)
 
     for crop, inverse, mask, (x0, y0, x1, y1) in jobs:
         size = crop.shape[0]
         local = inverse.copy()
         local[:, 2] -= (x0, y0)
         dsize = (x1 - x0, y1 - y0)
-        face = (crop if np.issubdtype(crop.dtype, np.floating) else crop_to_unit_float(crop)) * np.float32(scale)
+        face = crop if np.issubdtype(crop.dtype, np.floating) else crop_to_unit_float(crop)
         face = np.ascontiguousarray(face, dtype=np.float32)
         inv_face = cv2.warpAffine(face, local, dsize)
         square = square_soft_mask(local, dsize, size) if mask is None or clip_to_square else None
@@ -150,5 +151,5 @@ def paste_faces(
     if np.issubdtype(image.dtype, np.floating):
         out[uy0:uy1, ux0:ux1] = canvas
     else:
-        out[uy0:uy1, ux0:ux1] = np.clip(np.rint(canvas), 0, scale).astype(image.dtype)
+        out[uy0:uy1, ux0:ux1] = np.rint(np.clip(canvas, 0.0, 1.0) * np.float32(scale)).astype(image.dtype)
     return out

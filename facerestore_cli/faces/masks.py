@@ -7,7 +7,7 @@ crop space and is warped back by ``align.paste_faces``.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -81,19 +81,3 @@ def run_parsenet(parsenet: nn.Module, crops: torch.Tensor) -> np.ndarray:
     x = ((x - 0.5) / 0.5).to(param.dtype)
     logits = parsenet(x)[0]
     return logits.argmax(dim=1).cpu().numpy()
-
-
-def parse_masks(
-    parsenet: nn.Module, crops: torch.Tensor | Sequence[np.ndarray], device: torch.device | str | None = None
-) -> list[np.ndarray]:
-    """One crop-space soft mask per crop: crops as a B×3×H×W tensor or H×W×3 float arrays, RGB in [0, 1].
-
-    device: where to put the input when the network has neither parameters nor buffers to tell.
-    """
-    if not isinstance(crops, torch.Tensor):
-        if len(crops) == 0:
-            return []
-        crops = torch.from_numpy(np.stack([np.asarray(c, dtype=np.float32) for c in crops])).permute(0, 3, 1, 2)
-    if device is not None:
-        crops = crops.to(device)
-    return [parse_soft_mask(labels) for labels in run_parsenet(parsenet, crops)]

@@ -14,7 +14,6 @@ import importlib
 import importlib.util
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from types import ModuleType
 
 from facerestore_cli.errors import UsageError

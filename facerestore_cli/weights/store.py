@@ -197,11 +197,11 @@ class WeightStore:
 
     # -- loading ----------------------------------------------------------------------------------------
 
-    def load_state_dict(self, weight_id: str, config_override: Mapping | None = None) -> dict:
+    def load_state_dict(self, weight_id: str, config_override: Mapping | None = None, expected=None) -> dict:
         """Check the file, load it on the CPU with `weights_only=True`, return a flat `{key: tensor}`.
 
-        With `config_override` (even `{}`), the keys and shapes are also checked against `spec.arch` built
-        with the registry config updated by it.
+        The keys and shapes are also checked against `expected` (the layout of the module the caller built), or
+        with `config_override` (even `{}`) against `spec.arch` built with the registry config updated by it.
         """
         spec, path = self.spec(weight_id), self.path(weight_id)
         self.require([weight_id])
@@ -209,14 +209,14 @@ class WeightStore:
         state_dict = _read_state_dict(path, f"weight file of {weight_id}:", spec)
         if rehashed:
             self._record(path, sha, best_effort=True)
-        if config_override is not None:
-            self._check_layout(spec, state_dict, {**spec.config, **config_override}, str(path))
+        if expected is None and config_override is not None:
+            expected = _layout().expected_layout(spec.arch, {**spec.config, **config_override})
+        if expected is not None:
+            self._check_layout(spec, state_dict, expected, str(path))
         return state_dict
 
-    def _check_layout(self, spec: WeightSpec, state_dict: Mapping, config: dict, what: str) -> None:
-        layout = importlib.import_module("facerestore_cli.archs.layout")
-        expected = layout.expected_layout(spec.arch, config)
-        diff = layout.compare_layouts(expected, layout.layout_of(state_dict))
+    def _check_layout(self, spec: WeightSpec, state_dict: Mapping, expected, what: str) -> None:
+        diff = _layout().compare_layouts(expected, _layout().layout_of(state_dict))
         if not diff.ok:
             raise WeightsError(
                 f"{what} does not fit {spec.id} (network {spec.arch}): {diff.summary()}",
@@ -260,7 +260,7 @@ class WeightStore:
     def identify(self, src: Path, configs: Mapping[str, Mapping] | None = None):
         """Which weight ids a checkpoint fits by its keys and shapes: (ids it fits, (nearest id, its difference)
         when it fits none). configs: per id, an update of the registry config (a preset's component config)."""
-        layout = importlib.import_module("facerestore_cli.archs.layout")
+        layout = _layout()
         obj = _load_checkpoint(Path(src), "checkpoint")
         fits, nearest = [], None
         for wid, spec in self.registry.items():
@@ -284,7 +284,8 @@ class WeightStore:
         if not src.is_file():
             raise WeightsError(f"cannot import {weight_id}: {src} is not a file")
         state_dict = _read_state_dict(src, "checkpoint", spec)
-        self._check_layout(spec, state_dict, {**spec.config, **(config or {})}, str(src))
+        self._check_layout(spec, state_dict, _layout().expected_layout(spec.arch, {**spec.config, **(config or {})}),
+                           str(src))
 
         self.weights_dir.mkdir(parents=True, exist_ok=True)
         if src.resolve() == dest.resolve():
@@ -342,3 +343,7 @@ class WeightStore:
         if self.offline and fetchable:
             lines.append("  (offline: FACERESTORE_OFFLINE is set, so nothing is downloaded)")
         raise WeightsError("\n".join(lines), hint="run: " + " ; ".join(commands))
+
+
+def _layout():
+    return importlib.import_module("facerestore_cli.archs.layout")
