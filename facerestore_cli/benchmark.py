@@ -80,7 +80,8 @@ def measure(opts, jobs, scratch: Path, reference: bool, startup: bool, inputs_la
 def _uncapped(detector):
     from facerestore_cli.faces.detect import FaceDetector
 
-    return FaceDetector(detector.model, threshold=detector.threshold, nms=detector.nms, max_side=None)
+    return FaceDetector(detector.model, threshold=detector.threshold, nms=detector.nms, max_side=None,
+                        min_side=detector.min_side)
 
 
 def _timed_pass(name: str, opts, jobs, scratch: Path, models) -> PassResult:
@@ -145,8 +146,14 @@ def run_command_line(opts, photo: Path, output: Path) -> list[str]:
     if opts.aligned:
         args.append("--aligned")
     else:
-        args += ["--detector", opts.detector, "--min-face", str(opts.min_face),
-                 "--detect-max-side", str(opts.detect_max_side or 0)]
+        faces = opts.faces
+        args += ["--detector", opts.detector, "--detect-max-side", str(opts.detect_max_side or 0),
+                 "--det-threshold", str(faces.det_threshold), "--det-min-side", str(faces.det_min_side),
+                 "--min-face", str(faces.min_face), "--min-score", str(faces.min_score),
+                 "--bg-upsampler", faces.bg_upsampler, "--bg-tile", str(faces.bg_tile)]
+        args += ["--faces", ",".join(map(str, faces.indices))] if faces.indices is not None else []
+        args += {"center": ["--only-center-face"], "largest": ["--largest-face"]}.get(faces.select, [])
+    args += ["--upscale", str(opts.faces.upscale), "--blend", str(opts.faces.blend)]
     if opts.batch_size:
         args += ["--batch-size", str(opts.batch_size)]
     args += [flag for flag, on in (("--compile", opts.compile), ("--channels-last", opts.channels_last),

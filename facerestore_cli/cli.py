@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import inspect
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any, Callable, List, Optional
@@ -13,14 +12,14 @@ from typing import Any, Callable, List, Optional
 import typer
 
 from facerestore_cli import __version__
-from facerestore_cli.errors import EXIT_USAGE, FacerestoreError, NoInputsError, UsageError
-from facerestore_cli.faces import DEFAULT_DETECTOR, DETECTOR_WEIGHTS
-from facerestore_cli.weights.store import offline as offline_from_environment
+from facerestore_cli.errors import EXIT_USAGE, FacerestoreError, UsageError
+from facerestore_cli.faces import DEFAULT_DETECTOR
 
 EXIT_CODES = ("Exit codes: 0 all done (or already done) · 1 some files failed · 2 usage error · 3 no inputs matched · "
               "4 weights missing/corrupt or needed while offline · 5 requested device unavailable · 75 output folder "
               "locked by another run · 130/143 interrupted (SIGINT/SIGTERM).")
-IO, METHOD, KNOBS, FACES, DEVICE = "Input and output", "Method", "Method knobs (default: the preset's)", "Faces", "Device"
+IO, METHOD, KNOBS, DEVICE = "Input and output", "Method", "Method knobs (default: the preset's)", "Device"
+FACES, PASTE = "Faces (default: the preset's)", "Paste-back and output size"
 ARCHIVAL, EXTRAS, STDOUT = "Archival runs", "Output format and extras", "Progress and stdout"
 
 
@@ -131,11 +130,42 @@ def run(
                                  help="retinaface_resnet50 or retinaface_mobile0.25 (or their weight ids)."),
     aligned: bool = typer.Option(False, "--aligned", metavar="", rich_help_panel=FACES,
                                  help="Inputs are already aligned face crops (no detection, no paste-back)."),
-    min_face: int = typer.Option(20, "--min-face", min=1, metavar="PX", rich_help_panel=FACES,
-                                 help="Skip faces whose box is smaller than this many pixels."),
+    det_threshold: Optional[float] = typer.Option(None, "--det-threshold", metavar="P", rich_help_panel=FACES,
+                                                  help="Detector score a face needs (diffusion presets 0.8, as "
+                                                       "DifFace; facexlib 0.97)."),
+    det_min_side: Optional[int] = typer.Option(None, "--det-min-side", min=0, metavar="PX", rich_help_panel=FACES,
+                                               help="Detect on a copy scaled up so its short side is at least PX "
+                                                    "(diffusion presets 640; 0: never scale up)."),
+    min_face: Optional[int] = typer.Option(None, "--min-face", min=0, metavar="PX", rich_help_panel=FACES,
+                                           help="Leave out faces whose box is smaller than PX (diffusion presets 0: "
+                                                "faces whose eyes are under 5 px apart at a 512-px short side are "
+                                                "left out instead)."),
+    min_score: Optional[float] = typer.Option(None, "--min-score", min=0, max=1, metavar="P", rich_help_panel=FACES,
+                                              help="Leave out faces the detector scored below P."),
+    faces: Optional[str] = typer.Option(None, "--faces", metavar="0,2", rich_help_panel=FACES,
+                                        help="Restore only these faces, numbered as the report and --draw-boxes "
+                                             "number them (left to right)."),
+    only_center_face: bool = typer.Option(False, "--only-center-face", metavar="", rich_help_panel=FACES,
+                                          help="Restore only the face nearest the photo's center."),
+    largest_face: bool = typer.Option(False, "--largest-face", metavar="", rich_help_panel=FACES,
+                                      help="Restore only the largest face."),
     detect_max_side: int = typer.Option(2048, "--detect-max-side", min=0, metavar="PX", rich_help_panel=FACES,
                                         help="Detect faces on a copy of larger photos shrunk to this long side "
                                              "(landmarks mapped back); 0: at full resolution."),
+    upscale: Optional[int] = typer.Option(None, "--upscale", metavar="1|2|4", rich_help_panel=PASTE,
+                                          help="Write photos N times larger: the background enlarged by "
+                                               "--bg-upsampler, the faces pasted at N× (default 1)."),
+    bg_upsampler: Optional[str] = typer.Option(None, "--bg-upsampler", metavar="NAME", rich_help_panel=PASTE,
+                                               help="realesrgan (Real-ESRGAN x2plus/x4plus, as DifFace's sampler), "
+                                                    "bicubic, or none (bilinear, as facexlib without one)."),
+    bg_tile: Optional[int] = typer.Option(None, "--bg-tile", min=0, metavar="PX", rich_help_panel=PASTE,
+                                          help="Real-ESRGAN tile size (default 400, 10 px overlap; 0: whole photo)."),
+    blend: Optional[float] = typer.Option(None, "--blend", metavar="W", rich_help_panel=PASTE,
+                                          help="Mix each restored face with its input before paste-back: 1 restored "
+                                               "only (default), 0 the input."),
+    draw_boxes: bool = typer.Option(False, "--draw-boxes", metavar="", rich_help_panel=PASTE,
+                                    help="Also write a copy of each output with numbered face boxes under "
+                                         "OUT/_boxes/ (green restored, red left out)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, metavar="N", rich_help_panel=DEVICE,
                                              help="Faces per forward (default: 1 on CPU; on a GPU what fits, from the "
                                                   "memory one face was measured to take)."),
@@ -199,6 +229,7 @@ def run(
 
     Example: facerestore run ./photos -o ./restored --method difface --steps 100
     """
+    from facerestore_cli.cli_run import check_report, prepare_run
     from facerestore_cli.pipeline import run as run_pipeline
     from facerestore_cli.progress import Progress
     from facerestore_cli.report import StdoutSink
@@ -207,7 +238,7 @@ def run(
         raise UsageError("-q and -v contradict each other")
     if print_outputs and json_out:
         raise UsageError("--print-outputs and --json both want stdout", hint="choose one")
-    _check_report(report)
+    check_report(report)
     values = dict(locals())
     opts, found = prepare_run(ctx, values)
     console = _stderr()
@@ -221,83 +252,6 @@ def run(
                       + (f"; {skipped} non-image/hidden files skipped ({found.skipped_note()})" if skipped else ""),
                       soft_wrap=True, markup=False)
     return 1 if summary.failed else 0
-
-
-def prepare_run(ctx: typer.Context, v: dict):
-    """The checked RunOptions and the discovered inputs of a `run` (or `bench`) command line; v: its values."""
-    from facerestore_cli.discover import discover, read_list
-    from facerestore_cli.methods import method_for
-    from facerestore_cli.pipeline import RunOptions
-
-    given = {name for name in ("detector", "min_face") if ctx.get_parameter_source(name).name == "COMMANDLINE"}
-    if v["aligned"] and given:
-        raise UsageError("--detector/--min-face do not apply with --aligned (no detection is done)")
-    detector = _detector_name(v["detector"])
-    if v["metadata"] not in ("keep", "strip"):
-        raise UsageError(f"--metadata must be keep or strip, not '{v['metadata']}'")
-    fmt = _check_format(v["fmt"])
-    preset = _load_preset(ctx, v["method"], v["preset_file"])
-    chosen = method_for(preset)
-    params = chosen.Params.resolve(preset, v["knobs"])
-    listed = [Path(p) for p in read_list(v["files_from"], null_separated=v["null"])] if v["files_from"] is not None else []
-    inputs = list(v["inputs"] or [])
-    if not inputs and not listed:
-        raise UsageError("no inputs given", hint="pass image files or folders, or --files-from FILE")
-    found = discover(inputs, v["output"], recursive=v["recursive"], fmt=fmt, listed=listed, base=v["base"])
-    if not found.jobs:
-        note = found.skipped_note()
-        raise NoInputsError("no input images found" + (f": skipped {note}" if note else ""),
-                            hint="images are JPEG, PNG, TIFF, WebP, BMP, GIF or HEIC; folders are scanned one level "
-                                 "deep unless --recursive")
-    opts = RunOptions(
-        inputs=inputs + listed, output=v["output"], preset=preset, method=chosen, params=params,
-        recursive=v["recursive"], batch_size=v["batch_size"], device=v["device"], precision=v["precision"],
-        detector=detector, aligned=v["aligned"], save_faces=v["save_faces"], save_compare=v["save_compare"],
-        report=v["report"], min_face=v["min_face"], offline=v["offline"] or offline_from_environment(),
-        force=v["force"], redo_failed=v["redo_failed"], wait_lock=v["wait_lock"], fail_fast=v["fail_fast"],
-        max_failures=v["max_failures"], dry_run=v["dry_run"], fmt=fmt, quality=v["quality"], metadata=v["metadata"],
-        provenance=v["provenance"], max_pixels=v["max_pixels"], identity_score=v["identity_score"],
-        detect_max_side=v["detect_max_side"] or None, io_workers=v["io_workers"], compile=v["compile_networks"],
-        channels_last=v["channels_last"],
-    )
-    return opts, found
-
-
-def _detector_name(value: str) -> str:
-    """A detector by name or by its weight id (`retinaface-mobile0.25`), as its name."""
-    by_weights = {wid: name for name, wid in DETECTOR_WEIGHTS.items()}
-    if value in DETECTOR_WEIGHTS or value in by_weights:
-        return by_weights.get(value, value)
-    raise UsageError(f"unknown detector '{value}'",
-                     hint=f"choose one of: {', '.join(DETECTOR_WEIGHTS)} (or their weight ids)")
-
-
-def _check_report(report: Optional[Path]) -> None:
-    """--report must be a file that can be written (replaced by a rename in its folder): a usage error otherwise."""
-    if report is None:
-        return
-    if report.is_dir():
-        raise UsageError(f"--report {report} is a folder", hint="name the report file, e.g. --report run.jsonl")
-    folder = next(p for p in [report.absolute().parent, *report.absolute().parents] if p.exists())
-    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
-        raise UsageError(f"--report {report} cannot be written: {folder} is not a writable folder")
-
-
-def _load_preset(ctx: typer.Context, method: str, preset_file: Optional[Path]):
-    from facerestore_cli import presets
-
-    if preset_file is not None and ctx.get_parameter_source("method").name == "COMMANDLINE":
-        raise UsageError("--method and --preset both name a preset", hint="give one of them")
-    return presets.load_file(preset_file) if preset_file else presets.load_builtin(method)
-
-
-def _check_format(fmt: Optional[str]) -> Optional[str]:
-    if fmt is None:
-        return None
-    fmt = fmt.lower()
-    if fmt not in ("png", "jpg", "jpeg", "webp", "tiff", "tif"):
-        raise UsageError(f"unsupported --format '{fmt}'", hint="choose png, jpg, webp or tiff")
-    return {"jpeg": "jpg", "tif": "tiff"}.get(fmt, fmt)
 
 
 def methods(json_out: bool = typer.Option(False, "--json", metavar="", help="One JSON object per preset.")) -> int:

@@ -46,7 +46,7 @@ def bench_command(run):
         """
         from facerestore_cli.benchmark import describe, measure
         from facerestore_cli.benchset import write_builtin_set
-        from facerestore_cli.cli import prepare_run
+        from facerestore_cli.cli_run import prepare_run
 
         if save is not None and save.is_dir():
             raise UsageError(f"--save {save} is a folder", hint="name the JSON file, e.g. --save bench.json")

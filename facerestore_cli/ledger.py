@@ -37,9 +37,9 @@ class Ledger:
         o = self.opts
         return run_signature({
             "tool": __version__, "preset": o.preset.name, "method": o.preset.method, "parameters": o.params.as_record(),
-            "weights": self.weights, "detector": None if o.aligned else o.detector, "min_face": o.min_face,
-            "aligned": o.aligned, "precision": o.precision, "format": o.fmt, "quality": o.quality,
-            "metadata": o.metadata, "provenance": o.provenance, "face_size": o.preset.face_size,
+            "weights": self.weights, "detector": None if o.aligned else o.detector,
+            "faces": o.faces.as_record(o.aligned), "aligned": o.aligned, "precision": o.precision, "format": o.fmt,
+            "quality": o.quality, "metadata": o.metadata, "provenance": o.provenance, "face_size": o.preset.face_size,
             "identity_score": o.identity_score, "detect_max_side": None if o.aligned else o.detect_max_side,
             "compile": o.compile, "channels_last": o.channels_last,
         })
@@ -54,7 +54,7 @@ class Ledger:
         """What every record of this run shares: method, parameters (the method's, then the run settings that
         shape outputs), weight hashes, device and batch size."""
         o = self.opts
-        settings = {"detector": None if o.aligned else o.detector, "min_face": None if o.aligned else o.min_face,
+        settings = {"detector": None if o.aligned else o.detector, **o.faces.as_record(o.aligned),
                     "detect_max_side": None if o.aligned else o.detect_max_side, "aligned": o.aligned,
                     "precision": self.precision, "compile": o.compile, "channels_last": o.channels_last,
                     "tool_version": __version__}
@@ -63,10 +63,13 @@ class Ledger:
 
     # -- the plan ----------------------------------------------------------------------------------------------
     def plan(self, jobs) -> tuple[list, list]:
-        """(jobs to restore, jobs whose output is in place but whose compare sheet is missing), each with why;
+        """(jobs to restore, jobs whose output is in place but whose compare sheet or boxes copy is missing), each
+        with why;
         the rest are recorded as skipped, with their last run's record (a dry run keeps all for `print_plan`)."""
         wanted = tuple(name for name, asked in (("face_files", self.opts.save_faces),
-                                                ("compare_file", self.opts.save_compare)) if asked)
+                                                ("compare_file", self.opts.save_compare),
+                                                ("boxes_file", self.opts.faces.draw_boxes and not self.opts.aligned))
+                       if asked)
         todo, extras = [], []
         self.summary.photos = len(jobs)
         for job in jobs:
@@ -108,9 +111,11 @@ class Ledger:
         self.state.maybe_flush()
 
     def extras_done(self, job, entry: dict, extras: dict) -> None:
-        """A compare sheet made for a photo that is otherwise done: reported as skipped, with the new file."""
+        """Extra files made for a photo that is otherwise done: reported as skipped, with the new files."""
         self.summary.skipped += 1
-        rec = {**skipped_record(job, entry, "unchanged since last run; compare sheet made"), **extras}
+        made = " and ".join(what for key, what in (("compare_file", "compare sheet"), ("boxes_file", "boxes copy"))
+                            if key in extras)
+        rec = {**skipped_record(job, entry, f"unchanged since last run; {made} made"), **extras}
         self.state.add_extras(job.rel, {**(entry.get("record") or {}), **extras})
         self.emit(rec)
         self.state.maybe_flush()

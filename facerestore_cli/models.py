@@ -6,13 +6,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from facerestore_cli.background import TiledUpsampler
 from facerestore_cli.device import measure_batch_size
 from facerestore_cli.errors import WeightsError
 from facerestore_cli.faces import DETECTOR_WEIGHTS
 from facerestore_cli.faces.detect import FaceDetector
 from facerestore_cli.faces.identity import IdentityScorer
 from facerestore_cli.networks import NetworkLoader
-from facerestore_cli.presets import PASTE_PARSER
+from facerestore_cli.presets import BACKGROUND, PASTE_PARSER
 from facerestore_cli.readiness import installed_detector
 
 IDENTITY_WEIGHTS = "arcface-ir-se50"
@@ -25,7 +26,17 @@ def needed_weights(opts) -> list[str]:
         ids.append(IDENTITY_WEIGHTS)
     if not opts.aligned:
         ids.append(DETECTOR_WEIGHTS[opts.detector])
+        background = background_component(opts)
+        if background is not None:
+            ids.append(background["weights"])
     return ids
+
+
+def background_component(opts) -> dict | None:
+    """The preset's Real-ESRGAN component for this run's --upscale, when the run enlarges photos with it."""
+    if opts.aligned or opts.faces.background != "realesrgan":
+        return None
+    return opts.preset.components[BACKGROUND[opts.faces.upscale]]
 
 
 def require_weights(opts, store) -> None:
@@ -66,20 +77,26 @@ class Models:
     parsenet: Any  # the paste-back parser module, or None (square mask)
     batch_size: int
     identity: Any = None  # IdentityScorer when identity scores are reported
+    background: Any = None  # the Real-ESRGAN TiledUpsampler when photos are enlarged with it
 
 
 def load_models(opts, compute, store) -> Models:
     networks = NetworkLoader(store, compute)
     restorer = opts.method.build(opts.preset, opts.params, networks)
-    detector = parsenet = None
+    detector = parsenet = background = None
     if not opts.aligned:
+        faces = opts.faces
         detector = FaceDetector(networks.load({"weights": DETECTOR_WEIGHTS[opts.detector]}).module, compute.device,
-                                max_side=opts.detect_max_side)
+                                threshold=faces.det_threshold, max_side=opts.detect_max_side,
+                                min_side=faces.det_min_side or None)
         parser = paste_parser(opts, store)
         if parser is not None:
             parsenet = networks.load(parser).module
+        component = background_component(opts)
+        if component is not None:
+            background = TiledUpsampler(networks.load(component), faces.upscale, faces.bg_tile)
     identity = None
     if IDENTITY_WEIGHTS in needed_weights(opts):
         identity = IdentityScorer(networks.load({"weights": IDENTITY_WEIGHTS}).module, compute.device)
     batch_size = opts.batch_size or measure_batch_size(compute, restorer, opts.preset.face_size)
-    return Models(compute, restorer, detector, parsenet, batch_size, identity)
+    return Models(compute, restorer, detector, parsenet, batch_size, identity, background)

@@ -16,14 +16,16 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from facerestore_cli import __version__
+from facerestore_cli.background import enlarge, resize
 from facerestore_cli.faces import masks
 from facerestore_cli.faces.align import estimate_affine, paste_faces, warp_face
+from facerestore_cli.faces.frontend import choose_faces
 from facerestore_cli.files import atomic_copy, atomic_write_bytes
 from facerestore_cli.imageio import DEFAULT_MAX_PIXELS, read_image
 from facerestore_cli.imagewrite import encode_image
 from facerestore_cli.overlap import Outcome, capture, ordered_map
 from facerestore_cli.pixels import from_float, resize_float, to_float, to_uint8
-from facerestore_cli.report import face_record, round_box
+from facerestore_cli.report import face_record
 from facerestore_cli.sheets import save_extras
 from facerestore_cli.timings import StageTimer
 
@@ -39,7 +41,7 @@ class Face:
     restored: Any = None
     seed: int | None = None  # the seed of the noise stream this face's restoration drew from
     parse_labels: Any = None  # ParseNet's labels (uint8 512×512) of the restored face, when pasted with its mask
-    paste_mask: str | None = None  # the mask it was pasted back with: parsenet | square (None for --aligned)
+    paste_mask: str | None = None  # the mask it was pasted back with: parsenet-in-square | square (None: --aligned)
     method_info: dict = field(default_factory=dict)  # what the method used for it (Restoration.face_info)
     identity: dict | None = None  # ArcFace cosines, with --identity-score
 
@@ -102,65 +104,102 @@ class PhotoReader:
             yield job, capture(functools.partial(self.align, photo), detections)
 
     def align(self, photo: Photo, detections) -> Photo:
-        """Faces at least --min-face px become aligned crops; smaller ones are noted as skipped."""
+        """The faces the front end keeps become aligned crops, numbered by detection order; the others are noted as
+        skipped, with their numbers and why."""
         with self.timings.measure("align"):
-            size, min_face = self.opts.preset.face_size, self.opts.min_face
-            image = to_float(photo.picture.rgb) if detections else None
-            for det in detections:
-                x1, y1, x2, y2 = det.box
-                if min(x2 - x1, y2 - y1) < min_face:
-                    photo.skipped.append({"box": round_box(det.box), "score": round(det.score, 4),
-                                          "reason": f"face {min(x2 - x1, y2 - y1):.0f} px < --min-face {min_face}"})
-                    continue
+            size = self.opts.preset.face_size
+            height, width = photo.picture.rgb.shape[:2]
+            kept, photo.skipped = choose_faces(detections, height, width, self.opts.faces)
+            image = to_float(photo.picture.rgb) if kept else None
+            for number, det in kept:
                 affine = estimate_affine(np.asarray(det.landmarks), size)
-                photo.faces.append(Face(len(photo.faces), tuple(det.box), float(det.score), affine,
+                photo.faces.append(Face(number, tuple(det.box), float(det.score), affine,
                                         warp_face(image, affine, size), np.asarray(det.landmarks)))
         return photo
+
+
+def resized_picture(picture, rgb, alpha, scale: int):
+    """picture with new pixels `scale` times its size; the resolution (dpi) scaled with them, so the print size
+    stays."""
+    dpi = None if picture.dpi is None or scale == 1 else (picture.dpi[0] * scale, picture.dpi[1] * scale)
+    return dataclasses.replace(picture, rgb=rgb, alpha=alpha, dpi=dpi)
 
 
 class PhotoWriter:
     """Paste a photo's restored faces back, encode and write it (and its extras) atomically. whole_image: convert
     the whole picture to float and back, as the official scripts do (the benchmark's reference); the default
-    converts only the faces' regions, with the same result."""
+    converts only the faces' regions, with the same result. background: the Real-ESRGAN TiledUpsampler when the run
+    enlarges photos with it."""
 
-    def __init__(self, opts, timings: StageTimer, whole_image: bool = False):
-        self.opts, self.timings, self.whole_image = opts, timings, whole_image
+    def __init__(self, opts, timings: StageTimer, whole_image: bool = False, background=None):
+        self.opts, self.timings, self.whole_image, self.background = opts, timings, whole_image, background
 
     def finish(self, photo: Photo) -> tuple[str, str | None, dict]:
-        picture, faces = photo.picture, photo.faces
-        with self.timings.measure("paste"):
-            if self.opts.aligned:
+        picture, faces, scale = photo.picture, photo.faces, self.opts.faces.upscale
+        if self.opts.aligned:
+            with self.timings.measure("paste"):
                 h, w = picture.rgb.shape[:2]
-                rgb = from_float(resize_float(faces[0].restored, (w, h)), picture.rgb.dtype)
-            else:
-                rgb = self.paste(picture.rgb, faces)
-        extras = self.write(dataclasses.replace(picture, rgb=rgb), photo.job.dest)
-        extras.update(save_extras(self.opts, photo.job.rel, picture.rgb, rgb, [face_record(f) for f in faces],
-                                  [f.restored for f in faces]))
+                rgb = from_float(resize_float(self.blended(faces[0]), (w * scale, h * scale)), picture.rgb.dtype)
+                alpha = None if picture.alpha is None else resize(picture.alpha, scale, "none")
+            big = resized_picture(picture, rgb, alpha, scale)
+        else:
+            big = self.enlarged(picture)
+            with self.timings.measure("paste"):
+                big.rgb = self.paste(big.rgb, faces)
+        extras = self.write(big, photo.job.dest)
+        records = [face_record(f) for f in faces]
+        extras.update(save_extras(self.opts, photo.job.rel, picture.rgb, big.rgb, records, [f.restored for f in faces],
+                                  photo.skipped))
         return "restored", None, extras
 
+    def enlarged(self, picture):
+        """The picture --upscale times larger (a copy of it at 1): Real-ESRGAN, bicubic or bilinear under the
+        faces."""
+        scale = self.opts.faces.upscale
+        if scale == 1:
+            return dataclasses.replace(picture)
+        with self.timings.measure("upscale"):
+            rgb, alpha = enlarge(picture.rgb, picture.alpha, scale, self.opts.faces.bg_upsampler, self.background)
+        return resized_picture(picture, rgb, alpha, scale)
+
+    def blended(self, face: Face) -> np.ndarray:
+        """--blend W: W · restored + (1 − W) · the input crop (W = 1: the restored face as it is)."""
+        weight = self.opts.faces.blend
+        if weight == 1.0:
+            return face.restored
+        h, w = face.restored.shape[:2]
+        crop = resize_float(face.crop, (w, h))
+        return (np.float32(weight) * face.restored + np.float32(1 - weight) * crop).astype(np.float32)
+
     def paste(self, rgb: np.ndarray, faces: list[Face]) -> np.ndarray:
-        """The faces blended back with ParseNet's mask where it parsed them (in the network stage), else the square
-        mask."""
+        """The faces blended back with min(ParseNet's mask, the square mask) where ParseNet parsed them (in the
+        network stage), as DifFace's and CodeFormer's helpers do; else with the square mask. rgb: the photo at
+        --upscale size."""
         face_masks = [None if f.parse_labels is None else masks.parse_soft_mask(f.parse_labels) for f in faces]
         for face, mask in zip(faces, face_masks):
-            face.paste_mask = masks.MASK_SQUARE if mask is None else masks.MASK_PARSENET
-        crops, affines = [f.restored for f in faces], [f.affine for f in faces]
+            face.paste_mask = masks.MASK_SQUARE if mask is None else masks.MASK_PARSENET_IN_SQUARE
+        crops, affines = [self.blended(f) for f in faces], [f.affine for f in faces]
+        scale = self.opts.faces.upscale
         if self.whole_image:
-            return from_float(paste_faces(to_float(rgb), crops, affines, face_masks), rgb.dtype)
-        return paste_faces(rgb, crops, affines, face_masks)
+            pasted = paste_faces(to_float(rgb), crops, affines, face_masks, clip_to_square=True, upscale=scale)
+            return from_float(pasted, rgb.dtype)
+        return paste_faces(rgb, crops, affines, face_masks, clip_to_square=True, upscale=scale)
 
     def copy_through(self, photo: Photo) -> tuple[str, str | None, dict]:
-        """No face: the photo goes through unchanged (byte for byte unless a format/metadata change was asked)."""
+        """No face to restore: the photo goes through unchanged (byte for byte unless a format/metadata change or
+        --upscale was asked)."""
         o, job = self.opts, photo.job
-        if o.fmt or o.metadata != "keep" or o.provenance or job.dest.suffix != job.src.suffix:
-            extras = self.write(photo.picture, job.dest)
+        if o.fmt or o.metadata != "keep" or o.provenance or job.dest.suffix != job.src.suffix or o.faces.upscale > 1:
+            big = self.enlarged(photo.picture)
+            extras = self.write(big, job.dest)
         else:
+            big = photo.picture
             job.dest.parent.mkdir(parents=True, exist_ok=True)
             with self.timings.measure("write"):
                 atomic_copy(job.src, job.dest)
             extras = {"notes": list(photo.picture.notes)} if photo.picture.notes else {}
-        return "no_face", "no face found" if not photo.skipped else "every face below --min-face", extras
+        extras.update(save_extras(o, job.rel, photo.picture.rgb, big.rgb, [], (), photo.skipped, compare=False))
+        return "no_face", "no face found" if not photo.skipped else "no face chosen (see skipped_faces)", extras
 
     def write(self, picture, dest: Path) -> dict:
         """Write atomically; returns the report fields for what reading or the output format changed (CMYK

@@ -13,7 +13,7 @@ import contextlib
 import signal
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,7 @@ import torch
 from facerestore_cli.device import empty_cache, is_out_of_memory, resolve
 from facerestore_cli.diffusion.noise import face_seed, seeded_generator
 from facerestore_cli.errors import FacerestoreError, UsageError
+from facerestore_cli.faces.frontend import FaceSettings
 from facerestore_cli.faces.masks import run_parsenet
 from facerestore_cli.files import remove_stale_temps
 from facerestore_cli.imageio import DEFAULT_MAX_PIXELS, read_image
@@ -36,7 +37,8 @@ from facerestore_cli.pixels import resize_batch, to_tensor
 from facerestore_cli.presets import Preset
 from facerestore_cli.report import StdoutSink, Summary
 from facerestore_cli.runlock import LOCK_NAME, run_lock
-from facerestore_cli.sheets import compare_path, save_compare_sheet
+from facerestore_cli.state import all_exist
+from facerestore_cli.sheets import boxes_path, compare_path, save_boxes, save_compare_sheet
 from facerestore_cli.timings import StageTimer
 from facerestore_cli.weights.store import WeightStore
 
@@ -62,7 +64,7 @@ class RunOptions:
     save_faces: bool = False
     save_compare: bool = False
     report: Path | None = None
-    min_face: int = 20
+    faces: FaceSettings = field(default_factory=FaceSettings)
     offline: bool = False
     force: bool = False
     redo_failed: bool = False
@@ -132,7 +134,7 @@ def _run_locked(opts, progress, jobs, compute, store, ledger: Ledger, timings, l
             raise
         try:
             progress.start(len(todo) + len(extras), models.compute.describe() if models else "", opts.preset.name)
-            make_compare_sheets(opts, ledger, extras, guard)
+            make_extras(opts, ledger, extras, guard)
             if models is not None:
                 Pipeline(opts, models, ledger, guard, timings).process(todo)
         except Interrupted as exc:
@@ -168,21 +170,30 @@ def remove_if_untouched(output: Path) -> None:
         output.rmdir()
 
 
-def make_compare_sheets(opts, ledger: Ledger, jobs, guard) -> None:
-    """Compare sheets for photos done by an earlier run: from the input, the output in place and the faces' recorded
-    landmarks, without restoring again."""
+def make_extras(opts, ledger: Ledger, jobs, guard) -> None:
+    """Compare sheets and boxes copies missing for photos done by an earlier run: from the input, the output in place
+    and the faces recorded, without restoring again."""
     for job, entry in jobs:
         guard.check()
+        made = entry.get("extras") or {}
+        record = entry.get("record") or {}
+        extras = {}
         try:
             before = read_image(job.src, max_pixels=opts.max_pixels or DEFAULT_MAX_PIXELS).rgb
             after = read_image(job.dest, max_pixels=None).rgb
-            faces = (entry.get("record") or {}).get("faces") or []
-            path = compare_path(opts.output, job.rel)
-            save_compare_sheet(before, after, faces, path)
+            faces = record.get("faces") or []
+            if opts.save_compare and entry["status"] == "done" and not all_exist(opts.output, made.get("compare_file")):
+                path = compare_path(opts.output, job.rel)
+                save_compare_sheet(before, after, faces, path)
+                extras["compare_file"] = str(path)
+            if opts.faces.draw_boxes and not all_exist(opts.output, made.get("boxes_file")):
+                path = boxes_path(opts.output, job.rel)
+                save_boxes(after, faces, record.get("skipped_faces") or [], opts.faces.upscale, path)
+                extras["boxes_file"] = str(path)
         except (FacerestoreError, OSError) as exc:
-            ledger.progress.warn(f"warning: {job.src}: compare sheet not made: {getattr(exc, 'message', exc)}")
+            ledger.progress.warn(f"warning: {job.src}: extra files not made: {getattr(exc, 'message', exc)}")
             continue
-        ledger.extras_done(job, entry, {"compare_file": str(path)})
+        ledger.extras_done(job, entry, extras)
 
 
 def check_output_folder(output: Path) -> None:
@@ -209,7 +220,7 @@ class Pipeline:
         cuda = models.compute.device.type == "cuda"
         detect_batch = DETECT_BATCH_CUDA if cuda and not self.reference else 1
         self.reader = PhotoReader(opts, models.detector, self.timings, detect_batch)
-        self.writer = PhotoWriter(opts, self.timings, whole_image=self.reference)
+        self.writer = PhotoWriter(opts, self.timings, whole_image=self.reference, background=models.background)
         self.synchronize = torch.cuda.synchronize if cuda else None
 
     def process(self, jobs) -> None:

@@ -16,6 +16,10 @@ REQUIRED = ("name", "method", "components", "parameters")
 # facexlib's square mask. A preset may give it a `config` (tests use a tiny one) or another weight id.
 PASTE_PARSER = "paste_parser"
 DEFAULT_PASTE_PARSER = {"weights": "parsenet", "optional": True}
+# Background upsamplers for --upscale 2 / 4 (Real-ESRGAN), needed only by runs that ask for them.
+BACKGROUND = {2: "background_x2", 4: "background_x4"}
+DEFAULT_BACKGROUND = {2: {"weights": "realesrgan-x2plus", "optional": True},
+                      4: {"weights": "realesrgan-x4plus", "optional": True}}
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,7 @@ class Preset:
     parameters: dict[str, Any]
     face_size: int = 512
     schedule: dict[str, Any] = field(default_factory=dict)
+    faces: dict[str, Any] = field(default_factory=dict)  # the face front end's settings (faces/frontend.py)
     source: str = ""  # what messages call it: the built-in file's name, or the path given
     path: Path | None = None  # the file, for presets given with --preset (a method module may sit beside it)
     raw: dict[str, Any] = field(default_factory=dict)
@@ -43,6 +48,10 @@ def _parse(data: Any, source: str, path: Path | None) -> Preset:
             raise UsageError(f"preset {source}: component '{name}' must name its weights")
     components = dict(data["components"])
     components.setdefault(PASTE_PARSER, dict(DEFAULT_PASTE_PARSER))
+    for scale, role in BACKGROUND.items():
+        components.setdefault(role, dict(DEFAULT_BACKGROUND[scale]))
+    if not isinstance(data.get("faces", {}), dict):
+        raise UsageError(f"preset {source}: faces must be a mapping of front-end settings")
     return Preset(
         name=str(data["name"]),
         method=str(data["method"]),
@@ -51,6 +60,7 @@ def _parse(data: Any, source: str, path: Path | None) -> Preset:
         parameters=dict(data["parameters"]),
         face_size=int(data.get("face_size", 512)),
         schedule=dict(data.get("schedule", {})),
+        faces=dict(data.get("faces") or {}),
         source=source,
         path=path,
         raw=data,

@@ -1,8 +1,10 @@
-"""Extra outputs: restored face crops (--save-faces) and before/after sheets (--save-compare).
+"""Extra outputs: restored face crops (--save-faces), before/after sheets (--save-compare) and a copy of the output
+with numbered face boxes (--draw-boxes).
 
 A compare sheet shows, for each face, the input crop beside the same crop of the written photo at a readable size,
 labelled with the index the report uses, under an overview of the photo with numbered boxes. It is made from the
-input, the output and the faces' landmarks alone, so a rerun can make a missing sheet without restoring again."""
+input, the output and the faces' landmarks alone, so a rerun can make a missing sheet without restoring again; the
+boxes copy likewise from the output and the recorded boxes."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ GAP = 8
 MAX_COLUMNS = 4  # face pairs per row
 OVERVIEW_MIN_WIDTH = 2 * FACE_PX + GAP
 BOX_BGR = (0, 220, 0)
+LEFT_OUT_BGR = (0, 0, 230)  # --draw-boxes: faces found but not restored
 TEXT_BGR = (255, 255, 255)
 BACKGROUND = 32
 FONT = cv2.FONT_HERSHEY_SIMPLEX
@@ -62,13 +65,15 @@ def _overview(rgb: np.ndarray, faces: list[dict], width: int) -> np.ndarray:
     return bgr
 
 
-def _crop(rgb: np.ndarray, face: dict | None) -> np.ndarray:
-    """The face's aligned crop at FACE_PX (the whole image for --aligned inputs), uint8 BGR."""
+def _crop(rgb: np.ndarray, face: dict | None, scale: float = 1.0) -> np.ndarray:
+    """The face's aligned crop at FACE_PX (the whole image for --aligned inputs), uint8 BGR; scale: of rgb against
+    the photo the landmarks were found in (--upscale)."""
     image = to_uint8(rgb)
     if face is None or face.get("landmarks") is None:
         crop = cv2.resize(image, (FACE_PX, FACE_PX), interpolation=cv2.INTER_AREA)
     else:
-        crop = warp_face(image, estimate_affine(np.asarray(face["landmarks"], dtype=np.float32), FACE_PX), FACE_PX)
+        landmarks = np.asarray(face["landmarks"], dtype=np.float32) * np.float32(scale)
+        crop = warp_face(image, estimate_affine(landmarks, FACE_PX), FACE_PX)
     return np.ascontiguousarray(crop[..., ::-1])
 
 
@@ -76,7 +81,8 @@ def compare_sheet(before: np.ndarray, after: np.ndarray, faces: list[dict]) -> n
     """BGR uint8 sheet: overview with numbered boxes (not for --aligned inputs), then per face `#k input | output`.
     faces: report face records (index, box, landmarks); landmarks None means the image is the aligned face."""
     aligned = not faces or faces[0].get("landmarks") is None
-    pairs = [(face["index"], _crop(before, face), _crop(after, face)) for face in faces] if not aligned \
+    scale = after.shape[1] / before.shape[1]
+    pairs = [(face["index"], _crop(before, face), _crop(after, face, scale)) for face in faces] if not aligned \
         else [(0, _crop(before, None), _crop(after, None))]
     columns = min(MAX_COLUMNS, max(1, math.ceil(math.sqrt(len(pairs)))))
     pair_w, label_h = 2 * FACE_PX + GAP, 28
@@ -109,9 +115,34 @@ def compare_path(output: Path, rel: str) -> Path:
     return output / "_compare" / f"{Path(rel).with_suffix('')}.jpg"
 
 
-def save_extras(opts, rel: str, before: np.ndarray, after: np.ndarray, faces: list[dict], restored=()) -> dict:
-    """--save-faces (restored: the faces' restored crops) and --save-compare for one photo; the report fields
-    naming the files."""
+def boxes_image(rgb: np.ndarray, faces: list[dict], left_out: list[dict], scale: int = 1) -> np.ndarray:
+    """BGR uint8 copy of rgb (the written photo) with each face's box and number: green for restored faces, red for
+    faces found but left out; scale: rgb's size against the photo the boxes were found in."""
+    bgr = np.ascontiguousarray(to_uint8(rgb)[..., ::-1])
+    thickness = max(2, round(bgr.shape[1] / 600))
+    text_scale = max(0.5, min(2.0, bgr.shape[1] / 1600))
+    for entries, colour in ((faces, BOX_BGR), (left_out, LEFT_OUT_BGR)):
+        for face in entries:
+            x1, y1, x2, y2 = (round(v * scale) for v in face["box"])
+            cv2.rectangle(bgr, (x1, y1), (x2, y2), colour, thickness)
+            _label(bgr, f"#{face['index']}", (max(x1, 0), max(y1, 24)), text_scale)
+    return bgr
+
+
+def boxes_path(output: Path, rel: str) -> Path:
+    return output / "_boxes" / f"{Path(rel).with_suffix('')}.jpg"
+
+
+def save_boxes(rgb: np.ndarray, faces: list[dict], left_out: list[dict], scale: int, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, _encode(boxes_image(rgb, faces, left_out, scale), ".jpg", [cv2.IMWRITE_JPEG_QUALITY, 90]))
+
+
+def save_extras(opts, rel: str, before: np.ndarray, after: np.ndarray, faces: list[dict], restored=(),
+                left_out=(), compare: bool = True) -> dict:
+    """--save-faces (restored: the faces' restored crops), --save-compare (unless compare is False: no face was
+    restored) and --draw-boxes (left_out: the report's skipped_faces) for one photo; the report fields naming the
+    files."""
     extras: dict = {}
     if opts.save_faces and restored:
         extras["face_files"] = []
@@ -119,8 +150,12 @@ def save_extras(opts, rel: str, before: np.ndarray, after: np.ndarray, faces: li
             path = face_crop_path(opts.output, rel, face["index"])
             save_face_crop(crop, path)
             extras["face_files"].append(str(path))
-    if opts.save_compare:
+    if opts.save_compare and compare:
         path = compare_path(opts.output, rel)
         save_compare_sheet(before, after, faces, path)
         extras["compare_file"] = str(path)
+    if opts.faces.draw_boxes and not opts.aligned:
+        path = boxes_path(opts.output, rel)
+        save_boxes(after, faces, list(left_out), opts.faces.upscale, path)
+        extras["boxes_file"] = str(path)
     return extras

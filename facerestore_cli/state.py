@@ -2,8 +2,8 @@
 
 An input is skipped when its entry says done/no_face, the run signature (method, parameters, weights, tool
 version, output options) is the same, the output file still exists and the input is unchanged. Extras asked for
-and missing are made up: missing face crops redo the photo, a missing compare sheet is made from the input and
-the output in place ("extras"). Each entry keeps its last report record, so a skipped photo reports it again. Unchanged
+and missing are made up: missing face crops redo the photo, a missing compare sheet or boxes copy is made from the
+input, the output in place and the recorded faces ("extras"). Each entry keeps its last report record, so a skipped photo reports it again. Unchanged
 means same size and mtime_ns (no hashing: a no-op rerun over 10,000 files takes well under a second), or,
 when those differ, the same sha256. As with rsync, an edit that keeps both size and mtime_ns goes unnoticed.
 Failed inputs are skipped unless redo_failed, or unless the input or the signature changed since.
@@ -34,7 +34,7 @@ STATUSES = ("done", "failed", "no_face")
 DEFAULT_FLUSH_INTERVAL = 5.0
 
 
-EXTRAS = ("face_files", "compare_file")  # report fields of --save-faces / --save-compare, kept per entry
+EXTRAS = ("face_files", "compare_file", "boxes_file")  # of --save-faces / --save-compare / --draw-boxes, per entry
 
 
 @dataclass(frozen=True)
@@ -122,12 +122,14 @@ class RunState:
             return Decision("skip", "failed last run (use --redo-failed)")
         if not os.path.exists(dest_path):
             return self._run(job_rel, seen, "output missing")
-        if entry["status"] == "done":
-            made = entry.get("extras") or {}
-            if "face_files" in extras and not _all_exist(self.out_dir, made.get("face_files")):
-                return self._run(job_rel, seen, "face crops missing")
-            if "compare_file" in extras and not _all_exist(self.out_dir, made.get("compare_file")):
-                return Decision("extras", "compare sheet missing")
+        made = entry.get("extras") or {}
+        if entry["status"] == "done" and "face_files" in extras and not all_exist(self.out_dir, made.get("face_files")):
+            return self._run(job_rel, seen, "face crops missing")
+        missing = [what for key, what, statuses in (("compare_file", "compare sheet", ("done",)),
+                                                     ("boxes_file", "boxes copy", ("done", "no_face")))
+                   if key in extras and entry["status"] in statuses and not all_exist(self.out_dir, made.get(key))]
+        if missing:
+            return Decision("extras", " and ".join(missing) + " missing")
         return Decision("skip", "unchanged since last run")
 
     def _run(self, job_rel: str, seen: dict | None, reason: str) -> Decision:
@@ -183,7 +185,7 @@ class RunState:
         self._dirty = True
 
     def add_extras(self, job_rel: str, report: dict) -> None:
-        """A compare sheet made for an entry that is otherwise unchanged."""
+        """Extra files made for an entry that is otherwise unchanged."""
         entry = self.entries[job_rel]
         entry["extras"] = {**(entry.get("extras") or {}),
                            **{key: self._extra_rel(report[key]) for key in EXTRAS if report.get(key)}}
@@ -238,7 +240,7 @@ class RunState:
         return True
 
 
-def _all_exist(out_dir: Path, rel) -> bool:
+def all_exist(out_dir: Path, rel) -> bool:
     """Whether the extra file(s) an entry remembers are all there (None: never made)."""
     if not rel:
         return False

@@ -7,7 +7,7 @@ import contextlib
 import threading
 import time
 
-STAGES = ("decode", "detect", "align", "network", "paste", "encode", "write")
+STAGES = ("decode", "detect", "align", "network", "upscale", "paste", "encode", "write")
 
 
 class StageTimer:

@@ -59,6 +59,10 @@ def invoke(*args, stdin: bytes | None = None, binary: bool = False):
     return code, text_out, err.value().decode("utf-8", "replace")
 
 
+# old-portrait-01.jpg at facexlib's detection threshold: its four clear faces (the preset's 0.8 adds a faint fifth)
+FOUR_FACES = ("--det-threshold", "0.97")
+
+
 def tiny_run(preset: Path, *args, quiet: bool = True, **kwargs):
     """`facerestore run ARGS --preset TINY --detector retinaface_mobile0.25 [-q]` in-process."""
     return invoke("run", *args, "--preset", preset, *DET, *(("-q",) if quiet else ()), **kwargs)

@@ -15,15 +15,23 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 from ci_rules import REPO, SHARED, missing_shared_parts, pytest_runtest_makereport, pytest_sessionstart  # noqa: E402,F401
-from tiny_configs import TINY_PARSENET, TINY_SWINIR, TINY_UNET_DIFFACE  # noqa: E402
+from tiny_configs import TINY_PARSENET, TINY_RRDBNET, TINY_SWINIR, TINY_UNET_DIFFACE  # noqa: E402
 
 PHOTOS = SHARED / "data" / "photos"
 ALIGNED_LQ = SHARED / "data" / "aligned-lq"
 RETINA_MOBILE = SHARED / "weights" / "detection_mobilenet0.25_Final.pth"
 
 TINY_FACE_SIZE = 128
+# the face front end's settings every record of a built-in (diffusion) preset's run reports, and of an --aligned run
+PRESET_FACE_PARAMETERS = {"det_threshold": 0.8, "det_min_side": 640, "eye_distance": 5, "min_face": 0, "min_score": 0.0,
+                          "select": "all", "indices": None, "upscale": 1, "bg_upsampler": None, "bg_tile": None,
+                          "blend": 1.0}
+ALIGNED_FACE_PARAMETERS = {**dict.fromkeys(PRESET_FACE_PARAMETERS), "upscale": 1, "blend": 1.0}
 TINY_UNET_AT_128 = {**TINY_UNET_DIFFACE, "image_size": TINY_FACE_SIZE, "attention_sizes": [32]}
 TINY_SWINIR_AT_128 = {**TINY_SWINIR, "img_size": TINY_FACE_SIZE // 8}
+# the background upsamplers of --upscale 2 / 4 (Real-ESRGAN files: params_ema, no prefix)
+TINY_BACKGROUNDS = {"background_x2": ("realesrgan-x2plus", "RealESRGAN_x2plus.pth", {**TINY_RRDBNET, "scale": 2}),
+                    "background_x4": ("realesrgan-x4plus", "RealESRGAN_x4plus.pth", {**TINY_RRDBNET, "scale": 4})}
 
 
 def edited(path: Path, before_ns: int) -> Path:
@@ -91,14 +99,18 @@ def make_tiny_weights(weights_dir: Path) -> None:
     swinir = randomize(build_arch("swinir_difface", TINY_SWINIR_AT_128), 2)
     write_official_layout(unet, weights_dir / "iddpm_ffhq512_ema500000.pth", None)
     write_official_layout(swinir, weights_dir / "swinir_restoration512_L1.pth", "state_dict")
+    for seed, (_wid, file, config) in enumerate(TINY_BACKGROUNDS.values(), start=20):
+        write_official_layout(randomize(build_arch("rrdbnet", config), seed), weights_dir / file, "params_ema", "")
 
 
 def write_derived_preset(path: Path, builtin: str, name: str, face_size: int, configs: dict, parameters=None) -> Path:
-    """A built-in preset with tiny network configs (per component; the paste-back ParseNet always tiny) and some
-    parameters changed, saved as YAML."""
+    """A built-in preset with tiny network configs (per component; the paste-back ParseNet and the Real-ESRGAN
+    backgrounds always tiny) and some parameters changed, saved as YAML."""
     data = yaml.safe_load((REPO / "presets" / f"{builtin}.yaml").read_text())
     data["name"] = name
     data["face_size"] = face_size
+    for role, (wid, _file, config) in TINY_BACKGROUNDS.items():
+        data["components"][role] = {"weights": wid, "optional": True, "config": config}
     for role, config in {"paste_parser": TINY_PARSENET, **configs}.items():
         data["components"][role]["config"] = config
     data["parameters"].update(parameters or {})

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from archival_helpers import (STATE, by_name, invoke, report_lines, state_entries, tiny_run, visible_files)
+from archival_helpers import (FOUR_FACES, STATE, by_name, invoke, report_lines, state_entries, tiny_run,
+                              visible_files)
 from conftest import edited
 from corpus import check_picture, make_corpus
 
@@ -39,10 +40,10 @@ def corpus_runs(tiny_home, tmp_path_factory):
         pytest.skip("../shared portrait missing")
     preset = tiny_home / "difface-tiny.yaml"
     try:
-        first = tiny_run(preset, src, "-o", out, "--report", base / "first.jsonl")
+        first = tiny_run(preset, src, "-o", out, "--report", base / "first.jsonl", *FOUR_FACES)
         state_after_first = (out / STATE).read_bytes()
         mp.setattr("facerestore_cli.pipeline.load_models", _no_models)
-        second = tiny_run(preset, src, "-o", out, "--report", base / "second.jsonl", quiet=False)
+        second = tiny_run(preset, src, "-o", out, "--report", base / "second.jsonl", *FOUR_FACES, quiet=False)
     finally:
         mp.undo()
     from facerestore_cli.discover import sniff_image

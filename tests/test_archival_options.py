@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from archival_helpers import (LOCK, STATE, by_name, make_one_face_photos, report_lines, tiny_run, visible_files)
+from archival_helpers import (FOUR_FACES, LOCK, STATE, by_name, make_one_face_photos, report_lines, tiny_run,
+                              visible_files)
 from conftest import PHOTOS
 from corpus import make_corpus
 
@@ -58,7 +59,7 @@ def test_out_of_memory_halves_the_batch_and_restores_every_face(tiny_env, tmp_pa
     shutil.copyfile(PHOTOS / "old-portrait-01.jpg", src / "a-portrait.jpg")  # 4 faces: one full batch of 4
     make_one_face_photos(src, ["b-face.png"])
     sizes = _oom_when(monkeypatch, lambda n: n > 1)
-    code, _o, err = tiny_run(tiny_env, src, "-o", out, "--batch-size", 4, "--report", report)
+    code, _o, err = tiny_run(tiny_env, src, "-o", out, "--batch-size", 4, "--report", report, *FOUR_FACES)
     assert code == 0, err
     assert sizes == [4, 2, 1, 1, 1, 1, 1]  # 4 and 2 do not fit; then every face once, one at a time
     assert "out of memory with 4 faces per batch; continuing with 2" in err

@@ -14,7 +14,7 @@ from conftest import RETINA_MOBILE, require_shared
 
 ALL_IDS = ("difface-unet", "difface-swinir", "retinaface-resnet50", "retinaface-mobile0.25", "parsenet",
            "arcface-ir-se50", "dr2-unet", "dr2-sparnethd", "p2-ffhq")
-TINY_PRESENT = ("difface-unet", "difface-swinir", "retinaface-mobile0.25")
+TINY_PRESENT = ("difface-unet", "difface-swinir", "retinaface-mobile0.25", "realesrgan-x2plus", "realesrgan-x4plus")
 
 
 def _table_rows(out: str) -> dict[str, list[str]]:

@@ -317,7 +317,7 @@ def test_run_help_groups_its_options_and_cuts_no_name_at_80_columns(monkeypatch)
     assert code == 0
     panels = re.findall(r"╭─ (.+?) ─", out)
     assert panels == ["Arguments", "Options", "Input and output", "Method", "Method knobs (default: the preset's)",
-                      "Faces", "Device", "Archival runs", "Output format and extras", "Progress and stdout"]
+                      "Faces (default: the preset's)", "Paste-back and output size", "Device", "Archival runs", "Output format and extras", "Progress and stdout"]
     assert "<bool>" not in out and "…" not in out
     assert max(len(line) for line in out.splitlines()) <= 80
     for flag in ("--guidance-through-unet", "--identity-score", "--print-outputs", "--save-compare", "--max-failures"):

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from archival_helpers import (STATE, assert_no_partial_outputs, by_name, finish, make_one_face_photos, report_lines,
+from archival_helpers import (FOUR_FACES, STATE, assert_no_partial_outputs, by_name, finish, make_one_face_photos, report_lines,
                               start_run, state_entries, stop, tiny_run, visible_files, wait_for_first_output)
 from conftest import PHOTOS, home_environment
 from facerestore_cli.overlap import Outcome, Prefetch, Sequencer, ordered_map
@@ -233,7 +233,7 @@ def test_out_of_memory_back_off_with_workers(tiny_env, tmp_path, monkeypatch, wo
     shutil.copyfile(PHOTOS / "old-portrait-01.jpg", src / "a-portrait.jpg")
     make_one_face_photos(src, ["b-face.png"])
     code, _o, err = tiny_run(tiny_env, src, "-o", tmp_path / "out", "--batch-size", 4, "--report", report,
-                             "--io-workers", workers)
+                             "--io-workers", workers, *FOUR_FACES)
     assert code == 0, err
     assert sizes == [4, 2, 1, 1, 1, 1, 1] and "continuing with 1" in err
     records = by_name(report_lines(report)[:-1])

@@ -31,7 +31,7 @@ def test_parsenet_mask_is_used_and_reported(tiny_home, tmp_path, monkeypatch, ca
     assert summary["restored"] == 1 and summary["failed"] == 0
     rec = records[0]
     assert rec["status"] == "restored" and len(rec["faces"]) == 1
-    assert rec["mask"] == "parsenet"
+    assert rec["mask"] == "parsenet-in-square"
     assert set(rec["weights"]) == {"difface-swinir", "difface-unet", "retinaface-mobile0.25", "parsenet"}
     assert rec["weights"]["parsenet"] == hashlib.sha256(parsenet_file.read_bytes()).hexdigest()
     result = Image.open(tmp_path / "out" / photo.name)

@@ -16,6 +16,7 @@ from archival_helpers import invoke, tiny_run
 from conftest import PHOTOS, RETINA_MOBILE, require_shared
 from facerestore_cli.faces.align import estimate_affine, warp_face
 from facerestore_cli.faces.detect import FaceDetector
+from facerestore_cli.faces.frontend import FaceSettings
 from facerestore_cli.imageio import read_image
 from facerestore_cli.photos import Face, PhotoWriter
 from facerestore_cli.pixels import to_float
@@ -56,10 +57,10 @@ def test_region_paste_equals_whole_picture_float_paste(retinaface, name, depth, 
     if parse:  # ParseNet's labels as the network stage leaves them: a fixed label map stands in
         for face in faces:
             face.parse_labels = np.pad(np.ones((380, 300), np.uint8), ((80, 52), (106, 106)))
-    opts = SimpleNamespace(aligned=False)
+    opts = SimpleNamespace(aligned=False, faces=FaceSettings())
     region = PhotoWriter(opts, StageTimer()).paste(rgb, faces)
     whole = PhotoWriter(opts, StageTimer(), whole_image=True).paste(rgb, faces)
-    assert {f.paste_mask for f in faces} == {"parsenet" if parse else "square"}
+    assert {f.paste_mask for f in faces} == {"parsenet-in-square" if parse else "square"}
     assert region.dtype == rgb.dtype and np.array_equal(region, whole)
     assert np.abs(region.astype(np.int64) - rgb).max() > 0  # and the faces were pasted at all
 
@@ -175,7 +176,8 @@ def test_startup_command_line_reproduces_the_benchmarked_options(tiny_env, tmp_p
     import typer
 
     from facerestore_cli.benchmark import run_command_line
-    from facerestore_cli.cli import build_app, prepare_run
+    from facerestore_cli.cli import build_app
+    from facerestore_cli.cli_run import prepare_run
 
     def options(args):
         command = typer.main.get_command(build_app(args)).commands[args[0]]
@@ -188,10 +190,12 @@ def test_startup_command_line_reproduces_the_benchmarked_options(tiny_env, tmp_p
     (tmp_path / "in").mkdir()
     shutil.copy(PHOTOS / "old-portrait-01.jpg", tmp_path / "in" / "p.jpg")
     args = ["run", str(tmp_path / "in"), "-o", str(tmp_path / "o"), "--preset", str(tiny_env), "--steps", "2",
-            "--seed", "9", "--detector", "retinaface_mobile0.25", "--detect-max-side", "900", "--batch-size", "2"]
+            "--seed", "9", "--detector", "retinaface_mobile0.25", "--detect-max-side", "900", "--batch-size", "2",
+            "--det-threshold", "0.9", "--det-min-side", "700", "--min-face", "12", "--min-score", "0.95", "--faces",
+            "0,2", "--upscale", "2", "--bg-upsampler", "bicubic", "--bg-tile", "128", "--blend", "0.75"]
     given = options(args)
     again = options(run_command_line(given, tmp_path / "in" / "p.jpg", tmp_path / "o"))
-    for field in ("params", "detector", "detect_max_side", "batch_size", "device", "precision", "min_face",
+    for field in ("params", "detector", "detect_max_side", "batch_size", "device", "precision", "faces",
                   "compile", "aligned"):
         assert getattr(again, field) == getattr(given, field), field
     assert again.preset.path == given.preset.path
@@ -209,9 +213,10 @@ def test_bench_times_the_pipeline_and_the_reference(tiny_env, tmp_path):
     result = json.loads(out)
     assert json.loads(saved.read_text()) == result
     main, ref = result["passes"]["pipeline"], result["passes"]["reference"]
-    assert main["photos"] == ref["photos"] == 3 and main["faces"] == ref["faces"] == 16
-    assert set(main["stages_s"]) == {"decode", "detect", "align", "network", "paste", "encode", "write"}
-    assert all(v > 0 for k, v in main["stages_s"].items() if k != "write")
+    assert main["photos"] == ref["photos"] == 3 and main["faces"] == ref["faces"] == 17
+    assert set(main["stages_s"]) == {"decode", "detect", "align", "network", "upscale", "paste", "encode",
+                                     "write"}
+    assert all(v > 0 for k, v in main["stages_s"].items() if k not in ("write", "upscale"))  # no --upscale here
     assert 0 < main["network_busy"] <= 1 and main["peak_rss_mb"] > 100 and main["peak_cuda_mb"] is None
     assert result["speedup_photos_per_s"] == pytest.approx(ref["wall_s"] / main["wall_s"], rel=0.01)
     assert 0.5 < result["startup_s"] < 60 and "excluded" in result["warmup"]

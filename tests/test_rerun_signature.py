@@ -33,7 +33,9 @@ BASE = ("--detector", "retinaface_mobile0.25")
 REDO = {
     "difface": [("--steps", "2"), ("--seed", "1"), ("--eta", "0.3"), ("--start-t", "300"), ("--min-face", "30"),
                 ("--precision", "bf16"), ("--format", "png"), ("--quality", "80"), ("--metadata", "strip"),
-                ("--provenance",), ("--identity-score",), ("--detect-max-side", "100")],
+                ("--provenance",), ("--identity-score",), ("--detect-max-side", "100"), ("--det-threshold", "0.9"),
+                ("--det-min-side", "0"), ("--min-score", "0.5"), ("--faces", "0"), ("--only-center-face",),
+                ("--largest-face",), ("--upscale", "2"), ("--blend", "0.5")],
     "dr2": [("--dr2-n", "2"), ("--dr2-tau", "10"), ("--enhancer", "none"), ("--dr2-prior", "p2")],
     "ipc-guided": [("--guidance-scale", "5"), ("--id-mask", "none"), ("--guidance-through-unet",)],
     "diffbfr": [("--irm1-steps", "3"), ("--irm2-start", "500"), ("--irm2-steps", "2"), ("--tem-start", "50"),
@@ -42,10 +44,11 @@ REDO = {
 # options that change nothing the signature covers: a rerun with them skips the photo
 SKIP = [("-q",), ("-v",), ("--json",), ("--print-outputs",), ("--batch-size", "2"), ("--device", "cpu"),
         ("--wait-lock", "5"), ("--fail-fast",), ("--max-failures", "3"), ("--offline",), ("--max-pixels", "100000000"),
-        ("-r",), ("--redo-failed",), ("--io-workers", "0")]
+        ("-r",), ("--redo-failed",), ("--io-workers", "0"),
+        ("--bg-upsampler", "bicubic"), ("--bg-tile", "200")]  # the background's settings matter only at --upscale 2/4
 # classified by a test of their own below
 SPECIAL = {"inputs", "--output", "--base", "--report", "--files-from", "--null", "--method", "--preset", "--detector", "--aligned",
-           "--force", "--dry-run", "--save-faces", "--save-compare",
+           "--force", "--dry-run", "--save-faces", "--save-compare", "--draw-boxes",
            "--compile", "--channels-last"}  # --compile: test_performance.py; --channels-last: CUDA only
 
 
@@ -187,7 +190,7 @@ def test_adding_the_paste_parser_redoes_the_photo(homes, tmp_path):
     shutil.copytree(home, copy, ignore=shutil.ignore_patterns("base"))
     write_random_parsenet(copy / "weights")
     rec = rerun(homes, "difface", tmp_path, (), home=copy)
-    assert rec["status"] == "restored" and rec["why"] == CHANGED and rec["mask"] == "parsenet", rec
+    assert rec["status"] == "restored" and rec["why"] == CHANGED and rec["mask"] == "parsenet-in-square", rec
 
 
 def test_force_and_dry_run(homes, tmp_path):

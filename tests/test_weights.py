@@ -27,9 +27,9 @@ from facerestore_cli.weights.store import WeightStore, home, offline
 EXPECTED_IDS = {
     "difface-unet", "difface-swinir", "retinaface-resnet50", "retinaface-mobile0.25", "parsenet",
     "arcface-ir-se50", "dr2-unet", "dr2-sparnethd", "p2-ffhq", "diffbfr-irm1", "diffbfr-irm2", "diffbfr-tem",
-    "ipc-swinir", "estimator-swinir",
+    "ipc-swinir", "estimator-swinir", "realesrgan-x2plus", "realesrgan-x4plus",
 }
-KNOWN_ARCHS = {"unet", "swinir_difface", "retinaface", "parsenet", "arcface", "sparnethd"}
+KNOWN_ARCHS = {"unet", "swinir_difface", "retinaface", "parsenet", "arcface", "sparnethd", "rrdbnet"}
 
 
 # -- loopback HTTP server ------------------------------------------------------------------------------------

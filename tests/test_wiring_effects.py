@@ -49,12 +49,13 @@ def compose(path: Path, faces, shift: tuple[int, int, int] | None = None) -> lis
 
 
 def test_paste_mask_in_the_report_is_the_one_pasted_with(tmp_path):
-    """The pinned difface run pastes with ParseNet; the same run without its file pastes with the square mask. The
+    """The pinned difface run pastes with min(ParseNet, square); the same run without ParseNet's file pastes with the
+    square mask. The
     restored crops are the same, the photo is not, and each face's record names its mask."""
     require_shared()
     parsenet = load("difface")
     square = run_case("difface", tmp_path, extras=())
-    assert {f["mask"] for f in records(parsenet)} == {"parsenet"}
+    assert {f["mask"] for f in records(parsenet)} == {"parsenet-in-square"}
     assert {f["mask"] for f in records(square)} == {"square"}
     assert level_diff(square["faces"], parsenet["faces"]).max() <= 1  # the mask touches only the paste
     changed = level_diff(square["photo"], parsenet["photo"])
@@ -81,7 +82,7 @@ def test_no_guidance_means_no_identity_mask_and_difface_faces(tmp_path):
 
 
 def test_every_face_draws_its_own_noise(tmp_path):
-    """The same face twice in one photo, detected within a fraction of a pixel of each other, restored very
+    """The same face twice in one photo, detected within a pixel of each other, restored very
     differently: each face has its own seed. (With a shared stream the two would come out nearly equal.)"""
     require_shared()
     photo = tmp_path / "twins.png"
@@ -89,7 +90,7 @@ def test_every_face_draws_its_own_noise(tmp_path):
     result = run_case("difface", tmp_path / "run", photo=photo)
     faces = records(result)
     assert len(faces) == 2
-    assert np.allclose(np.subtract(faces[1]["box"], faces[0]["box"]), [xs[1] - xs[0], 0, xs[1] - xs[0], 0], atol=0.5)
+    assert np.allclose(np.subtract(faces[1]["box"], faces[0]["box"]), [xs[1] - xs[0], 0, xs[1] - xs[0], 0], atol=1.0)
     assert faces[0]["seed"] != faces[1]["seed"]
     assert level_diff(result["faces"][0], result["faces"][1]).mean() > 20
 

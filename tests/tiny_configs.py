@@ -65,3 +65,6 @@ TINY_SPARNETHD = {
 # facexlib ParseNet (paste-back masks, ipc-guided's identity mask) at toy width: still 512 in / 512 out, 19 classes,
 # since the parse mask's blur and border are defined at 512.
 TINY_PARSENET = {"base_ch": 8, "ch_range": [8, 16], "res_depth": 1, "min_feat_size": 64}
+
+# Real-ESRGAN's RRDBNet at toy width (one RRDB block); scale set per file (x2plus / x4plus).
+TINY_RRDBNET = {"num_feat": 8, "num_block": 1, "num_grow_ch": 4}

@@ -23,6 +23,7 @@ ARCHS: dict[str, str] = {
     "parsenet": "facerestore_cli.archs.facexlib_nets:build_parsenet",
     "sparnethd": "facerestore_cli.archs.sparnethd:build_sparnethd",
     "arcface": "facerestore_cli.archs.facexlib_nets:build_arcface",
+    "rrdbnet": "facerestore_cli.archs.rrdbnet:build_rrdbnet",
 }
 
 
@@ -34,6 +35,7 @@ INPUT_SIZES = {
     "parsenet": lambda c: c.get("in_size", 512),
     "arcface": lambda c: 112,
     "retinaface": lambda c: None,
+    "rrdbnet": lambda c: None,
 }
 
 

@@ -1,4 +1,4 @@
-"""FFHQ 5-point alignment and inverse-affine paste-back (facexlib FaceRestoreHelper, upscale 1).
+"""FFHQ 5-point alignment and inverse-affine paste-back (facexlib FaceRestoreHelper).
 
 Conventions: images and crops are RGB. ``warp_face`` keeps the input dtype (uint8, uint16, or float in
 [0, 1]); restored crops given to ``paste_faces`` are float in [0, 1]; ``paste_faces`` returns the
@@ -84,10 +84,12 @@ def paste_faces(
     affines: Sequence[np.ndarray],
     masks: Sequence[np.ndarray | None] | None = None,
     clip_to_square: bool = False,
+    upscale: int = 1,
 ) -> np.ndarray:
     """Blend restored crops back into image: ``img = mask * face + (1 - mask) * img``, face by face.
 
-    image: H×W×3 RGB uint8/uint16 (or float in [0, 1]); crops: size×size×3 RGB float in [0, 1]
+    image: H×W×3 RGB uint8/uint16 (or float in [0, 1]), `upscale` times the photo the faces were found in (its
+    enlarged background); crops: size×size×3 RGB float in [0, 1]
     (integer crops are scaled by their dtype's range);
     affines: the forward matrices from estimate_affine; masks: per face a crop-space soft mask
     (parse_soft_mask) or None for facexlib's square mask. clip_to_square: with a parse mask, use
@@ -106,7 +108,9 @@ def paste_faces(
     jobs = []
     for crop, affine, mask in zip(crops, affines, masks):
         size = crop.shape[0]
-        inverse = cv2.invertAffineTransform(np.asarray(affine, dtype=np.float64))
+        inverse = cv2.invertAffineTransform(np.asarray(affine, dtype=np.float64)) * upscale
+        if upscale > 1:
+            inverse[:, 2] += 0.5 * upscale  # facexlib's "extra offset, for more precise back alignment"
         region = _paste_region(inverse, size, width, height)
         if region is not None:
             jobs.append((crop, inverse, mask, region))
@@ -131,7 +135,7 @@ def paste_faces(
         face = crop if np.issubdtype(crop.dtype, np.floating) else crop_to_unit_float(crop)
         face = np.ascontiguousarray(face, dtype=np.float32)
         inv_face = cv2.warpAffine(face, local, dsize)
-        square = square_soft_mask(local, dsize, size) if mask is None or clip_to_square else None
+        square = square_soft_mask(local, dsize, size, upscale) if mask is None or clip_to_square else None
         if mask is None:
             soft = square.soft
             pasted = square.eroded[:, :, None] * inv_face

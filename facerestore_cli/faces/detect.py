@@ -89,8 +89,10 @@ class FaceDetector:
     """Detects faces in RGB images with a facexlib RetinaFace module that has its weights loaded.
 
     Faces come back ordered left to right by box edge (then top to bottom), so face indices are stable.
-    ``max_side``: when set, images whose longer side exceeds it are shrunk (INTER_AREA) for detection
-    and the results are scaled back; ``None`` (default) detects at the original size, as facexlib does.
+    ``min_side``: images whose short side is below it are scaled up (bilinear) for detection, as DifFace's helper
+    does (``get_face_landmarks_5(resize=640)``); ``max_side``: images whose longer side exceeds it are shrunk
+    (INTER_AREA), and it wins over min_side. Results are scaled back to the image's pixels. ``None`` (default):
+    detection at the original size, as facexlib does.
     """
 
     def __init__(
@@ -100,6 +102,7 @@ class FaceDetector:
         threshold: float = DEFAULT_THRESHOLD,
         nms: float = DEFAULT_NMS,
         max_side: int | None = None,
+        min_side: int | None = None,
     ):
         self.model = model.eval()
         if device is not None:
@@ -108,7 +111,7 @@ class FaceDetector:
         self.device, self.dtype = param.device, param.dtype
         self.threshold = float(threshold)
         self.nms = float(nms)
-        self.max_side = max_side
+        self.max_side, self.min_side = max_side, min_side
         self._mean = torch.tensor(BGR_MEAN, device=self.device).view(1, 3, 1, 1)
 
     def detect(self, rgb: np.ndarray) -> list[DetectedFace]:
@@ -133,17 +136,24 @@ class FaceDetector:
         return results
 
     def _prepare(self, rgb: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
-        """BGR float32 pixels in 0..255, shrunk to max_side; and the scale back to the image's pixels."""
+        """BGR float32 pixels in 0..255, scaled to min_side / shrunk to max_side; and the scale back to the image's
+        pixels."""
         if rgb.ndim != 3 or rgb.shape[2] != 3:
             raise ValueError(f"expected an H×W×3 RGB image, got shape {rgb.shape}")
         if rgb.dtype not in (np.uint8, np.uint16):
             raise ValueError(f"expected uint8 or uint16 pixels, got {rgb.dtype}")
         height, width = rgb.shape[:2]
         scale = (1.0, 1.0)
-        if self.max_side is not None and max(height, width) > self.max_side:
+        factor = 1.0
+        if self.min_side and min(height, width) < self.min_side:
+            factor = self.min_side / min(height, width)
+        if self.max_side is not None and max(height, width) * factor > self.max_side:
             factor = self.max_side / max(height, width)
-            new_w, new_h = max(1, round(width * factor)), max(1, round(height * factor))
-            rgb = cv2.resize(rgb, (new_w, new_h), interpolation=cv2.INTER_AREA)  # before the float copy: cheap
+        if factor != 1.0:
+            # DifFace truncates a scaled-up size (int(h * scale)); resizing before the float copy keeps it cheap.
+            size = int if factor > 1 else round
+            new_w, new_h = max(1, size(width * factor)), max(1, size(height * factor))
+            rgb = cv2.resize(rgb, (new_w, new_h), interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR)
             scale = (width / new_w, height / new_h)
         bgr = rgb[:, :, ::-1].astype(np.float32)
         if rgb.dtype == np.uint16:

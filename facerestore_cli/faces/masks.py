@@ -16,6 +16,7 @@ from torch import nn
 
 MASK_SQUARE = "square"
 MASK_PARSENET = "parsenet"
+MASK_PARSENET_IN_SQUARE = "parsenet-in-square"  # min(parse, square), as DifFace's and CodeFormer's helpers blend
 
 # facexlib's paste-back values for ParseNet's 19 classes (CelebAMask-HQ g_mask order: 0 background, 1 skin, 2 nose,
 # 3 eye_g, 4/5 eyes, 6/7 brows, 8/9 ears, 10 mouth, 11/12 lips, 13 hair, 14 hat, 15 ear_r, 16 neck_l, 17 neck,
@@ -28,14 +29,16 @@ PARSE_BORDER = 10
 
 class SquareMask(NamedTuple):
     soft: np.ndarray  # float32 H×W: blend weight of the restored face
-    eroded: np.ndarray  # float32 H×W: the warped square eroded by 2 px; facexlib multiplies the face by it
+    eroded: np.ndarray  # float32 H×W: the warped square eroded by 2·upscale px; facexlib multiplies the face by it
 
 
-def square_soft_mask(inverse_affine: np.ndarray, out_wh: tuple[int, int], size: int = 512) -> SquareMask:
-    """facexlib's no-parse mask (upscale 1) for a size×size crop pasted into an image of out_wh (w, h)."""
+def square_soft_mask(inverse_affine: np.ndarray, out_wh: tuple[int, int], size: int = 512,
+                     upscale: int = 1) -> SquareMask:
+    """facexlib's no-parse mask for a size×size crop pasted into an image of out_wh (w, h) that is `upscale` times
+    the photo the face was found in."""
     square = np.ones((size, size), dtype=np.float32)
     inv_mask = cv2.warpAffine(square, inverse_affine, out_wh)
-    eroded = cv2.erode(inv_mask, np.ones((2, 2), np.uint8))
+    eroded = cv2.erode(inv_mask, np.ones((2 * upscale, 2 * upscale), np.uint8))
     w_edge = int(float(np.sum(eroded)) ** 0.5) // 20
     # A zero-sized kernel (faces under ~400 px²) makes OpenCV erode 3×3, as in facexlib.
     center = cv2.erode(eroded, np.ones((w_edge * 2, w_edge * 2), np.uint8))
