@@ -87,6 +87,7 @@ def build_app(args: list[str] | None = None) -> typer.Typer:
     find the method of a --preset file; only read for those commands, so other commands load no preset)."""
     from facerestore_cli.cli_bench import bench_command
     from facerestore_cli.cli_train import degrade, train_app
+    from facerestore_cli.cli_report import report_app
     from facerestore_cli.cli_weights import weights_app
 
     app = typer.Typer(name="facerestore", epilog=EXIT_CODES, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -102,6 +103,7 @@ def build_app(args: list[str] | None = None) -> typer.Typer:
     app.command()(methods)
     app.command()(doctor)
     app.add_typer(weights_app, name="weights", help="List, show, fetch, verify and import model weights.")
+    app.add_typer(report_app, name="report", help="Fold the shards of a split run into one state and report.")
     app.command()(degrade)
     app.add_typer(train_app, name="train", help="Train the networks no one publishes weights for; export them.")
     return app
@@ -188,6 +190,10 @@ def run(
                                rich_help_panel=ARCHIVAL),
     redo_failed: bool = typer.Option(False, "--redo-failed", metavar="", rich_help_panel=ARCHIVAL,
                                      help="Redo inputs that failed last time (others done stay skipped)."),
+    shard: Optional[str] = typer.Option(None, "--shard", metavar="I/N", rich_help_panel=ARCHIVAL,
+                                        help="Do only shard I of N (0 … N-1) of the inputs, split by a hash of their "
+                                             "paths, beside the other shards in the same OUT (Slurm arrays, "
+                                             "Kubernetes Indexed Jobs); see `report merge`."),
     wait_lock: Optional[float] = typer.Option(None, "--wait-lock", metavar="SECONDS", rich_help_panel=ARCHIVAL,
                                               help="If another run holds OUT, wait this long instead of exiting 75."),
     fail_fast: bool = typer.Option(False, "--fail-fast", metavar="", help="Stop at the first failed file.",

@@ -22,6 +22,7 @@ def prepare_run(ctx: typer.Context, v: dict):
     from facerestore_cli.discover import discover, read_list
     from facerestore_cli.methods import method_for
     from facerestore_cli.pipeline import RunOptions
+    from facerestore_cli.shards import parse_shard
 
     given = [name for name in PHOTO_ONLY if ctx.get_parameter_source(name).name == "COMMANDLINE"]
     if v["aligned"] and given:
@@ -54,7 +55,7 @@ def prepare_run(ctx: typer.Context, v: dict):
         max_failures=v["max_failures"], dry_run=v["dry_run"], fmt=fmt, quality=v["quality"], metadata=v["metadata"],
         provenance=v["provenance"], max_pixels=v["max_pixels"], identity_score=v["identity_score"],
         detect_max_side=v["detect_max_side"] or None, io_workers=v["io_workers"], compile=v["compile_networks"],
-        channels_last=v["channels_last"],
+        channels_last=v["channels_last"], shard=parse_shard(v["shard"]),
     )
     return opts, found
 

@@ -23,6 +23,7 @@ class Compute:
     precision: str  # fp32 | fp16 | bf16
     compile: bool = False
     channels_last: bool = False
+    workers: tuple[str, ...] = ()  # --device a,b / all: the devices, one worker process each (workers.py)
 
     @property
     def dtype(self):
@@ -38,6 +39,8 @@ class Compute:
 
     def describe(self) -> str:
 
+        if self.workers:
+            return f"{len(self.workers)} workers ({', '.join(self.workers)}; {self.precision})"
         if self.device.type == "cuda":
             return f"{torch.cuda.get_device_name(self.device)} ({self.device}, {self.precision})"
         return f"cpu ({torch.get_num_threads()} threads, {self.precision})"

@@ -20,7 +20,7 @@ class Ledger:
         self.opts, self.progress, self.sink = opts, progress, sink
         self.summary = Summary()
         self.started = time.monotonic()
-        self.state = RunState.load(opts.output)
+        self.state = RunState.load(opts.output, shard=opts.shard)
         if self.state.warning:
             progress.warn(f"warning: {self.state.warning}")
         self.report = ReportWriter(None if opts.dry_run else opts.report)
@@ -120,11 +120,12 @@ class Ledger:
         self.emit(rec)
         self.state.maybe_flush()
 
-    def fail(self, job, reason: str, photo=None) -> None:
+    def fail(self, job, reason: str, photo=None, retry: bool = False) -> None:
+        """retry: not the photo's fault (its worker died): the next run redoes it without --redo-failed."""
         self.summary.failed += 1
         self.progress.warn(f"error: {job.src}: {reason}")
         rec = self.record(job, "failed", photo, reason)
-        self.state.record(job.rel, job.src, None, "failed", reason, self.signature, report=rec)
+        self.state.record(job.rel, job.src, None, "failed", reason, self.signature, report=rec, retry=retry)
         self.emit(rec)
         self.state.maybe_flush()
         o = self.opts

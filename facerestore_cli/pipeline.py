@@ -10,6 +10,7 @@ a redo."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import signal
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -36,7 +37,9 @@ from facerestore_cli.photos import Face, Photo, PhotoReader, PhotoWriter
 from facerestore_cli.pixels import resize_batch, to_tensor
 from facerestore_cli.presets import Preset
 from facerestore_cli.report import StdoutSink, Summary
-from facerestore_cli.runlock import LOCK_NAME, run_lock
+from facerestore_cli.runlock import LOCK_NAME, SHARD_LOCK, run_lock
+from facerestore_cli.shards import in_shard
+from facerestore_cli.workers import device_list, restore_on_devices
 from facerestore_cli.state import all_exist
 from facerestore_cli.sheets import boxes_path, compare_path, save_boxes, save_compare_sheet
 from facerestore_cli.timings import StageTimer
@@ -83,6 +86,7 @@ class RunOptions:
     compile: bool = False
     channels_last: bool = False
     reference: bool = False  # the official scripts' schedule (benchmark only): see Pipeline
+    shard: tuple[int, int] | None = None  # --shard I/N: this process's part of the inputs (shards.py)
 
 
 def io_workers(opts: RunOptions, compute) -> int:
@@ -99,7 +103,12 @@ def run(opts: RunOptions, progress, jobs, skipped_hidden: int = 0, skipped_not_i
     that fails before any work leaves no output folder and no report behind. timings: where the stage times go;
     models: already loaded (the benchmark's second pass), else loaded here when there is work."""
     check_output_folder(opts.output)
-    compute = resolve(opts.device, opts.precision, opts.compile, opts.channels_last)
+    if opts.shard is not None:
+        jobs = [job for job in jobs if in_shard(job.rel, opts.shard)]
+    devices = device_list(opts.device)
+    compute = [resolve(device, opts.precision, opts.compile, opts.channels_last) for device in devices][0]
+    if len(devices) > 1:
+        compute = dataclasses.replace(compute, workers=tuple(devices))
     store = WeightStore(offline=opts.offline)
     sink = sink or StdoutSink()
     if opts.dry_run:
@@ -108,8 +117,9 @@ def run(opts: RunOptions, progress, jobs, skipped_hidden: int = 0, skipped_not_i
     if fresh:
         require_weights(opts, store)  # all of it is new work: fail before the output folder exists
     try:
-        with run_lock(opts.output, wait_seconds=opts.wait_lock):
-            remove_stale_temps(opts.output)
+        with run_lock(opts.output, wait_seconds=opts.wait_lock, shard=opts.shard):
+            if opts.shard is None:  # a shard cannot tell another's temp files from a killed run's
+                remove_stale_temps(opts.output)
             ledger = Ledger(opts, progress, sink, weight_hashes(opts, store))
             ledger.summary.skipped_hidden, ledger.summary.skipped_not_image = skipped_hidden, skipped_not_image
             return _run_locked(opts, progress, jobs, compute, store, ledger, timings, models)
@@ -127,16 +137,19 @@ def _run_locked(opts, progress, jobs, compute, store, ledger: Ledger, timings, l
             models = None
             if todo:
                 require_weights(opts, store)
+            if todo and not compute.workers:
                 models = loaded or load_models(opts, compute, store)
                 ledger.loaded(weight_hashes(opts, store), models.compute, models.batch_size)
         except BaseException:
             ledger.abandon()
             raise
         try:
-            progress.start(len(todo) + len(extras), models.compute.describe() if models else "", opts.preset.name)
+            progress.start(len(todo) + len(extras), compute.describe() if todo else "", opts.preset.name)
             make_extras(opts, ledger, extras, guard)
             if models is not None:
                 Pipeline(opts, models, ledger, guard, timings).process(todo)
+            elif todo:
+                restore_on_devices(opts, compute, ledger, guard, todo, lambda: weight_hashes(opts, store))
         except Interrupted as exc:
             interrupted = exc
             ledger.summary.interrupted = signal.Signals(exc.signum).name
@@ -164,9 +177,13 @@ def _plan_only(opts, progress, jobs, store, sink) -> Summary:
 
 
 def remove_if_untouched(output: Path) -> None:
-    """Remove an output folder this run made and left holding nothing but its lock file."""
-    if output.is_dir() and {p.name for p in output.iterdir()} <= {LOCK_NAME}:
-        (output / LOCK_NAME).unlink(missing_ok=True)
+    """Remove an output folder this run made and left holding nothing but its lock files."""
+    if not output.is_dir():
+        return
+    left = list(output.iterdir())
+    if all(p.name == LOCK_NAME or SHARD_LOCK.fullmatch(p.name) for p in left):
+        for path in left:
+            path.unlink(missing_ok=True)
         output.rmdir()
 
 

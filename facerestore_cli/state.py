@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -29,6 +30,7 @@ from facerestore_cli.errors import FacerestoreError
 from facerestore_cli.files import atomic_open, sha256_file
 
 STATE_NAME = ".facerestore-state.json"
+SHARD_STATE = re.compile(r"\.facerestore-state\.shard-(\d+)-of-(\d+)\.json")
 STATE_VERSION = 1
 STATUSES = ("done", "failed", "no_face")
 DEFAULT_FLUSH_INTERVAL = 5.0
@@ -41,6 +43,17 @@ EXTRAS = ("face_files", "compare_file", "boxes_file")  # of --save-faces / --sav
 class Decision:
     action: str  # "skip" | "run" | "extras" (output in place, only a compare sheet to make)
     reason: str
+
+
+def state_name(shard: tuple[int, int] | None) -> str:
+    """The manifest a run writes: OUT/.facerestore-state.json, or one per shard (--shard I/N)."""
+    return STATE_NAME if shard is None else f".facerestore-state.shard-{shard[0]}-of-{shard[1]}.json"
+
+
+def shard_state_files(out_dir: Path) -> list[Path]:
+    if not out_dir.is_dir():
+        return []
+    return sorted(p for p in out_dir.iterdir() if SHARD_STATE.fullmatch(p.name))
 
 
 def run_signature(settings: dict) -> str:
@@ -72,10 +85,14 @@ def _stat_fingerprint(path) -> dict | None:
 
 class RunState:
     def __init__(self, out_dir: str | os.PathLike, entries: dict | None = None, warning: str | None = None,
-                 flush_interval: float = DEFAULT_FLUSH_INTERVAL, clock: Callable[[], float] = time.monotonic):
+                 flush_interval: float = DEFAULT_FLUSH_INTERVAL, clock: Callable[[], float] = time.monotonic,
+                 shard: tuple[int, int] | None = None, own: set[str] | None = None):
         self.out_dir = Path(out_dir)
-        self.path = self.out_dir / STATE_NAME
+        self.path = self.out_dir / state_name(shard)
+        # every manifest's entries, the newest of each input's (decisions see all shards' work); `own`: the inputs
+        # this manifest holds and writes
         self.entries: dict[str, dict] = entries if entries is not None else {}
+        self.own: set[str] = set(self.entries) if own is None else own
         self.warning = warning  # set by load when a bad manifest was moved aside; the caller prints it
         self.flush_interval = flush_interval
         self._clock = clock
@@ -86,25 +103,34 @@ class RunState:
 
     @classmethod
     def load(cls, out_dir: str | os.PathLike, flush_interval: float = DEFAULT_FLUSH_INTERVAL,
-             clock: Callable[[], float] = time.monotonic) -> "RunState":
-        """Read OUT/.facerestore-state.json; missing → empty; corrupt or unknown version → moved aside, empty."""
-        kwargs = {"flush_interval": flush_interval, "clock": clock}
-        path = Path(out_dir) / STATE_NAME
+             clock: Callable[[], float] = time.monotonic, shard: tuple[int, int] | None = None) -> "RunState":
+        """Read this run's manifest (OUT/.facerestore-state.json, or the shard's); missing → empty; corrupt or
+        unknown version → moved aside, empty. The other manifests in OUT (every shard's, and the unsharded one) are
+        read too, so decisions see all the work done there; of an input in several, the newest entry counts (the
+        unsharded manifest's on a tie)."""
+        out_dir = Path(out_dir)
+        path = out_dir / state_name(shard)
+        own, warnings = {}, []
         try:
-            raw = path.read_bytes()
+            own = _parse(path.read_bytes())
         except FileNotFoundError:
-            return cls(out_dir, **kwargs)
+            pass
         except OSError as exc:
             raise FacerestoreError(f"cannot read the run state {path}: {exc.strerror or exc}",
                                    hint="check the output folder's permissions") from None
-        try:
-            entries = _parse(raw)
         except ValueError as exc:
             aside = _move_aside(path)
-            warning = (f"the run state {path} is unusable ({exc}); moved it to {aside.name} "
-                       f"and starting afresh, so every photo will be processed again")
-            return cls(out_dir, warning=warning, **kwargs)
-        return cls(out_dir, entries, **kwargs)
+            warnings.append(f"the run state {path} is unusable ({exc}); moved it to {aside.name} "
+                            f"and starting afresh, so every photo will be processed again")
+        merged: dict[str, dict] = {}
+        rank: dict[str, tuple] = {}
+        others = [p for p in [out_dir / STATE_NAME, *shard_state_files(out_dir)] if p != path and p.is_file()]
+        for source, entries in [*((p, _read_other(p, warnings)) for p in others), (path, own)]:
+            for rel, entry in entries.items():
+                key = (entry.get("finished_at") or "", source.name == STATE_NAME)
+                if rel not in rank or key >= rank[rel]:
+                    merged[rel], rank[rel] = entry, key
+        return cls(out_dir, merged, "; ".join(warnings) or None, flush_interval, clock, shard, set(own))
 
     def decide(self, job_rel: str, src_path: str | os.PathLike, dest_path: str | os.PathLike, signature: str,
                force: bool = False, redo_failed: bool = False, extras: tuple[str, ...] = ()) -> Decision:
@@ -117,6 +143,8 @@ class RunState:
         if not self._same_content(entry, src_path, seen):
             return self._run(job_rel, seen, "input changed")
         if entry["status"] == "failed":
+            if entry.get("retry"):
+                return self._run(job_rel, seen, "its worker died in the previous run")
             if redo_failed:
                 return self._run(job_rel, seen, "previous run failed")
             return Decision("skip", "failed last run (use --redo-failed)")
@@ -159,9 +187,10 @@ class RunState:
 
     def record(self, job_rel: str, src_path: str | os.PathLike, dest_path: str | os.PathLike | None,
                status: str, reason: str | None, signature: str, fingerprint: dict | None = None,
-               report: dict | None = None) -> None:
+               report: dict | None = None, retry: bool = False) -> None:
         """Remember the outcome of one input (in memory; see maybe_flush / flush). dest_path None: no output.
-        report: its report record, reported again when a rerun skips it; its extras are remembered."""
+        report: its report record, reported again when a rerun skips it; its extras are remembered. retry: a
+        failure that was not the input's (its worker died), redone by the next run."""
         if status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}, not {status!r}")
         seen = self._seen.pop(job_rel, None)
@@ -170,8 +199,10 @@ class RunState:
                 fingerprint = self._fingerprint_after_run(src_path, seen)
             except OSError:
                 self.entries.pop(job_rel, None)  # input gone: no entry, so it counts as new if it comes back
+                self.own.discard(job_rel)
                 self._dirty = True
                 return
+        self.own.add(job_rel)
         self.entries[job_rel] = {
             "fingerprint": fingerprint,
             "output": None if dest_path is None else self._output_rel(dest_path),
@@ -182,11 +213,14 @@ class RunState:
             "record": report,
             "extras": {key: self._extra_rel(report[key]) for key in EXTRAS if report and report.get(key)},
         }
+        if retry:
+            self.entries[job_rel]["retry"] = True
         self._dirty = True
 
     def add_extras(self, job_rel: str, report: dict) -> None:
         """Extra files made for an entry that is otherwise unchanged."""
         entry = self.entries[job_rel]
+        self.own.add(job_rel)
         entry["extras"] = {**(entry.get("extras") or {}),
                            **{key: self._extra_rel(report[key]) for key in EXTRAS if report.get(key)}}
         entry["record"] = report
@@ -225,7 +259,8 @@ class RunState:
         if not self._dirty:
             return False
 
-        document = {"version": STATE_VERSION, "tool": "facerestore", "entries": self.entries}
+        entries = {rel: self.entries[rel] for rel in sorted(self.own) if rel in self.entries}
+        document = {"version": STATE_VERSION, "tool": "facerestore", "entries": entries}
         started = time.perf_counter()
         try:
             self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -270,6 +305,27 @@ def _valid_entry(entry) -> bool:
             and (fp.get("sha256") is None or isinstance(fp["sha256"], str))
             and entry.get("status") in STATUSES
             and isinstance(entry.get("signature"), str))
+
+
+def _read_other(path: Path, warnings: list[str]) -> dict[str, dict]:
+    """Another run's manifest (a shard's): its entries, or none with a warning (it is that run's to move aside)."""
+    try:
+        return _parse(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        warnings.append(f"ignoring the run state {path}: {getattr(exc, 'strerror', None) or exc}")
+        return {}
+
+
+def merge_shards(out_dir: Path) -> RunState:
+    """Fold every shard's manifest into OUT/.facerestore-state.json (the newest entry of each input) and remove
+    them; the caller holds the output folder's lock exclusively."""
+    state = RunState.load(out_dir)
+    state.own = set(state.entries)
+    state._dirty = True
+    state.flush()
+    for path in shard_state_files(out_dir):
+        path.unlink()
+    return state
 
 
 def _move_aside(path: Path) -> Path:

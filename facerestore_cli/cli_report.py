@@ -1,0 +1,32 @@
+"""`facerestore report merge OUT`: one state and one report from the shards of a split run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+report_app = typer.Typer(no_args_is_help=True, add_completion=False)
+
+
+@report_app.command("merge")
+def merge_command(
+    output: Path = typer.Argument(..., metavar="OUT", help="The output folder the shards wrote into."),
+    report: Path = typer.Option(..., "--report", metavar="FILE.jsonl", help="Write the merged report here."),
+    wait_lock: Optional[float] = typer.Option(None, "--wait-lock", metavar="SECONDS",
+                                              help="If a run still holds OUT, wait this long instead of exiting 75."),
+) -> int:
+    """Fold every shard's state into OUT's one state file and write one report: each input's latest record, then the
+    summary. Run it when all shards have finished (it waits for none: a shard still running exits 75)."""
+    from rich.console import Console
+
+    from facerestore_cli.cli_run import check_report
+    from facerestore_cli.shards import merge
+
+    check_report(report)
+    summary = merge(output, report, wait_seconds=wait_lock)
+    Console(stderr=True, highlight=False).print(
+        f"merged: {summary.photos} photos: {summary.restored} restored, {summary.no_face} without faces (copied), "
+        f"{summary.failed} failed, {summary.faces} faces", markup=False)
+    return 1 if summary.failed else 0

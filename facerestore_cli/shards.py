@@ -1,0 +1,66 @@
+"""Splitting one run over independent processes (`--shard I/N`: Slurm array tasks, Kubernetes Indexed Job pods) and
+folding their manifests back together (`facerestore report merge OUT`).
+
+A shard takes the inputs whose relative path hashes to it (sha256, so every process computes the same split from
+the same tree), holds the output folder's lock shared and its own lock exclusively, and writes its own manifest;
+every run reads all manifests, so work any shard finished counts as done for all of them and for a later run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from facerestore_cli.errors import UsageError
+from facerestore_cli.files import atomic_open
+from facerestore_cli.report import Summary
+from facerestore_cli.runlock import run_lock
+from facerestore_cli.state import merge_shards, shard_state_files
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """--shard "I/N" → (I, N), 0 ≤ I < N."""
+    if text is None:
+        return None
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise UsageError(f"--shard takes I/N (shard I of N, counted from 0), not '{text}'",
+                         hint="e.g. --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT") from None
+    if count < 1 or not 0 <= index < count:
+        raise UsageError(f"--shard {text}: I must be 0 … N-1 and N at least 1")
+    return index, count
+
+
+def in_shard(rel: str, shard: tuple[int, int] | None) -> bool:
+    """Whether the input at relative path `rel` belongs to shard (I, N): sha256(rel) mod N == I."""
+    if shard is None:
+        return True
+    index, count = shard
+    return int.from_bytes(hashlib.sha256(rel.encode("utf-8")).digest()[:8], "big") % count == index
+
+
+def merge(out_dir: Path, report: Path, wait_seconds: float | None = None) -> Summary:
+    """One manifest and one report from the shards' manifests: every input's latest record (the report line its
+    shard wrote), then the summary of them all. Holds the output folder's lock exclusively (no shard may run)."""
+    if not out_dir.is_dir():
+        raise UsageError(f"{out_dir} is not an output folder")
+    with run_lock(out_dir, wait_seconds=wait_seconds):
+        shards = shard_state_files(out_dir)
+        state = merge_shards(out_dir)
+    summary = Summary(photos=len(state.entries))
+    with atomic_open(report, "w") as handle:
+        for rel in sorted(state.entries):
+            entry = state.entries[rel]
+            record = entry.get("record") or {"input": rel, "status": entry["status"], "reason": entry["reason"]}
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+            if entry["status"] == "done":
+                summary.restored += 1
+                summary.faces += len(record.get("faces") or [])
+            elif entry["status"] == "no_face":
+                summary.no_face += 1
+            else:
+                summary.failed += 1
+        handle.write(json.dumps({**summary.as_record(), "merged_shards": [p.name for p in shards]}) + "\n")
+    return summary

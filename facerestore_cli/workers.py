@@ -1,0 +1,214 @@
+"""Every device of a node (`--device cuda:0,cuda:1`, `--device all`): one worker process per device, each pulling
+photos from one shared queue as it gets free (a slow device takes fewer, not an equal share), restoring them with
+the ordinary pipeline and writing their outputs; the parent keeps the one ledger (state, report, progress).
+
+A worker that dies (a GPU that falls off the bus, a driver crash) fails the photos it had taken, recorded with the
+reason and marked so that the next run redoes them; the other workers go on with the rest of the queue.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import queue
+import signal
+
+from facerestore_cli.errors import DeviceError, FacerestoreError
+from facerestore_cli.interrupts import Interrupted
+from facerestore_cli.ledger import StopRun
+
+POLL_SECONDS = 0.2
+
+
+def device_list(spec: str) -> list[str]:
+    """--device as the devices to run on: `all` is every CUDA device; a comma list names them (`cpu,cpu` runs two
+    CPU workers)."""
+    if spec == "all":
+        import torch
+
+        count = torch.cuda.device_count()
+        if count == 0:
+            raise DeviceError("--device all: no CUDA device is available", hint="use --device cpu")
+        return [f"cuda:{i}" for i in range(count)]
+    devices = [part.strip() for part in spec.split(",")]
+    if any(not d for d in devices):
+        raise DeviceError(f"--device {spec}: an empty device name", hint="e.g. --device cuda:0,cuda:1")
+    return devices
+
+
+def restore_on_devices(opts, compute, ledger, guard, jobs, weights_after_load) -> None:
+    """Restore `jobs` with one worker per device of compute.workers; outcomes go to `ledger` as the workers report
+    them. weights_after_load: the run's weight hashes, called once the first worker has loaded (and hashed) them."""
+    import torch
+
+    devices = list(compute.workers)
+    context = multiprocessing.get_context("spawn")
+    todo, results = context.Queue(), context.Queue()
+    for job in jobs:
+        todo.put(job)
+    for _ in devices:
+        todo.put(None)
+    workers = [context.Process(target=_worker, name=f"facerestore-{device}", daemon=True,
+                               args=(k, device, dataclasses.replace(opts, method=None), todo, results,
+                                     torch.get_num_threads()))
+               for k, device in enumerate(devices)]
+    for worker in workers:
+        worker.start()
+    parent = _Parent(compute, ledger, weights_after_load)
+    try:
+        while parent.running:
+            guard.check()
+            try:
+                parent.handle(*results.get(timeout=POLL_SECONDS))
+            except queue.Empty:
+                for k in list(parent.running):
+                    if not workers[k].is_alive():
+                        parent.lost(k, f"the worker on {devices[k]} died (exit code {workers[k].exitcode})")
+        if parent.errors and len(parent.errors) == len(devices):
+            raise parent.errors[0]
+    except (Interrupted, StopRun):
+        for worker in workers:
+            if worker.is_alive():
+                worker.terminate()  # SIGTERM: each stops at its next sampler step
+        for worker in workers:
+            worker.join(timeout=30)
+        parent.drain(results)  # photos written before the stop are recorded, as a single process records them
+        raise
+    finally:
+        for worker in workers:
+            worker.join(timeout=30)
+            if worker.is_alive():
+                worker.kill()
+
+
+class _Parent:
+    """The parent's side: every worker message into the ledger and the progress display."""
+
+    def __init__(self, compute, ledger, weights_after_load):
+        self.compute, self.devices = compute, list(compute.workers)
+        self.ledger, self.weights_after_load = ledger, weights_after_load
+        self.running = set(range(len(self.devices)))
+        self.taken: dict[int, dict[str, object]] = {k: {} for k in self.running}
+        self.errors: list[FacerestoreError] = []
+        self.loaded = False
+
+    def handle(self, kind: str, k: int, payload) -> None:
+        progress = self.ledger.progress
+        if kind == "loaded" and not self.loaded:
+            self.ledger.loaded(self.weights_after_load(), self.compute, payload)
+            self.loaded = True
+        elif kind == "took":
+            self.taken[k][payload.rel] = payload
+        elif kind == "found":
+            progress.found(payload)
+        elif kind == "step":
+            progress.step(*payload)
+        elif kind == "faces":
+            progress.faces(payload)
+        elif kind == "warn":
+            progress.warn(payload)
+        elif kind == "done":
+            photo, status, reason, extras = payload
+            self.taken[k].pop(photo.job.rel, None)
+            self.ledger.done(photo, status, reason, extras)
+        elif kind == "failed":
+            job, reason, photo = payload
+            self.taken[k].pop(job.rel, None)
+            self.ledger.fail(job, reason, photo)
+        elif kind == "error":
+            message, hint, exit_code = payload
+            progress.warn(f"error: {self.devices[k]}: {message}")
+            error = FacerestoreError(f"{self.devices[k]}: {message}", hint=hint)
+            error.exit_code = exit_code
+            self.errors.append(error)
+            self.running.discard(k)
+        elif kind == "exit":
+            self.running.discard(k)
+
+    def lost(self, k: int, reason: str) -> None:
+        """Worker k is gone without saying so: its photos fail, to be redone by the next run."""
+        self.running.discard(k)
+        self.ledger.progress.warn(f"error: {reason}; the other workers go on")
+        for job in list(self.taken[k].values()):
+            self.ledger.fail(job, reason, retry=True)
+        self.taken[k].clear()
+
+    def drain(self, results) -> None:
+        while True:
+            try:
+                kind, k, payload = results.get(timeout=POLL_SECONDS)
+            except queue.Empty:
+                return
+            if kind in ("done", "failed", "warn"):
+                self.handle(kind, k, payload)
+
+
+class _Forward:
+    """A worker's ledger and progress: what the pipeline tells them goes to the parent."""
+
+    def __init__(self, put, batch_size: int):
+        self.put, self.batch_size, self.progress = put, batch_size, self
+
+    def done(self, photo, status, reason, extras=None) -> None:
+        self.put("done", (_light(photo), status, reason, extras))
+
+    def fail(self, job, reason, photo=None) -> None:
+        self.put("failed", (job, reason, None if photo is None else _light(photo)))
+
+    def found(self, faces: int) -> None:
+        self.put("found", faces)
+
+    def step(self, event: dict, batch_faces: int) -> None:
+        self.put("step", ({"step": event["step"], "total": event["total"]}, batch_faces))
+
+    def faces(self, n: int) -> None:
+        self.put("faces", n)
+
+    def warn(self, text: str) -> None:
+        self.put("warn", text)
+
+
+def _light(photo):
+    """The photo as its report record needs it: no pixels."""
+    faces = [dataclasses.replace(f, crop=None, restored=None, parse_labels=None) for f in photo.faces]
+    return dataclasses.replace(photo, picture=None, faces=faces)
+
+
+def _worker(k: int, device: str, opts, todo, results, threads: int) -> None:
+    """One device's process: load the models, then restore photos from the queue until its end marker."""
+    import torch
+
+    from facerestore_cli.device import resolve
+    from facerestore_cli.interrupts import InterruptGuard
+    from facerestore_cli.methods import method_for
+    from facerestore_cli.models import load_models
+    from facerestore_cli.pipeline import Pipeline
+    from facerestore_cli.weights.store import WeightStore
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent decides
+    torch.set_num_threads(threads)  # CPU kernels' results depend on the thread count: the same as one process
+
+    def put(kind, payload=None):
+        results.put((kind, k, payload))
+
+    opts = dataclasses.replace(opts, device=device, method=method_for(opts.preset))  # a module does not pickle
+    try:
+        compute = resolve(device, opts.precision, opts.compile, opts.channels_last)
+        models = load_models(opts, compute, WeightStore(offline=opts.offline))
+    except FacerestoreError as exc:
+        put("error", (exc.message, exc.hint, exc.exit_code))
+        return
+    put("loaded", models.batch_size)
+
+    def taken():
+        while (job := todo.get()) is not None:
+            put("took", job)
+            yield job
+
+    with InterruptGuard() as guard:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            Pipeline(opts, models, _Forward(put, models.batch_size), guard).process(taken())
+        except Interrupted:
+            return
+    put("exit")
