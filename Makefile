@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt Makefile
 	$(PIP) torch torchvision
 	# basicsr's setup.py imports torch: build it against the torch above, not a fresh one.
 	$(PIP) --no-build-isolation basicsr
-	$(PIP) --no-build-isolation -e '.[test]'
+	$(PIP) --no-build-isolation -e '.[test,ray]'
 	touch $@
 
 test: install

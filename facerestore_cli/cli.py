@@ -171,8 +171,9 @@ def run(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, metavar="N", rich_help_panel=DEVICE,
                                              help="Faces per forward (default: 1 on CPU; on a GPU what fits, from the "
                                                   "memory one face was measured to take)."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N.", metavar="DEVICE",
-                               rich_help_panel=DEVICE),
+    device: str = typer.Option("auto", "--device", metavar="DEVICE", rich_help_panel=DEVICE,
+                               help="auto, cpu, cuda or cuda:N; a list (cuda:0,cuda:1) or all: one worker process "
+                                    "per device, sharing the photos."),
     precision: str = typer.Option("auto", "--precision", metavar="NAME", rich_help_panel=DEVICE,
                                   help="auto, fp32, fp16 or bf16 (auto: fp32 on CPU, bf16 or fp16 on GPU)."),
     compile_networks: bool = typer.Option(False, "--compile", metavar="", rich_help_panel=DEVICE,
@@ -180,6 +181,12 @@ def run(
                                                "first batch takes longer."),
     channels_last: bool = typer.Option(False, "--channels-last", metavar="", rich_help_panel=DEVICE,
                                        help="NHWC convolution weights (CUDA only)."),
+    engine: str = typer.Option("local", "--engine", metavar="local|ray", rich_help_panel=DEVICE,
+                               help="ray: run as a Ray Data pipeline (CPU actors read and write, one restoring actor "
+                                    "per GPU) on --ray-address or a local Ray; needs facerestore[ray]."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", metavar="ADDR", rich_help_panel=DEVICE,
+                                              help="An existing Ray cluster (e.g. ray://head:10001, auto); default: "
+                                                   "a local Ray."),
     io_workers: Optional[int] = typer.Option(None, "--io-workers", min=0, max=32, metavar="N", rich_help_panel=DEVICE,
                                              help="Threads that read photos ahead and write them behind the network "
                                                   "(0: one thread does everything in turn; default 2 on a GPU, 0 on "
@@ -191,7 +198,7 @@ def run(
     redo_failed: bool = typer.Option(False, "--redo-failed", metavar="", rich_help_panel=ARCHIVAL,
                                      help="Redo inputs that failed last time (others done stay skipped)."),
     shard: Optional[str] = typer.Option(None, "--shard", metavar="I/N", rich_help_panel=ARCHIVAL,
-                                        help="Do only shard I of N (0 … N-1) of the inputs, split by a hash of their "
+                                        help="Do only shard I of N (0 to N-1) of the inputs, split by a hash of their "
                                              "paths, beside the other shards in the same OUT (Slurm arrays, "
                                              "Kubernetes Indexed Jobs); see `report merge`."),
     wait_lock: Optional[float] = typer.Option(None, "--wait-lock", metavar="SECONDS", rich_help_panel=ARCHIVAL,

@@ -55,9 +55,20 @@ def prepare_run(ctx: typer.Context, v: dict):
         max_failures=v["max_failures"], dry_run=v["dry_run"], fmt=fmt, quality=v["quality"], metadata=v["metadata"],
         provenance=v["provenance"], max_pixels=v["max_pixels"], identity_score=v["identity_score"],
         detect_max_side=v["detect_max_side"] or None, io_workers=v["io_workers"], compile=v["compile_networks"],
-        channels_last=v["channels_last"], shard=parse_shard(v["shard"]),
+        channels_last=v["channels_last"], shard=parse_shard(v["shard"]), engine=_engine(v),
+        ray_address=v["ray_address"],
     )
     return opts, found
+
+
+def _engine(v: dict) -> str:
+    if v["engine"] not in ("local", "ray"):
+        raise UsageError(f"--engine must be local or ray, not '{v['engine']}'")
+    if v["engine"] == "ray" and "," in v["device"]:
+        raise UsageError("--engine ray uses every GPU of the Ray cluster: give --device auto or cpu, not a list")
+    if v["ray_address"] is not None and v["engine"] != "ray":
+        raise UsageError("--ray-address needs --engine ray")
+    return v["engine"]
 
 
 def face_settings(preset, v: dict):

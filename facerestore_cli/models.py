@@ -80,15 +80,20 @@ class Models:
     background: Any = None  # the Real-ESRGAN TiledUpsampler when photos are enlarged with it
 
 
+def load_detector(opts, networks: NetworkLoader) -> FaceDetector:
+    """The run's face detector with the front end's settings, on the networks' device."""
+    module = networks.load({"weights": DETECTOR_WEIGHTS[opts.detector]}).module
+    return FaceDetector(module, networks.compute.device, threshold=opts.faces.det_threshold,
+                        max_side=opts.detect_max_side, min_side=opts.faces.det_min_side or None)
+
+
 def load_models(opts, compute, store) -> Models:
     networks = NetworkLoader(store, compute)
     restorer = opts.method.build(opts.preset, opts.params, networks)
     detector = parsenet = background = None
     if not opts.aligned:
         faces = opts.faces
-        detector = FaceDetector(networks.load({"weights": DETECTOR_WEIGHTS[opts.detector]}).module, compute.device,
-                                threshold=faces.det_threshold, max_side=opts.detect_max_side,
-                                min_side=faces.det_min_side or None)
+        detector = load_detector(opts, networks)
         parser = paste_parser(opts, store)
         if parser is not None:
             parsenet = networks.load(parser).module

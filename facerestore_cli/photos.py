@@ -54,6 +54,7 @@ class Photo:
     skipped: list[dict]
     started: float
     pending: int = 0
+    enlarged: Any = None  # the picture at --upscale size, when enlarged ahead (on Ray's GPU actors)
 
 
 class PhotoReader:
@@ -143,7 +144,7 @@ class PhotoWriter:
                 alpha = None if picture.alpha is None else resize(picture.alpha, scale, "none")
             big = resized_picture(picture, rgb, alpha, scale)
         else:
-            big = self.enlarged(picture)
+            big = photo.enlarged or self.enlarged(picture)
             with self.timings.measure("paste"):
                 big.rgb = self.paste(big.rgb, faces)
         extras = self.write(big, photo.job.dest)
@@ -190,7 +191,7 @@ class PhotoWriter:
         --upscale was asked)."""
         o, job = self.opts, photo.job
         if o.fmt or o.metadata != "keep" or o.provenance or job.dest.suffix != job.src.suffix or o.faces.upscale > 1:
-            big = self.enlarged(photo.picture)
+            big = photo.enlarged or self.enlarged(photo.picture)
             extras = self.write(big, job.dest)
         else:
             big = photo.picture

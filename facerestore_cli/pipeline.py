@@ -38,6 +38,7 @@ from facerestore_cli.pixels import resize_batch, to_tensor
 from facerestore_cli.presets import Preset
 from facerestore_cli.report import StdoutSink, Summary
 from facerestore_cli.runlock import LOCK_NAME, SHARD_LOCK, run_lock
+from facerestore_cli.ray_engine import check_ray, restore_with_ray
 from facerestore_cli.shards import in_shard
 from facerestore_cli.workers import device_list, restore_on_devices
 from facerestore_cli.state import all_exist
@@ -87,6 +88,8 @@ class RunOptions:
     channels_last: bool = False
     reference: bool = False  # the official scripts' schedule (benchmark only): see Pipeline
     shard: tuple[int, int] | None = None  # --shard I/N: this process's part of the inputs (shards.py)
+    engine: str = "local"  # local | ray (ray_engine.py)
+    ray_address: str | None = None
 
 
 def io_workers(opts: RunOptions, compute) -> int:
@@ -109,6 +112,8 @@ def run(opts: RunOptions, progress, jobs, skipped_hidden: int = 0, skipped_not_i
     compute = [resolve(device, opts.precision, opts.compile, opts.channels_last) for device in devices][0]
     if len(devices) > 1:
         compute = dataclasses.replace(compute, workers=tuple(devices))
+    if opts.engine == "ray":
+        check_ray()
     store = WeightStore(offline=opts.offline)
     sink = sink or StdoutSink()
     if opts.dry_run:
@@ -137,7 +142,7 @@ def _run_locked(opts, progress, jobs, compute, store, ledger: Ledger, timings, l
             models = None
             if todo:
                 require_weights(opts, store)
-            if todo and not compute.workers:
+            if todo and not compute.workers and opts.engine == "local":
                 models = loaded or load_models(opts, compute, store)
                 ledger.loaded(weight_hashes(opts, store), models.compute, models.batch_size)
         except BaseException:
@@ -148,6 +153,8 @@ def _run_locked(opts, progress, jobs, compute, store, ledger: Ledger, timings, l
             make_extras(opts, ledger, extras, guard)
             if models is not None:
                 Pipeline(opts, models, ledger, guard, timings).process(todo)
+            elif todo and opts.engine == "ray":
+                restore_with_ray(opts, ledger, guard, todo, lambda: weight_hashes(opts, store))
             elif todo:
                 restore_on_devices(opts, compute, ledger, guard, todo, lambda: weight_hashes(opts, store))
         except Interrupted as exc:

@@ -36,6 +36,20 @@ def device_list(spec: str) -> list[str]:
     return devices
 
 
+def portable(opts):
+    """RunOptions another process can unpickle: a preset file's method module and its Params class live in a module
+    made at run time, so they travel as the preset (already there) and the parameters' values."""
+    return dataclasses.replace(opts, method=None, params=dataclasses.asdict(opts.params))
+
+
+def unpacked(opts, **changes):
+    """The RunOptions `portable` packed, with the method and its Params made again in this process."""
+    from facerestore_cli.methods import method_for
+
+    method = method_for(opts.preset)
+    return dataclasses.replace(opts, method=method, params=method.Params(**opts.params), **changes)
+
+
 def restore_on_devices(opts, compute, ledger, guard, jobs, weights_after_load) -> None:
     """Restore `jobs` with one worker per device of compute.workers; outcomes go to `ledger` as the workers report
     them. weights_after_load: the run's weight hashes, called once the first worker has loaded (and hashed) them."""
@@ -49,8 +63,7 @@ def restore_on_devices(opts, compute, ledger, guard, jobs, weights_after_load) -
     for _ in devices:
         todo.put(None)
     workers = [context.Process(target=_worker, name=f"facerestore-{device}", daemon=True,
-                               args=(k, device, dataclasses.replace(opts, method=None), todo, results,
-                                     torch.get_num_threads()))
+                               args=(k, device, portable(opts), todo, results, torch.get_num_threads()))
                for k, device in enumerate(devices)]
     for worker in workers:
         worker.start()
@@ -150,10 +163,10 @@ class _Forward:
         self.put, self.batch_size, self.progress = put, batch_size, self
 
     def done(self, photo, status, reason, extras=None) -> None:
-        self.put("done", (_light(photo), status, reason, extras))
+        self.put("done", (strip_pixels(photo), status, reason, extras))
 
     def fail(self, job, reason, photo=None) -> None:
-        self.put("failed", (job, reason, None if photo is None else _light(photo)))
+        self.put("failed", (job, reason, None if photo is None else strip_pixels(photo)))
 
     def found(self, faces: int) -> None:
         self.put("found", faces)
@@ -168,7 +181,7 @@ class _Forward:
         self.put("warn", text)
 
 
-def _light(photo):
+def strip_pixels(photo):
     """The photo as its report record needs it: no pixels."""
     faces = [dataclasses.replace(f, crop=None, restored=None, parse_labels=None) for f in photo.faces]
     return dataclasses.replace(photo, picture=None, faces=faces)
@@ -180,7 +193,6 @@ def _worker(k: int, device: str, opts, todo, results, threads: int) -> None:
 
     from facerestore_cli.device import resolve
     from facerestore_cli.interrupts import InterruptGuard
-    from facerestore_cli.methods import method_for
     from facerestore_cli.models import load_models
     from facerestore_cli.pipeline import Pipeline
     from facerestore_cli.weights.store import WeightStore
@@ -191,7 +203,7 @@ def _worker(k: int, device: str, opts, todo, results, threads: int) -> None:
     def put(kind, payload=None):
         results.put((kind, k, payload))
 
-    opts = dataclasses.replace(opts, device=device, method=method_for(opts.preset))  # a module does not pickle
+    opts = unpacked(opts, device=device)
     try:
         compute = resolve(device, opts.precision, opts.compile, opts.channels_last)
         models = load_models(opts, compute, WeightStore(offline=opts.offline))
