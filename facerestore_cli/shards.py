@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from facerestore_cli.errors import UsageError
-from facerestore_cli.files import atomic_open
+from facerestore_cli.files import atomic_open, remove_stale_temps
 from facerestore_cli.report import Summary
 from facerestore_cli.runlock import run_lock
 from facerestore_cli.state import merge_shards, shard_state_files
@@ -47,6 +47,7 @@ def merge(out_dir: Path, report: Path, wait_seconds: float | None = None) -> Sum
     if not out_dir.is_dir():
         raise UsageError(f"{out_dir} is not an output folder")
     with run_lock(out_dir, wait_seconds=wait_seconds):
+        remove_stale_temps(out_dir)  # what killed shards left: no run holds the folder now
         shards = shard_state_files(out_dir)
         state = merge_shards(out_dir)
     summary = Summary(photos=len(state.entries))

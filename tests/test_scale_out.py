@@ -72,8 +72,11 @@ def test_two_shards_make_the_plain_outputs_and_merge_into_one_state(tiny_home, i
         assert code == 0 and [line.split("\t")[0] for line in stdout.splitlines()] == ["skip"] * 4
         code, _o, err = tiny_run(preset, inputs, "-r", "-o", out, "--report", tmp_path / "again.jsonl")
         assert code == 0 and report_lines(tmp_path / "again.jsonl")[-1]["summary"]["skipped"] == 4, err
+        left = out / "sub" / ".flat.png.1a2b3c4d.tmp"  # an atomic write a killed shard left behind
+        left.write_bytes(b"partial")
         code, _o, err = invoke("report", "merge", out, "--report", tmp_path / "merged.jsonl")
     assert code == 0, err
+    assert not left.exists()
     merged = report_lines(tmp_path / "merged.jsonl")
     assert [p.name for p in out.glob(".facerestore-state*.json")] == [STATE_NAME]
     assert len(json.loads((out / STATE_NAME).read_text())["entries"]) == 4
