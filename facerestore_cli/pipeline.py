@@ -109,7 +109,8 @@ def run(opts: RunOptions, progress, jobs, skipped_hidden: int = 0, skipped_not_i
     if opts.shard is not None:
         jobs = [job for job in jobs if in_shard(job.rel, opts.shard)]
     devices = device_list(opts.device)
-    compute = [resolve(device, opts.precision, opts.compile, opts.channels_last) for device in devices][0]
+    computes = [resolve(device, opts.precision, opts.compile, opts.channels_last) for device in devices]  # all checked
+    compute = computes[0]
     if len(devices) > 1:
         compute = dataclasses.replace(compute, workers=tuple(devices))
     if opts.engine == "ray":
@@ -203,10 +204,10 @@ def make_extras(opts, ledger: Ledger, jobs, guard) -> None:
         record = entry.get("record") or {}
         extras = {}
         try:
-            before = read_image(job.src, max_pixels=opts.max_pixels or DEFAULT_MAX_PIXELS).rgb
             after = read_image(job.dest, max_pixels=None).rgb
             faces = record.get("faces") or []
             if opts.save_compare and entry["status"] == "done" and not all_exist(opts.output, made.get("compare_file")):
+                before = read_image(job.src, max_pixels=opts.max_pixels or DEFAULT_MAX_PIXELS).rgb
                 path = compare_path(opts.output, job.rel)
                 save_compare_sheet(before, after, faces, path)
                 extras["compare_file"] = str(path)

@@ -9,12 +9,11 @@ every run reads all manifests, so work any shard finished counts as done for all
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 from facerestore_cli.errors import UsageError
-from facerestore_cli.files import atomic_open, remove_stale_temps
-from facerestore_cli.report import Summary
+from facerestore_cli.files import remove_stale_temps
+from facerestore_cli.report import ReportWriter, Summary
 from facerestore_cli.runlock import run_lock
 from facerestore_cli.state import merge_shards, shard_state_files
 
@@ -51,17 +50,18 @@ def merge(out_dir: Path, report: Path, wait_seconds: float | None = None) -> Sum
         shards = shard_state_files(out_dir)
         state = merge_shards(out_dir)
     summary = Summary(photos=len(state.entries))
-    with atomic_open(report, "w") as handle:
-        for rel in sorted(state.entries):
-            entry = state.entries[rel]
-            record = entry.get("record") or {"input": rel, "status": entry["status"], "reason": entry["reason"]}
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-            if entry["status"] == "done":
-                summary.restored += 1
-                summary.faces += len(record.get("faces") or [])
-            elif entry["status"] == "no_face":
-                summary.no_face += 1
-            else:
-                summary.failed += 1
-        handle.write(json.dumps({**summary.as_record(), "merged_shards": [p.name for p in shards]}) + "\n")
+    writer = ReportWriter(report)
+    for rel in sorted(state.entries):
+        entry = state.entries[rel]
+        record = entry.get("record") or {"input": rel, "status": entry["status"], "reason": entry["reason"]}
+        writer.write(record)
+        if entry["status"] == "done":
+            summary.restored += 1
+            summary.faces += len(record.get("faces") or [])
+        elif entry["status"] == "no_face":
+            summary.no_face += 1
+        else:
+            summary.failed += 1
+    writer.write({**summary.as_record(), "merged_shards": [p.name for p in shards]})
+    writer.close()
     return summary
