@@ -123,3 +123,44 @@ def test_missing_realesrgan_weights_fail_before_work(tiny_env, tmp_path, capsys,
     code, _o, err = run_cli(capsys, "run", PHOTOS / "old-portrait-01.jpg", "-o", tmp_path / "out", "--preset", tiny_env,
                             *DET, "--upscale", "4")
     assert code == 4 and "realesrgan-x4plus" in err and not (tmp_path / "out").exists()
+
+
+@pytest.fixture(scope="module")
+def at_one(tiny_home, tmp_path_factory):
+    """The tiny difface run at ×1 on old-portrait-01 (its output and report), to compare the ×N runs with."""
+    from archival_helpers import invoke
+    from conftest import home_environment
+
+    folder = tmp_path_factory.mktemp("at-one")
+    with home_environment(tiny_home):
+        code, _o, err = invoke("run", PHOTOS / "old-portrait-01.jpg", "-o", folder / "out", "--preset",
+                           tiny_home / "difface-tiny.yaml", *DET, "-q", "--report", folder / "r.jsonl")
+    assert code == 0, err
+    (rec,), _summary = read_report(folder / "r.jsonl")
+    return cv2.imread(str(folder / "out" / "old-portrait-01.jpg")).astype(float), rec
+
+
+@pytest.mark.parametrize("how", ["bicubic", "realesrgan"])
+def test_upscaled_run_pastes_the_restored_faces_at_the_output_scale(tiny_env, tmp_path, capsys, at_one, how):
+    """Through `run`: inside each face's box, the ×2 output shrunk back to ×1 is the ×1 run's restored face, not the
+    enlarged photo under it; faces pasted at ×1 coordinates, or not pasted, fail. The tiny random networks restore
+    faces as noise, which no two resampling paths (warp at ×1, or warp at ×2 then shrink) keep alike, so both sides
+    are compared blurred (σ = 2 px at ×1): measured 2–7 levels from the ×1 faces, 34–62 from the photo."""
+    one, rec_one = at_one
+    report = tmp_path / "r.jsonl"
+    code, _o, err = run_cli(capsys, "run", PHOTOS / "old-portrait-01.jpg", "-o", tmp_path / "out", "--preset", tiny_env,
+                            *DET, "-q", "--report", report, "--upscale", "2", "--bg-upsampler", how)
+    assert code == 0, err
+    (rec,), _summary = read_report(report)
+    assert [f["box"] for f in rec["faces"]] == [f["box"] for f in rec_one["faces"]] and len(rec["faces"]) == 5
+    two = cv2.imread(str(tmp_path / "out" / "old-portrait-01.jpg")).astype(float)
+    assert two.shape == (one.shape[0] * 2, one.shape[1] * 2, 3)
+    photo = cv2.imread(str(PHOTOS / "old-portrait-01.jpg")).astype(float)
+    shrunk = cv2.resize(two, (one.shape[1], one.shape[0]), interpolation=cv2.INTER_AREA)
+    shrunk, one, photo = (cv2.GaussianBlur(x, (0, 0), 2) for x in (shrunk, one, photo))
+    for face in rec["faces"]:
+        x0, y0, x1, y1 = face["box"]
+        cx, cy, rx, ry = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 4, (y1 - y0) / 4  # the box's inner half
+        core = (slice(round(cy - ry), round(cy + ry)), slice(round(cx - rx), round(cx + rx)))
+        to_restored, to_photo = np.abs(shrunk[core] - one[core]).mean(), np.abs(shrunk[core] - photo[core]).mean()
+        assert to_restored < 10 and to_restored * 4 < to_photo, (face["index"], to_restored, to_photo)
