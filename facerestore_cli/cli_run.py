@@ -33,6 +33,7 @@ def prepare_run(ctx: typer.Context, v: dict):
         raise UsageError(f"--metadata must be keep or strip, not '{v['metadata']}'")
     fmt = _check_format(v["fmt"])
     preset = _load_preset(ctx, v["method"], v["preset_file"])
+    check_network_configs(preset)
     chosen = method_for(preset)
     params = chosen.Params.resolve(preset, v["knobs"])
     faces = face_settings(preset, v)
@@ -82,6 +83,21 @@ def face_settings(preset, v: dict):
                                         "bg_upsampler", "bg_tile", "blend")}
     return FaceSettings.resolve(preset.faces, {**given, "select": select, "indices": parse_indices(v["faces"]),
                                                "draw_boxes": v["draw_boxes"] or None})
+
+
+def check_network_configs(preset) -> None:
+    """Every component's network config (its registry entry's under the preset's `config:`) is one its architecture
+    can take: a usage error naming the component, key and rule otherwise, before anything is created."""
+    from facerestore_cli.archs import check_config
+    from facerestore_cli.weights.registry import load_registry
+
+    registry = load_registry()
+    for role, component in preset.components.items():
+        for wid in {component["weights"], *(component.get("choices") or {}).values()}:
+            if wid in registry:  # an unknown id fails where the weights are required, with its own message
+                spec = registry[wid]
+                check_config(spec.arch, {**(spec.config or {}), **(component.get("config") or {})},
+                             f"preset {preset.source}: component '{role}'")
 
 
 def _detector_name(value: str) -> str:

@@ -109,7 +109,7 @@ def _make_command(target: str):
             raise UsageError(f"--grad-checkpointing must be auto, on or off, not '{grad_checkpointing}'")
         cfg = TrainConfig(target=target, data=data, run=run, steps=steps, batch_size=batch_size, grad_accum=grad_accum,
                           lr=lr, warmup=warmup, precision=precision, seed=seed, loss=loss,
-                          model_config=_model_config(model_config),
+                          model_config=_model_config(model_config), model_config_file=model_config,
                           grad_checkpointing={"auto": None, "on": True, "off": False}[grad_checkpointing],
                           resume=resume, checkpoint_every=checkpoint_every, sample_every=sample_every,
                           log_every=log_every, workers=workers, device=device)

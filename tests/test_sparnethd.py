@@ -161,5 +161,5 @@ def test_bad_config_is_a_usage_error():
 
     with pytest.raises(UsageError, match="sparnethd"):
         build_arch("sparnethd", {**TINY_SPARNETHD, "in_size": SIZE})
-    with pytest.raises(ValueError, match="norm_type"):
+    with pytest.raises(UsageError, match="bad config for network 'sparnethd'.*norm_type"):
         build_arch("sparnethd", {**TINY_SPARNETHD, "norm_type": "layer"})

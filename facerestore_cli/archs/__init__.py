@@ -3,13 +3,16 @@
 Each entry maps an arch name (the ``arch`` field of a weight registry entry) to "module:function"; the
 module is imported only when that arch is built, so importing this package stays cheap. To add a network,
 add one line to ``ARCHS`` whose function takes the plain config dict and returns an ``nn.Module``, and one to
-``INPUT_SIZES``.
+``INPUT_SIZES``. A module may define ``check_config(config)``, raising ``ConfigProblem(key, rule)`` for a value the
+architecture cannot take: ``check_config`` below runs it (and ``build_arch`` before building), so a bad config is a
+usage error naming the key and the rule, not an error from deep inside the constructor.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
+import inspect
+from typing import TYPE_CHECKING, Any, Mapping
 
 from facerestore_cli.errors import UsageError
 
@@ -39,19 +42,73 @@ INPUT_SIZES = {
 }
 
 
+class ConfigProblem(ValueError):
+    """A network config value the architecture cannot take: the key and the rule it breaks."""
+
+    def __init__(self, key: str, rule: str):
+        super().__init__(f"{key}: {rule}")
+        self.key, self.rule = key, rule
+
+
+def check_keys(cls: type, config: Mapping[str, Any]) -> None:
+    """Every key of `config` is a parameter of cls's constructor, and every parameter without a default is given."""
+    params = {name: p for name, p in inspect.signature(cls.__init__).parameters.items() if name != "self"}
+    for key in config:
+        if key not in params:
+            raise ConfigProblem(key, f"not a setting of this network (valid: {', '.join(params)})")
+    for name, param in params.items():
+        if param.default is inspect.Parameter.empty and name not in config:
+            raise ConfigProblem(name, "missing (this network has no default for it)")
+
+
+def check_int(config: Mapping[str, Any], key: str, minimum: int = 1) -> int:
+    """config[key] as an int ≥ minimum, or the ConfigProblem that says so."""
+    value = config[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigProblem(key, f"must be a whole number ≥ {minimum}, not {value!r}")
+    return value
+
+
+def check_int_list(config: Mapping[str, Any], key: str, minimum: int = 1) -> list[int]:
+    """config[key] as a non-empty list of ints ≥ minimum, or the ConfigProblem that says so."""
+    value = config[key]
+    if not isinstance(value, (list, tuple)) or not value or any(
+            isinstance(v, bool) or not isinstance(v, int) or v < minimum for v in value):
+        raise ConfigProblem(key, f"must be a list of whole numbers ≥ {minimum}, not {value!r}")
+    return list(value)
+
+
+def check_config(name: str, config: Mapping[str, Any], where: str) -> None:
+    """Raise a UsageError naming `where` (e.g. "--model-config run.yaml"), the key and the rule when `config` cannot
+    build network `name`; nothing is built."""
+    module = importlib.import_module(_target(name)[0])
+    check = getattr(module, "check_config", None)
+    if check is None:
+        return
+    try:
+        check(dict(config))
+    except ConfigProblem as problem:
+        raise UsageError(f"{where}: {name} config key '{problem.key}' {problem.rule}") from None
+
+
+def _target(name: str) -> tuple[str, str]:
+    try:
+        module_name, function_name = ARCHS[name].split(":")
+    except KeyError:
+        raise UsageError(f"unknown network architecture {name!r}", hint=f"known: {', '.join(sorted(ARCHS))}") from None
+    return module_name, function_name
+
+
 def input_size(name: str, config: dict) -> int | None:
     return INPUT_SIZES[name](config)
 
 
 def build_arch(name: str, config: dict) -> nn.Module:
     """Build network ``name`` from its config dict (on the current default device, e.g. ``meta``)."""
-    try:
-        target = ARCHS[name]
-    except KeyError:
-        raise UsageError(f"unknown network architecture {name!r}", hint=f"known: {', '.join(sorted(ARCHS))}") from None
-    module_name, function_name = target.split(":")
+    module_name, function_name = _target(name)
+    check_config(name, config, "network config")
     builder = getattr(importlib.import_module(module_name), function_name)
     try:
         return builder(dict(config))
-    except TypeError as exc:  # unknown or missing config keys
+    except (TypeError, ValueError) as exc:  # a rule no check_config states
         raise UsageError(f"bad config for network {name!r}: {exc}") from exc

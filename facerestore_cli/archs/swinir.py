@@ -20,6 +20,8 @@ from torch import nn
 import facerestore_cli.compat  # noqa: F401  (must precede any basicsr import)
 from basicsr.archs.swinir_arch import RSTB, PatchEmbed, PatchUnEmbed
 
+from facerestore_cli.archs import ConfigProblem, check_int, check_int_list, check_keys
+
 RGB_MEAN = (0.4488, 0.4371, 0.4040)
 
 
@@ -140,6 +142,26 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
         return x
     mode = "reflect" if pad_h < height and pad_w < width else "replicate"
     return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+
+
+def check_config(config: dict) -> None:
+    """The rules a DifFace SwinIR config must keep (ConfigProblem(key, rule) for the first it breaks)."""
+    check_keys(SwinIRDifFace, config)
+    for key in ("img_size", "in_chans", "embed_dim", "window_size", "unshuffle_scale", "upscale", "num_feat"):
+        if key in config:
+            check_int(config, key)
+    depths = check_int_list(config, "depths") if "depths" in config else [6] * 8
+    heads = check_int_list(config, "num_heads") if "num_heads" in config else [6] * 8
+    if len(depths) != len(heads):
+        raise ConfigProblem("num_heads", f"needs one entry per residual group of depths ({len(depths)}), not {heads}")
+    dim = config.get("embed_dim", 180)
+    if any(dim % h for h in heads):
+        raise ConfigProblem("embed_dim", f"{dim} must be divisible by every num_heads entry ({heads})")
+    upscale = config.get("upscale", 8)
+    if upscale < 2 or upscale & (upscale - 1):
+        raise ConfigProblem("upscale", f"must be a power of two ≥ 2, not {upscale}")
+    if config.get("upsampler", "nearest+conv") != "nearest+conv":
+        raise ConfigProblem("upsampler", f"only 'nearest+conv' is implemented, not {config['upsampler']!r}")
 
 
 def build_swinir_difface(config: dict) -> SwinIRDifFace:

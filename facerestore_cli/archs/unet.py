@@ -26,6 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from facerestore_cli.archs import ConfigProblem, check_int, check_int_list, check_keys
+
 
 def timestep_embedding(timesteps: torch.Tensor, dim: int, max_period: int = 10000) -> torch.Tensor:
     """Sinusoidal embedding [B, dim] of (possibly fractional) timesteps [B], cos half first."""
@@ -47,8 +49,11 @@ class GroupNorm32(nn.GroupNorm):
         return out.to(x.dtype)
 
 
+GROUPS = 32  # GroupNorm groups of every normalisation layer (guided-diffusion's normalization())
+
+
 def normalization(channels: int) -> GroupNorm32:
-    return GroupNorm32(32, channels)
+    return GroupNorm32(GROUPS, channels)
 
 
 def qkv_attention(qkv: torch.Tensor, num_heads: int, legacy_order: bool = True) -> torch.Tensor:
@@ -286,6 +291,47 @@ class UNetModel(nn.Module):
         if self.grad_checkpointing and self.training and torch.is_grad_enabled():
             return checkpoint(block, h, emb, use_reentrant=False)
         return block(h, emb)
+
+
+def check_config(config: dict) -> None:
+    """The rules a UNet config must keep (ConfigProblem(key, rule) for the first it breaks), before anything is built."""
+    check_keys(UNetModel, config)
+    size, channels = check_int(config, "image_size"), check_int(config, "model_channels")
+    check_int(config, "in_channels")
+    check_int(config, "out_channels")
+    mult = config.get("channel_mult", (1, 2, 4, 8))
+    if not isinstance(mult, (list, tuple)) or not mult or any(
+            isinstance(m, bool) or not isinstance(m, (int, float)) or m <= 0 for m in mult):
+        raise ConfigProblem("channel_mult", f"must be a list of positive numbers, one per level, not {mult!r}")
+    blocks = config["num_res_blocks"]
+    if isinstance(blocks, int) and not isinstance(blocks, bool):
+        check_int(config, "num_res_blocks", 0)
+    elif len(check_int_list(config, "num_res_blocks", 0)) != len(mult):
+        raise ConfigProblem("num_res_blocks", f"needs one count per level of channel_mult ({len(mult)}), not {blocks!r}")
+    widths = [int(m * channels) for m in mult]
+    if any(w % GROUPS for w in widths):
+        raise ConfigProblem("model_channels", f"× channel_mult gives {widths} channels: each level's must be a multiple "
+                                              f"of {GROUPS} (GroupNorm's {GROUPS} groups)")
+    levels = len(mult)
+    if size % 2 ** (levels - 1):
+        raise ConfigProblem("image_size", f"{size} must be divisible by {2 ** (levels - 1)}: each of the "
+                                          f"{levels - 1} downsamplings halves it")
+    sizes = [size // 2**level for level in range(levels)]
+    attention = config["attention_sizes"]
+    if not isinstance(attention, (list, tuple)) or any(a not in sizes for a in attention):
+        raise ConfigProblem("attention_sizes", f"must list sizes the levels have ({sizes}), not {attention!r}")
+    heads = config.get("num_head_channels", -1)
+    if heads != -1:
+        heads = check_int(config, "num_head_channels")
+        attended = {w for w, s in zip(widths, sizes) if s in attention} | {widths[-1]}  # the middle block attends
+        if any(w % heads for w in attended):
+            raise ConfigProblem("num_head_channels", f"{heads} must divide the channels of every attention block "
+                                                     f"({sorted(attended)}), or be -1 (use num_heads)")
+    elif "num_heads" in config:
+        check_int(config, "num_heads")
+    dropout = config.get("dropout", 0.0)
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise ConfigProblem("dropout", f"must be a number in [0, 1), not {dropout!r}")
 
 
 def build_unet(config: dict) -> UNetModel:

@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
-from facerestore_cli.archs import build_arch, input_size
+from facerestore_cli.archs import build_arch, check_config, input_size
 from facerestore_cli.device import Compute
 from facerestore_cli.errors import UsageError
 from facerestore_cli.files import atomic_open, atomic_write_bytes
@@ -54,6 +54,7 @@ class TrainConfig:
     loss: str = "l1"
     identity_weight: float | None = None  # ipc: λ of Eq. 4 (default the target's, 1)
     model_config: dict = field(default_factory=dict)  # updates the registry entry's config
+    model_config_file: Path | None = None  # where model_config came from, for messages
     grad_checkpointing: bool | None = None  # default: on for networks of 512 and more
     resume: bool = False
     checkpoint_every: int = 1000
@@ -78,6 +79,7 @@ class Trainer:
             "bf16" if self.device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32")
         spec = WeightStore().spec(self.target.weight_id)
         self.config = {**spec.config, **cfg.model_config}
+        check_config(spec.arch, self.config, f"--model-config {cfg.model_config_file or ''}".rstrip())
         self.size = input_size(spec.arch, self.config)
         self.listing = list_faces(cfg.data)
         torch.manual_seed(cfg.seed)
