@@ -114,6 +114,10 @@ def _make_command(target: str):
                           resume=resume, checkpoint_every=checkpoint_every, sample_every=sample_every,
                           log_every=log_every, workers=workers, device=device)
         result = Trainer(cfg, _say).train()
+        if result["loss"] is None:  # a resume of a run already at --steps: no step ran
+            _say(f"nothing to train: {run} is at step {result['step']} (--steps {steps}); raise --steps to train on, "
+                 f"or: facerestore train export {run}")
+            return 0
         _say(f"done: step {result['step']}, loss {result['loss']:.4f}, {result['seconds']}s → {run}; "
              f"next: facerestore train export {run}")
         return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -185,3 +186,42 @@ def test_a_dead_worker_fails_its_photos_the_others_go_on_and_a_rerun_redoes_them
     redone = [r for r in second[:-1] if r["status"] == "restored"]
     assert sorted(r["input"] for r in redone) == sorted(r["input"] for r in failed)
     assert {r["why"] for r in redone} == {"its worker died in the previous run"}
+
+
+def test_shards_split_the_same_tree_alike_from_any_mount_point(tiny_home, tmp_path):
+    """A cluster mounts the archive at different paths on different nodes: the split and the outputs follow the paths
+    inside the input folder, not where it is mounted. Three shards run through three absolute paths to one tree (the
+    folder itself, a symlink to it, a folder under a symlinked parent) do every photo exactly once."""
+    from facerestore_cli.discover import discover
+    from facerestore_cli.shards import in_shard
+    from facerestore_cli.state import STATE_NAME
+
+    real = tmp_path / "nfs" / "volume7" / "archive"
+    for i in range(12):
+        folder = real / f"box{i % 3}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((24, 32, 3), 20 * i, np.uint8)).save(folder / f"scan{i:02}.png")
+    (tmp_path / "node1").mkdir()
+    (tmp_path / "node1" / "archive").symlink_to(real)
+    (tmp_path / "node2").symlink_to(real.parent)
+    mounts = [real, tmp_path / "node1" / "archive", tmp_path / "node2" / "archive"]
+    out = tmp_path / "out"
+    rels = [sorted(job.rel for job in discover([m], out, recursive=True).jobs) for m in mounts]
+    assert rels[0] == rels[1] == rels[2] and len(rels[0]) == 12
+    parts = [[r for r in rels[0] if in_shard(r, (i, 3))] for i in range(3)]
+    assert sorted(sum(parts, [])) == rels[0] and all(parts)
+    with home_environment(tiny_home):
+        for i, mount in enumerate(mounts):
+            code, _o, err = tiny_run(tiny_home / "difface-tiny.yaml", mount, "-r", "-o", out, "--shard", f"{i}/3",
+                                     "--report", tmp_path / f"shard{i}.jsonl")
+            assert code == 0, err
+        done = [[str(Path(r["input"]).relative_to(mounts[i])) for r in report_lines(tmp_path / f"shard{i}.jsonl")[:-1]]
+                for i in range(3)]
+        assert [sorted(d) for d in done] == parts
+        code, _o, err = invoke("report", "merge", out, "--report", tmp_path / "merged.jsonl")
+        assert code == 0, err
+        assert sorted(json.loads((out / STATE_NAME).read_text())["entries"]) == rels[0]
+        code, _o, err = tiny_run(tiny_home / "difface-tiny.yaml", mounts[1], "-r", "-o", out, "--report",
+                                 tmp_path / "again.jsonl")
+    assert code == 0 and report_lines(tmp_path / "again.jsonl")[-1]["summary"]["skipped"] == 12, err
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == rels[0]

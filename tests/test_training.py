@@ -280,3 +280,47 @@ def test_ctrl_c_saves_a_checkpoint_that_resume_continues(tmp_path):
                            "--checkpoint-every", "100000", "--sample-every", "100000", "--resume")
     assert code == 0, err
     assert (tmp_path / "run" / "checkpoints" / f"step-{step + 2:08d}.pt").is_file()
+
+
+# train option → (flag, a changed value, the checkpoint setting named when --resume refuses it)
+MUST_MATCH = {"batch_size": ("--batch-size", "2", "batch_size"), "grad_accum": ("--grad-accum", "2", "grad_accum"),
+              "lr": ("--lr", "1e-3", "lr"), "warmup": ("--warmup", "7", "warmup"),
+              "precision": ("--precision", "bf16", "precision"), "seed": ("--seed", "1", "seed"),
+              "loss": ("--loss", "l2", "loss"), "model_config": ("--model-config", "wider", "config")}
+# train option → (flag, a changed value): checkpoints.MAY_CHANGE_ON_RESUME
+MAY_CHANGE = {"steps": ("--steps", "2"), "checkpoint_every": ("--checkpoint-every", "5"),
+              "sample_every": ("--sample-every", "5"), "log_every": ("--log-every", "5"), "workers": ("--workers", "1"),
+              "device": ("--device", "auto"), "grad_checkpointing": ("--grad-checkpointing", "on")}
+RESUME_SPECIAL = {"data", "run", "resume"}  # the run itself, its data (fingerprint: test above), and the flag
+
+
+def test_every_train_option_is_classified_for_resume(tmp_path):
+    """Each `train` option either must match the checkpoint on --resume (refused, naming the setting) or may change
+    (accepted); a new option cannot slip through unclassified."""
+    import typer
+
+    from facerestore_cli.cli import build_app
+    from facerestore_cli.training.checkpoints import MAY_CHANGE_ON_RESUME
+
+    require_shared()
+    command = typer.main.get_command(build_app(["train"])).commands["train"].commands["diffbfr-irm1"]
+    assert {p.name for p in command.params} == set(MUST_MATCH) | set(MAY_CHANGE) | RESUME_SPECIAL
+    assert set(MAY_CHANGE) == set(MAY_CHANGE_ON_RESUME)
+    run = tmp_path / "run"
+    base = {"--data": ALIGNED_LQ, "-o": run, "--model-config": tiny_config(tmp_path, TINY_IRM1, "irm1"),
+            "--workers": "0", "--warmup": "5", "--lr": "2e-4", "--device": "cpu", "--steps": "1", "--batch-size": "1"}
+    values = {"wider": tiny_config(tmp_path, {**TINY_IRM1, "model_channels": 64}, "wider")}
+
+    def resume(flag: str, value: str):
+        options = {**base, flag: values.get(value, value)}
+        return invoke("train", "diffbfr-irm1", *(str(x) for item in options.items() for x in item), "--resume")
+
+    code, _o, err = invoke("train", "diffbfr-irm1", *(str(x) for item in base.items() for x in item))
+    assert code == 0, err
+    for name, (flag, value, setting) in MUST_MATCH.items():
+        code, _o, err = resume(flag, value)
+        assert code == 2 and "the run's settings changed" in err and f"({setting}: " in err, (name, err)
+    for name, (flag, value) in MAY_CHANGE.items():
+        code, _o, err = resume(flag, value)
+        assert code == 0, (name, err)
+    assert "nothing to train: " in err and "is at step 2 (--steps 1)" in err

@@ -13,6 +13,12 @@ from facerestore_cli.errors import UsageError
 from facerestore_cli.files import atomic_open
 
 NAME = re.compile(r"^step-(\d{8})\.pt$")
+# `train` options a --resume may change: how far to train, how often to log, sample and checkpoint, and where and with
+# how much memory to compute. The weights after step N do not depend on them (the data order and every draw are
+# functions of the seed and the step). Every other setting that shapes the weights is stored in the checkpoint
+# (Trainer.settings) and must match; so must the --data folder's images.
+MAY_CHANGE_ON_RESUME = ("steps", "checkpoint_every", "sample_every", "log_every", "workers", "device",
+                        "grad_checkpointing")
 
 
 def checkpoint_dir(run: Path) -> Path:
@@ -48,8 +54,10 @@ def check_resume(state: dict, target: str, settings: dict, data_fingerprint: str
     changed = [f"{key}: {state['settings'].get(key)!r} → {value!r}" for key, value in settings.items()
                if state["settings"].get(key) != value]
     if changed:
+        may = ", ".join("--" + name.replace("_", "-") for name in MAY_CHANGE_ON_RESUME)
         raise UsageError(f"cannot resume {path}: the run's settings changed ({'; '.join(changed)})",
-                         hint="resume with the run's settings, or train into a new -o RUN folder")
+                         hint=f"resume with the run's settings (only {may} may change), or train into a new -o RUN "
+                              f"folder")
     if state["data"] != data_fingerprint:
         raise UsageError(f"cannot resume {path}: the --data folder's images changed since the run started",
                          hint="restore the folder, or train into a new -o RUN folder")
