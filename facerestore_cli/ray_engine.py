@@ -73,8 +73,9 @@ def restore_with_ray(opts, ledger, guard, jobs, weights_after_load) -> None:
             ledger.done(photo, payload["status"], payload["reason"], payload["extras"])
         else:
             ledger.fail(job, payload["reason"], photo)
-    for job in by_rel.values():  # in a block Ray gave up on (its worker died): redo next run
-        ledger.fail(job, "lost with its Ray Data block (a worker died)", retry=True)
+    for job in by_rel.values():  # in a block Ray gave up on (max_errored_blocks): redo next run
+        ledger.fail(job, "lost with its Ray Data block (its worker died or its task failed: see the Ray logs); "
+                          "the next run redoes it", retry=True)
 
 
 def _models(settings: dict):
@@ -110,7 +111,7 @@ def _light(photo):
 
 
 def _detector(settings: dict):
-    """The run's face detector on the CPU, threads as in the driver."""
+    """The run's face detector on the CPU, threads as in the driver; None with --aligned (nothing to detect)."""
     import torch
 
     from facerestore_cli.device import resolve
@@ -120,6 +121,8 @@ def _detector(settings: dict):
 
     torch.set_num_threads(settings["threads"])
     opts = unpacked(settings["opts"])
+    if opts.aligned:
+        return None
     networks = NetworkLoader(WeightStore(settings["home"], offline=opts.offline), resolve("cpu", "fp32"))
     return load_detector(opts, networks)
 
