@@ -28,6 +28,8 @@ import numpy as np
 
 TESTS = Path(__file__).resolve().parent.parent / "tests"
 sys.path.insert(0, str(TESTS))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from homes import full_home  # noqa: E402
 from pinned_outputs import CASES, KERNEL_SETTINGS as SETTINGS, run_cases_under  # noqa: E402
 
 
@@ -41,26 +43,6 @@ FULL_SIZE_RUNS = {
 }
 FULL_SIZE_WEIGHTS = ("difface-unet", "difface-swinir", "arcface-ir-se50", "parsenet", "dr2-unet", "dr2-sparnethd",
                      "diffbfr-irm1", "diffbfr-irm2")
-
-
-def write_full_size_weights(weights: Path) -> None:
-    """Every network the four presets need, full size, default (random) initialisation, in its registry layout."""
-    import torch
-
-    from facerestore_cli.archs import build_arch
-    from facerestore_cli.weights.registry import get_spec
-
-    weights.mkdir(parents=True)
-    for seed, wid in enumerate(FULL_SIZE_WEIGHTS):
-        spec = get_spec(wid)
-        torch.manual_seed(seed)
-        model = build_arch(spec.arch, spec.config)
-        if spec.arch == "sparnethd":  # settle the spectral-norm u/v buffers, as the tests' tiny SPARNetHD
-            with torch.no_grad():
-                model.train()(torch.rand(1, 3, spec.config["size"], spec.config["size"]) * 2 - 1)
-        prefix = spec.strip_prefix or ""
-        sd = {prefix + k: v for k, v in model.eval().state_dict().items()}
-        torch.save({spec.nested_key: sd} if spec.nested_key else sd, weights / spec.file)
 
 
 def run_full_size(name: str, home: Path, crop: Path, folder: Path) -> None:
@@ -79,7 +61,7 @@ def full_size(settings: list[str]) -> dict:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp) / "home"
-        write_full_size_weights(home / "weights")
+        full_home(home, FULL_SIZE_WEIGHTS)
         for name in settings:
             run_full_size(name, home, crop, Path(tmp) / name)
         for preset in FULL_SIZE_RUNS:

@@ -33,7 +33,9 @@ def tiny_home(home: Path) -> None:
     write_tiny_dr2_preset(home / "dr2-tiny.yaml")
 
 
-def full_home(home: Path) -> None:
+def full_home(home: Path, ids: tuple[str, ...] = FULL_SIZE) -> None:
+    """Full-size networks `ids`, PyTorch's default initialisation (seeded per file), each in its registry entry's layout
+    (nested key, "module." prefix); SPARNetHD's spectral-norm u/v buffers settled by a forward in train mode."""
     import torch
 
     from conftest import RETINA_MOBILE
@@ -42,14 +44,16 @@ def full_home(home: Path) -> None:
 
     weights = home / "weights"
     weights.mkdir(parents=True, exist_ok=True)
-    for weight_id in FULL_SIZE:
+    for seed, weight_id in enumerate(ids):
         spec = get_spec(weight_id)
-        torch.manual_seed(0)
-        state = build_arch(spec.arch, spec.config).state_dict()
-        if weight_id in ("difface-unet", "difface-swinir"):
-            state = {"module." + k: v for k, v in state.items()}
+        torch.manual_seed(seed)
+        model = build_arch(spec.arch, spec.config)
+        if spec.arch == "sparnethd":
+            with torch.no_grad():
+                model.train()(torch.rand(1, 3, spec.config["size"], spec.config["size"]) * 2 - 1)
+        state = {(spec.strip_prefix or "") + k: v for k, v in model.eval().state_dict().items()}
         torch.save({spec.nested_key: state} if spec.nested_key else state, weights / spec.file)
-        del state
+        del model, state
         gc.collect()
     shutil.copy(RETINA_MOBILE, weights / RETINA_MOBILE.name)
 
