@@ -171,3 +171,24 @@ def stop(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
+
+
+# The head of a method plugin module for tests (a `<method>.py` beside its preset): no knobs, no weights; the test
+# appends its restorer class and `build`.
+PLUGIN_PREAMBLE = '''
+import os
+import time
+from dataclasses import dataclass
+
+from facerestore_cli.methods.params import MethodParams
+
+
+@dataclass(frozen=True)
+class Params(MethodParams):
+    pass
+
+
+def required_weights(preset, params):
+    return []
+
+'''

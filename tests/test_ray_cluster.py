@@ -11,28 +11,12 @@ import time
 import pytest
 from PIL import Image
 
-from archival_helpers import invoke, report_lines
+from archival_helpers import PLUGIN_PREAMBLE, invoke, report_lines
 from conftest import ALIGNED_LQ, require_shared
 
 # A method that inverts faces slowly (so the run is still going when its node dies), says on which node it restores,
 # and makes the first batch it gets fail once with an error the engine does not catch: that block errors.
-SLOW_MODULE = '''
-import os
-import time
-from dataclasses import dataclass
-
-from facerestore_cli.methods.params import MethodParams
-
-
-@dataclass(frozen=True)
-class Params(MethodParams):
-    pass
-
-
-def required_weights(preset, params):
-    return []
-
-
+SLOW_MODULE = PLUGIN_PREAMBLE + '''
 class Slow:
     def restore(self, faces, generators, callback=None):
         import ray

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from archival_helpers import invoke, report_lines, tiny_run
+from archival_helpers import PLUGIN_PREAMBLE, invoke, report_lines, tiny_run
 from conftest import ALIGNED_LQ, PHOTOS, home_environment, require_shared
 
 
@@ -127,22 +127,7 @@ def test_local_ray_run_makes_the_plain_outputs(tiny_home, inputs, plain, tmp_pat
     assert lines[-1]["summary"]["restored"] == 3 and lines[0]["device"].startswith("ray: cpu")
 
 
-MORTAL_MODULE = '''
-import os
-from dataclasses import dataclass
-
-from facerestore_cli.methods.params import MethodParams
-
-
-@dataclass(frozen=True)
-class Params(MethodParams):
-    pass
-
-
-def required_weights(preset, params):
-    return []
-
-
+MORTAL_MODULE = PLUGIN_PREAMBLE + '''
 class Mortal:
     def restore(self, faces, generators, callback=None):
         from facerestore_cli.methods.base import Restoration
