@@ -50,13 +50,7 @@ class SwinIRDifFace(nn.Module):
         img_range: float = 1.0,
         num_feat: int = 64,
     ):
-        super().__init__()
-        if upsampler != "nearest+conv":
-            raise ValueError(f"only the 'nearest+conv' upsampler is implemented, not {upsampler!r}")
-        if upscale < 2 or upscale & (upscale - 1):
-            raise ValueError(f"upscale must be a power of two >= 2, not {upscale}")
-        if len(depths) != len(num_heads):
-            raise ValueError("depths and num_heads need one entry per residual group")
+        super().__init__()  # the settings' rules: check_config below (build_arch runs it first)
         self.img_range = img_range
         self.window_size = window_size
         self.unshuffle_scale = unshuffle_scale

@@ -214,10 +214,8 @@ class UNetModel(nn.Module):
         use_new_attention_order: bool = False,
     ):
         super().__init__()
-        if isinstance(num_res_blocks, int):
+        if isinstance(num_res_blocks, int):  # the settings' rules: check_config below (build_arch runs it first)
             num_res_blocks = [num_res_blocks] * len(channel_mult)
-        if len(num_res_blocks) != len(channel_mult):
-            raise ValueError(f"num_res_blocks {list(num_res_blocks)} needs one entry per level of {list(channel_mult)}")
         self.image_size = image_size
         self.in_channels = in_channels
         self.model_channels = model_channels
