@@ -17,7 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-STARTUP_MARK = "facerestore-bench-first-face"
+STARTUP_MARK = "facerestore-bench-first-face"  # what startup_probe.py prints when the first face enters the network
+
 
 
 @dataclasses.dataclass
@@ -49,7 +50,7 @@ def measure(opts, jobs, scratch: Path, reference: bool, startup: bool, inputs_la
 
     from facerestore_cli.device import resolve
     from facerestore_cli.models import load_models, require_weights
-    from facerestore_cli.pipeline import io_workers
+    from facerestore_cli.options import io_workers
     from facerestore_cli.weights.store import WeightStore
 
     store = WeightStore(offline=opts.offline)
@@ -87,7 +88,7 @@ def _uncapped(detector):
 def _timed_pass(name: str, opts, jobs, scratch: Path, models) -> PassResult:
     import torch
 
-    from facerestore_cli.pipeline import run as run_pipeline
+    from facerestore_cli.runner import run as run_pipeline
     from facerestore_cli.progress import Progress
     from facerestore_cli.timings import StageTimer
 
@@ -169,7 +170,7 @@ def run_command_line(opts, photo: Path, output: Path) -> list[str]:
 
 def startup_seconds(opts, photo: Path, output: Path) -> float:
     """Seconds from starting `facerestore run` in a fresh process to its first face entering the network."""
-    code = "from facerestore_cli.benchmark import startup_child; startup_child()"
+    code = "from facerestore_cli.startup_probe import main; main()"
     start = time.time()
     done = subprocess.run([sys.executable, "-c", code, *run_command_line(opts, photo, output)],
                           capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -177,21 +178,6 @@ def startup_seconds(opts, photo: Path, output: Path) -> float:
         if line.startswith(STARTUP_MARK):
             return round(float(line.split()[1]) - start, 3)
     raise RuntimeError(f"start-up run failed (exit {done.returncode}): {done.stderr.strip()[-500:]}")
-
-
-def startup_child() -> None:
-    """`facerestore run` (sys.argv) that prints the time its first face enters the network."""
-    from facerestore_cli import cli, pipeline
-
-    original = pipeline.Pipeline.restore_batch
-
-    def first(self, batch):
-        print(f"{STARTUP_MARK} {time.time()}", file=sys.stderr, flush=True)
-        pipeline.Pipeline.restore_batch = original
-        return original(self, batch)
-
-    pipeline.Pipeline.restore_batch = first
-    cli.main(sys.argv[1:])
 
 
 def _stderr():

@@ -243,7 +243,7 @@ def run(
     Example: facerestore run ./photos -o ./restored --method difface --steps 100
     """
     from facerestore_cli.cli_run import check_report, prepare_run
-    from facerestore_cli.pipeline import run as run_pipeline
+    from facerestore_cli.runner import run as run_pipeline
     from facerestore_cli.progress import Progress
     from facerestore_cli.report import StdoutSink
 

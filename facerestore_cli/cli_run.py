@@ -21,7 +21,7 @@ def prepare_run(ctx: typer.Context, v: dict):
     """The checked RunOptions and the discovered inputs of a `run` (or `bench`) command line; v: its values."""
     from facerestore_cli.discover import discover, read_list
     from facerestore_cli.methods import method_for
-    from facerestore_cli.pipeline import RunOptions
+    from facerestore_cli.options import RunOptions
     from facerestore_cli.shards import parse_shard
 
     given = [name for name in PHOTO_ONLY if ctx.get_parameter_source(name).name == "COMMANDLINE"]

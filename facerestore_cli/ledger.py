@@ -5,10 +5,24 @@ need (an outcome is recorded only once its output is in place), and closes with 
 from __future__ import annotations
 
 import time
+from typing import Any, Protocol
 
 from facerestore_cli import __version__
 from facerestore_cli.report import ReportWriter, Summary, photo_record, skipped_record
 from facerestore_cli.state import RunState, run_signature
+
+
+class Outcomes(Protocol):
+    """What a pipeline tells whoever keeps the run's ledger: each photo's outcome, its progress, and the batch size
+    it settled on (halved on out-of-memory). Implemented by the Ledger (a run in this process), a device worker's
+    forwarder (workers.py) and a Ray actor's stand-in (ray_engine.py), whose driver keeps the Ledger."""
+
+    progress: Any
+    batch_size: int | None
+
+    def done(self, photo, status: str, reason: str | None, extras: dict | None = None) -> None: ...
+
+    def fail(self, job, reason: str, photo=None, retry: bool = False) -> None: ...
 
 
 class StopRun(Exception):

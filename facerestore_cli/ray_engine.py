@@ -93,13 +93,22 @@ def _models(settings: dict):
 
 
 class _Quiet:
-    """Progress and interrupts of a stage inside Ray: the driver shows progress and handles signals."""
+    """Progress, interrupts and ledger.Outcomes of a stage inside Ray: the driver shows progress, handles signals and
+    keeps the ledger; a restoring actor's outcomes travel back in its rows, never through done/fail."""
+
+    def __init__(self, batch_size: int | None = None):
+        self.progress, self.batch_size = self, batch_size
 
     def found(self, *_a): pass
     def step(self, *_a): pass
     def faces(self, *_a): pass
     def warn(self, *_a): pass
     def check(self): pass
+
+    def done(self, *_a, **_k):
+        raise RuntimeError("a Ray actor's outcomes go back in its rows, not to a ledger")
+
+    fail = done
 
 
 def _outcome(kind: str, job, **payload) -> dict:
@@ -156,9 +165,8 @@ class _Restore:
         from facerestore_cli.timings import StageTimer
 
         self.opts, models = _models(settings)
-        quiet = _Quiet()
-        self.pipeline = Pipeline(self.opts, models, SimpleNamespace(progress=quiet, batch_size=models.batch_size),
-                                 quiet)
+        quiet = _Quiet(models.batch_size)
+        self.pipeline = Pipeline(self.opts, models, quiet, quiet)
         self.writer = PhotoWriter(self.opts, StageTimer(), background=models.background)
         self.compute = (models.compute.describe(), models.compute.precision)
 

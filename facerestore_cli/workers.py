@@ -125,9 +125,9 @@ class _Parent:
             self.taken[k].pop(photo.job.rel, None)
             self.ledger.done(photo, status, reason, extras)
         elif kind == "failed":
-            job, reason, photo = payload
+            job, reason, photo, retry = payload
             self.taken[k].pop(job.rel, None)
-            self.ledger.fail(job, reason, photo)
+            self.ledger.fail(job, reason, photo, retry)
         elif kind == "error":
             message, hint, exit_code = payload
             progress.warn(f"error: {self.devices[k]}: {message}")
@@ -157,7 +157,7 @@ class _Parent:
 
 
 class _Forward:
-    """A worker's ledger and progress: what the pipeline tells them goes to the parent."""
+    """A worker's ledger.Outcomes and progress: what the pipeline tells them goes to the parent."""
 
     def __init__(self, put, batch_size: int):
         self.put, self.batch_size, self.progress = put, batch_size, self
@@ -165,8 +165,8 @@ class _Forward:
     def done(self, photo, status, reason, extras=None) -> None:
         self.put("done", (strip_pixels(photo), status, reason, extras))
 
-    def fail(self, job, reason, photo=None) -> None:
-        self.put("failed", (job, reason, None if photo is None else strip_pixels(photo)))
+    def fail(self, job, reason, photo=None, retry: bool = False) -> None:
+        self.put("failed", (job, reason, None if photo is None else strip_pixels(photo), retry))
 
     def found(self, faces: int) -> None:
         self.put("found", faces)

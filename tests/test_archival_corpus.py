@@ -42,7 +42,7 @@ def corpus_runs(tiny_home, tmp_path_factory):
     try:
         first = tiny_run(preset, src, "-o", out, "--report", base / "first.jsonl", *FOUR_FACES)
         state_after_first = (out / STATE).read_bytes()
-        mp.setattr("facerestore_cli.pipeline.load_models", _no_models)
+        mp.setattr("facerestore_cli.runner.load_models", _no_models)
         second = tiny_run(preset, src, "-o", out, "--report", base / "second.jsonl", *FOUR_FACES, quiet=False)
     finally:
         mp.undo()
@@ -207,7 +207,7 @@ def small(tiny_env, tmp_path):
         report = tmp_path / f"rerun-{n}.jsonl"
         with pytest.MonkeyPatch.context() as mp:
             if not models:
-                mp.setattr("facerestore_cli.pipeline.load_models", _no_models)
+                mp.setattr("facerestore_cli.runner.load_models", _no_models)
             code, stdout, stderr = tiny_run(tiny_env, src, "-o", out, "--report", report, *args, **kwargs)
         lines = report_lines(report)
         return code, stdout, stderr, by_name(lines[:-1]), lines[-1]["summary"]
@@ -317,7 +317,7 @@ def test_thousand_file_noop_rerun_takes_seconds(tiny_env, tmp_path, record_prope
     assert len(visible_files(out)) == 1000
     report = tmp_path / "rerun.jsonl"
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("facerestore_cli.pipeline.load_models", _no_models)
+        mp.setattr("facerestore_cli.runner.load_models", _no_models)
         started = time.perf_counter()
         code, _o, err = invoke("run", src, "-o", out, "--preset", tiny_env, "--detector", "retinaface_mobile0.25",
                                "--report", report, *fast)

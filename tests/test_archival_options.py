@@ -127,7 +127,7 @@ def test_dry_run_lists_the_plan_writes_nothing_and_loads_no_model(tiny_env, tmp_
     src, out = tmp_path / "in", tmp_path / "out"
     a, b = _plain(src / "a.png", 10), _plain(src / "b.jpg", 20)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("facerestore_cli.pipeline.load_models", _no_models)
+        mp.setattr("facerestore_cli.runner.load_models", _no_models)
         code, stdout, err = tiny_run(tiny_env, src, "-o", out, "--dry-run", "--report", tmp_path / "r.jsonl")
     assert code == 0, err
     assert stdout.splitlines() == [f"run\t{a}\t{out / 'a.png'}\tnew", f"run\t{b}\t{out / 'b.jpg'}\tnew"]
@@ -140,7 +140,7 @@ def test_dry_run_lists_the_plan_writes_nothing_and_loads_no_model(tiny_env, tmp_
     st = a.stat()
     os.utime(a, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # a touched: same bytes (a run would note the new mtime)
     before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.iterdir()}
-    monkeypatch.setattr("facerestore_cli.pipeline.load_models", _no_models)
+    monkeypatch.setattr("facerestore_cli.runner.load_models", _no_models)
     code, stdout, err = tiny_run(tiny_env, src, "-o", out, "--dry-run", "--force")
     assert code == 0, err
     assert {line.split("\t")[0] for line in stdout.splitlines()} == {"run"}

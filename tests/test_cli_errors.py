@@ -118,11 +118,11 @@ def test_bad_file_fails_alone_and_exit_1(tiny_env, tmp_path, capsys):
 
 
 def test_unexpected_error_is_one_line_without_debug(monkeypatch, tmp_path, capsys):
-    import facerestore_cli.pipeline as pipeline
+    import facerestore_cli.runner as runner
 
     def boom(*_a, **_k):
         raise RuntimeError("kaboom")
 
-    monkeypatch.setattr(pipeline, "run", boom)
+    monkeypatch.setattr(runner, "run", boom)
     code, _out, err = run_cli(capsys, "run", PHOTOS / "old-portrait-01.jpg", "-o", tmp_path / "o")
     assert code == 1 and "kaboom" in err and "Traceback" not in err and "--debug" in err

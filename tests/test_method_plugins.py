@@ -156,7 +156,7 @@ def test_output_that_is_a_file_is_a_usage_error_dry_or_not(tiny_env, tmp_path):
 def test_dry_run_of_a_valid_run_lists_it_and_loads_nothing(tiny_env, tmp_path, monkeypatch):
     require_shared()
     photo = make_one_face_photos(tmp_path / "in", ["a.png"])[0]
-    monkeypatch.setattr("facerestore_cli.pipeline.load_models", lambda *a, **k: pytest.fail("loaded a model"))
+    monkeypatch.setattr("facerestore_cli.runner.load_models", lambda *a, **k: pytest.fail("loaded a model"))
     code, stdout, err = tiny_run(tiny_env, photo, "-o", tmp_path / "out", "--dry-run", "--steps", "7")
     assert code == 0, err
     assert stdout.split("\t")[:2] == ["run", str(photo)] and stdout.rstrip().endswith("new")

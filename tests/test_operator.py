@@ -39,7 +39,7 @@ def done_once(tiny_env, tmp_path):
 
 def test_compare_sheet_asked_on_a_rerun_is_made_without_restoring(done_once, tiny_env, tmp_path, monkeypatch):
     src, out = done_once
-    monkeypatch.setattr("facerestore_cli.pipeline.load_models", _no_models)
+    monkeypatch.setattr("facerestore_cli.runner.load_models", _no_models)
     code, _o, err = tiny_run(tiny_env, src, "-o", out, "--save-compare", "--report", tmp_path / "r.jsonl")
     assert code == 0, err
     records = {r["input"]: r for r in report_lines(tmp_path / "r.jsonl")[:-1]}
