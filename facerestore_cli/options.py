@@ -17,12 +17,10 @@ IO_WORKERS = 2  # reader and writer threads beside a GPU's network loop
 
 @dataclass
 class RunOptions:
-    inputs: list[Path]
     output: Path
     preset: Preset
     method: Method
     params: MethodParams
-    recursive: bool = False
     batch_size: int | None = None
     device: str = "auto"
     precision: str = "auto"

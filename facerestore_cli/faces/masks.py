@@ -15,7 +15,6 @@ import torch
 from torch import nn
 
 MASK_SQUARE = "square"
-MASK_PARSENET = "parsenet"
 MASK_PARSENET_IN_SQUARE = "parsenet-in-square"  # min(parse, square), as DifFace's and CodeFormer's helpers blend
 
 # facexlib's paste-back values for ParseNet's 19 classes (CelebAMask-HQ g_mask order: 0 background, 1 skin, 2 nose,
