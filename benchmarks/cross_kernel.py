@@ -29,6 +29,7 @@ import numpy as np
 TESTS = Path(__file__).resolve().parent.parent / "tests"
 sys.path.insert(0, str(TESTS))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from conftest import ALIGNED_LQ  # noqa: E402
 from homes import full_home  # noqa: E402
 from pinned_outputs import CASES, KERNEL_SETTINGS as SETTINGS, run_cases_under  # noqa: E402
 
@@ -57,7 +58,7 @@ def run_full_size(name: str, home: Path, crop: Path, folder: Path) -> None:
 def full_size(settings: list[str]) -> dict:
     from PIL import Image
 
-    crop = sorted((TESTS.parent.parent / "shared" / "data" / "aligned-lq").glob("*.png"))[0]
+    crop = sorted(ALIGNED_LQ.glob("*.png"))[0]
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp) / "home"

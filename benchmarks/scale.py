@@ -53,8 +53,9 @@ def scale_home(home: Path) -> Path:
 def make_photos(folder: Path, count: int) -> None:
     from PIL import Image
 
-    crops = [np.asarray(Image.open(p).convert("RGB").resize((FACE, FACE))) for p in
-             sorted((REPO.parent / "shared" / "data" / "aligned-lq").glob("*.png"))]
+    from conftest import ALIGNED_LQ
+
+    crops = [np.asarray(Image.open(p).convert("RGB").resize((FACE, FACE))) for p in sorted(ALIGNED_LQ.glob("*.png"))]
     for i in range(count):
         sub = folder / f"box{i // 1000:03}"
         sub.mkdir(parents=True, exist_ok=True)

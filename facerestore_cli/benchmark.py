@@ -20,7 +20,6 @@ from pathlib import Path
 STARTUP_MARK = "facerestore-bench-first-face"  # what startup_probe.py prints when the first face enters the network
 
 
-
 @dataclasses.dataclass
 class PassResult:
     name: str

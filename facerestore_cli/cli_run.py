@@ -48,8 +48,8 @@ def prepare_run(ctx: typer.Context, v: dict):
                             hint="images are JPEG, PNG, TIFF, WebP, BMP, GIF or HEIC; folders are scanned one level "
                                  "deep unless --recursive")
     opts = RunOptions(
-        output=v["output"], preset=preset, method=chosen, params=params, batch_size=v["batch_size"], device=v["device"], precision=v["precision"],
-        detector=detector, aligned=v["aligned"], save_faces=v["save_faces"], save_compare=v["save_compare"],
+        output=v["output"], preset=preset, method=chosen, params=params, batch_size=v["batch_size"],
+        device=v["device"], precision=v["precision"], detector=detector, aligned=v["aligned"], save_faces=v["save_faces"], save_compare=v["save_compare"],
         report=v["report"], faces=faces, offline=v["offline"] or offline_from_environment(),
         force=v["force"], redo_failed=v["redo_failed"], wait_lock=v["wait_lock"], fail_fast=v["fail_fast"],
         max_failures=v["max_failures"], dry_run=v["dry_run"], fmt=fmt, quality=v["quality"], metadata=v["metadata"],

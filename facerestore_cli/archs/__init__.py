@@ -50,8 +50,9 @@ class ConfigProblem(ValueError):
         self.key, self.rule = key, rule
 
 
-def check_keys(cls: type, config: Mapping[str, Any]) -> None:
-    """Every key of `config` is a parameter of cls's constructor, and every parameter without a default is given."""
+def check_keys(cls: type, config: Mapping[str, Any]) -> dict[str, Any]:
+    """Every key of `config` is a parameter of cls's constructor, and every parameter without a default is given;
+    returns the config the constructor will see (its defaults filled in)."""
     params = {name: p for name, p in inspect.signature(cls.__init__).parameters.items() if name != "self"}
     for key in config:
         if key not in params:
@@ -59,6 +60,7 @@ def check_keys(cls: type, config: Mapping[str, Any]) -> None:
     for name, param in params.items():
         if param.default is inspect.Parameter.empty and name not in config:
             raise ConfigProblem(name, "missing (this network has no default for it)")
+    return {name: config.get(name, param.default) for name, param in params.items()}
 
 
 def check_int(config: Mapping[str, Any], key: str, minimum: int = 1) -> int:

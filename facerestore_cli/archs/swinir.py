@@ -140,21 +140,19 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
 
 def check_config(config: dict) -> None:
     """The rules a DifFace SwinIR config must keep (ConfigProblem(key, rule) for the first it breaks)."""
-    check_keys(SwinIRDifFace, config)
+    config = check_keys(SwinIRDifFace, config)
     for key in ("img_size", "in_chans", "embed_dim", "window_size", "unshuffle_scale", "upscale", "num_feat"):
-        if key in config:
-            check_int(config, key)
-    depths = check_int_list(config, "depths") if "depths" in config else [6] * 8
-    heads = check_int_list(config, "num_heads") if "num_heads" in config else [6] * 8
+        check_int(config, key)
+    depths, heads = check_int_list(config, "depths"), check_int_list(config, "num_heads")
     if len(depths) != len(heads):
         raise ConfigProblem("num_heads", f"needs one entry per residual group of depths ({len(depths)}), not {heads}")
-    dim = config.get("embed_dim", 180)
+    dim = config["embed_dim"]
     if any(dim % h for h in heads):
         raise ConfigProblem("embed_dim", f"{dim} must be divisible by every num_heads entry ({heads})")
-    upscale = config.get("upscale", 8)
+    upscale = config["upscale"]
     if upscale < 2 or upscale & (upscale - 1):
         raise ConfigProblem("upscale", f"must be a power of two ≥ 2, not {upscale}")
-    if config.get("upsampler", "nearest+conv") != "nearest+conv":
+    if config["upsampler"] != "nearest+conv":
         raise ConfigProblem("upsampler", f"only 'nearest+conv' is implemented, not {config['upsampler']!r}")
 
 

@@ -293,11 +293,11 @@ class UNetModel(nn.Module):
 
 def check_config(config: dict) -> None:
     """The rules a UNet config must keep (ConfigProblem(key, rule) for the first it breaks), before anything is built."""
-    check_keys(UNetModel, config)
+    config = check_keys(UNetModel, config)
     size, channels = check_int(config, "image_size"), check_int(config, "model_channels")
     check_int(config, "in_channels")
     check_int(config, "out_channels")
-    mult = config.get("channel_mult", (1, 2, 4, 8))
+    mult = config["channel_mult"]
     if not isinstance(mult, (list, tuple)) or not mult or any(
             isinstance(m, bool) or not isinstance(m, (int, float)) or m <= 0 for m in mult):
         raise ConfigProblem("channel_mult", f"must be a list of positive numbers, one per level, not {mult!r}")
@@ -318,16 +318,16 @@ def check_config(config: dict) -> None:
     attention = config["attention_sizes"]
     if not isinstance(attention, (list, tuple)) or any(a not in sizes for a in attention):
         raise ConfigProblem("attention_sizes", f"must list sizes the levels have ({sizes}), not {attention!r}")
-    heads = config.get("num_head_channels", -1)
+    heads = config["num_head_channels"]
     if heads != -1:
         heads = check_int(config, "num_head_channels")
         attended = {w for w, s in zip(widths, sizes) if s in attention} | {widths[-1]}  # the middle block attends
         if any(w % heads for w in attended):
             raise ConfigProblem("num_head_channels", f"{heads} must divide the channels of every attention block "
                                                      f"({sorted(attended)}), or be -1 (use num_heads)")
-    elif "num_heads" in config:
+    else:
         check_int(config, "num_heads")
-    dropout = config.get("dropout", 0.0)
+    dropout = config["dropout"]
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
         raise ConfigProblem("dropout", f"must be a number in [0, 1), not {dropout!r}")
 
