@@ -1,8 +1,9 @@
 """ipc-guided's identity mask end to end (#19): with one reverse step the guidance's only way into the face is the
-correction s·∇L ⊙ M of Eq. 9, so pixels where M = 0 come out as in the unguided run and pixels inside M do not. M is
-derived here independently, from its definition (the estimate g_φ(x) of the same tiny estimator, ParseNet labels of
-it, Eq. 8's |g_φ(x) − x| > δ), so a branch that builds another mask — parsing on the input instead of the estimate,
-the proxy where parsing was asked for, a uniform mask — fails."""
+correction ∇L ⊙ M of Diffuse and Restore's Eq. 9 (scaled here by s, which the paper does not give), so pixels where
+M = 0 come out as in the unguided run and pixels inside M do not. M is derived here independently, from its
+definition (the estimate g_φ(x) of the same tiny estimator, ParseNet labels of it, Eq. 8's |g_φ(x) − x| > δ), so a
+branch that builds another mask — parsing on the input instead of the estimate, the proxy where parsing was asked
+for, a uniform mask — fails."""
 
 from __future__ import annotations
 
