@@ -39,7 +39,7 @@ FULL_SIZE_RUNS = {
     "difface": ("--steps", "5"),
     "ipc-guided": ("--steps", "5"),
     "dr2": (),
-    "diffbfr": ("--irm1-steps", "4", "--irm2-start", "1000", "--irm2-steps", "2", "--tem-start", "100",
+    "diffbfr": ("--irm1-steps", "4", "--irm2-start-t", "1000", "--irm2-steps", "2", "--tem-start-t", "100",
                 "--tem-steps", "2"),
 }
 FULL_SIZE_WEIGHTS = ("difface-unet", "difface-swinir", "arcface-ir-se50", "parsenet", "dr2-unet", "dr2-sparnethd",

@@ -17,6 +17,10 @@ import sys
 import time
 from pathlib import Path
 
+from facerestore_cli.photos import PhotoWriter
+from facerestore_cli.pipeline import Schedule
+from facerestore_cli.pixels import from_float, to_float
+
 STARTUP_MARK = "facerestore-bench-first-face"  # what startup_probe.py prints when the first face enters the network
 
 
@@ -63,13 +67,13 @@ def measure(opts, jobs, scratch: Path, reference: bool, startup: bool, inputs_la
     main = _timed_pass("pipeline", opts, jobs, scratch, models)
     result["passes"]["pipeline"] = main.as_record()
     if reference:
-        ref_opts = dataclasses.replace(opts, reference=True, io_workers=0, detect_max_side=None, precision="fp32",
-                                       compile=False, channels_last=False)
+        ref_opts = dataclasses.replace(opts, detect_max_side=None, precision="fp32", compile=False,
+                                       channels_last=False)
         ref_compute = resolve(opts.device, "fp32")
         ref_models = models if ref_compute == compute else load_models(ref_opts, ref_compute, store)
         if ref_models.detector is not None:
             ref_models = dataclasses.replace(ref_models, detector=_uncapped(ref_models.detector))
-        ref = _timed_pass("reference", ref_opts, jobs, scratch, ref_models)
+        ref = _timed_pass("reference", ref_opts, jobs, scratch, ref_models, REFERENCE)
         result["passes"]["reference"] = ref.as_record()
         result["speedup_photos_per_s"] = round(ref.wall_s / main.wall_s, 3) if main.wall_s else None
     if startup:
@@ -84,7 +88,20 @@ def _uncapped(detector):
                         min_side=detector.min_side)
 
 
-def _timed_pass(name: str, opts, jobs, scratch: Path, models) -> PassResult:
+class WholeImageWriter(PhotoWriter):
+    """The official scripts' paste-back: the whole picture converted to float and back (PhotoWriter converts only
+    the faces' regions, with the same result)."""
+
+    def paste(self, rgb, faces):
+        return from_float(super().paste(to_float(rgb), faces), rgb.dtype)
+
+
+# The official scripts' way with the pipeline's parts: one photo at a time (detected alone, no reader or writer
+# threads), its faces as one unpadded batch, the whole picture converted to float to paste.
+REFERENCE = Schedule(detect_batch=1, io_workers=0, photo_batches=True, writer=WholeImageWriter)
+
+
+def _timed_pass(name: str, opts, jobs, scratch: Path, models, schedule: Schedule = Schedule()) -> PassResult:
     import torch
 
     from facerestore_cli.runner import run as run_pipeline
@@ -97,7 +114,7 @@ def _timed_pass(name: str, opts, jobs, scratch: Path, models) -> PassResult:
 
     quiet = Progress(_stderr(), "quiet")
     warm_opts, warm_jobs = into(scratch / f"{name}-warmup", jobs[:1])
-    run_pipeline(warm_opts, quiet, warm_jobs, timings=StageTimer(), models=models)
+    run_pipeline(warm_opts, quiet, warm_jobs, timings=StageTimer(), models=models, schedule=schedule)
     cuda = models.compute.device.type == "cuda"
     if cuda:
         torch.cuda.synchronize()
@@ -106,7 +123,7 @@ def _timed_pass(name: str, opts, jobs, scratch: Path, models) -> PassResult:
     timed_opts, timed_jobs = into(scratch / name, jobs)
     timings = StageTimer()
     start = time.perf_counter()
-    summary = run_pipeline(timed_opts, quiet, timed_jobs, timings=timings, models=models)
+    summary = run_pipeline(timed_opts, quiet, timed_jobs, timings=timings, models=models, schedule=schedule)
     if cuda:
         torch.cuda.synchronize()
     wall = time.perf_counter() - start
@@ -138,33 +155,8 @@ def peak_rss_mb() -> float | None:
 
 
 def run_command_line(opts, photo: Path, output: Path) -> list[str]:
-    """A `facerestore run` command line doing what opts do, on one photo."""
-    args = ["run", str(photo), "-o", str(output), "-q", "--device", opts.device, "--precision", opts.precision]
-    if opts.io_workers is not None:
-        args += ["--io-workers", str(opts.io_workers)]
-    args += ["--preset", str(opts.preset.path)] if opts.preset.path else ["--method", opts.preset.name]
-    if opts.aligned:
-        args.append("--aligned")
-    else:
-        faces = opts.faces
-        args += ["--detector", opts.detector, "--detect-max-side", str(opts.detect_max_side or 0),
-                 "--det-threshold", str(faces.det_threshold), "--det-min-side", str(faces.det_min_side),
-                 "--min-face", str(faces.min_face), "--min-score", str(faces.min_score),
-                 "--bg-upsampler", faces.bg_upsampler, "--bg-tile", str(faces.bg_tile)]
-        args += ["--faces", ",".join(map(str, faces.indices))] if faces.indices is not None else []
-        args += {"center": ["--only-center-face"], "largest": ["--largest-face"]}.get(faces.select, [])
-    args += ["--upscale", str(opts.faces.upscale), "--blend", str(opts.faces.blend)]
-    if opts.batch_size:
-        args += ["--batch-size", str(opts.batch_size)]
-    args += [flag for flag, on in (("--compile", opts.compile), ("--channels-last", opts.channels_last),
-                                   ("--offline", opts.offline)) if on]
-    for spec in opts.method.Params.knobs():
-        value = getattr(opts.params, spec.name)
-        if spec.type is bool:
-            args += [spec.flag] if value else []
-        else:
-            args += [spec.flag, str(value)]
-    return args
+    """A `facerestore run` command line doing what opts do, on one photo: the options its command line gave."""
+    return ["run", str(photo), "-o", str(output), "-q", *opts.command_line]
 
 
 def startup_seconds(opts, photo: Path, output: Path) -> float:

@@ -3,85 +3,103 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from facerestore_cli.errors import NoInputsError, UsageError
-from facerestore_cli.faces import DETECTOR_WEIGHTS
-from facerestore_cli.weights.store import offline as offline_from_environment
+from facerestore_cli.settings import FACES, IO, METHOD, STDOUT, setting, settings_of
 
-# run options about finding faces in whole photos and pasting them back: refused with --aligned
-PHOTO_ONLY = ("detector", "det_threshold", "det_min_side", "min_face", "min_score", "faces", "only_center_face",
-              "largest_face", "bg_upsampler", "bg_tile", "draw_boxes")
+
+@dataclass
+class RunCommand:
+    """The flags of `run` that are not run options: which inputs and preset, which faces, what stdout shows."""
+
+    inputs: list[Path] | None = setting(default=None, argument=True, metavar="PHOTO|FOLDER...", whole_run=True,
+                                        help="Image files and/or folders.")
+    recursive: bool = setting("-r", "--recursive", default=False, panel=IO, whole_run=True, help="Descend into sub-folders.")
+    files_from: str | None = setting("--files-from", default=None, panel=IO, metavar="FILE|-", whole_run=True,
+                                     help="Read input paths from FILE (one per line), '-' for stdin.")
+    base: Path | None = setting("--base", default=None, panel=IO, metavar="DIR", whole_run=True,
+                                help="Outputs of named files mirror their paths relative to DIR (default: their "
+                                     "common folder).")
+    method: str = setting("-m", "--method", default="difface", panel=METHOD, metavar="NAME",
+                          help="Method preset (see `facerestore methods`).")
+    preset_file: Path | None = setting("--preset", default=None, panel=METHOD, metavar="FILE.yaml",
+                                       help="A preset file instead of --method.")
+    only_center_face: bool = setting("--only-center-face", default=False, panel=FACES, photo_only=True,
+                                     help="Restore only the face nearest the photo's center.")
+    largest_face: bool = setting("--largest-face", default=False, panel=FACES, photo_only=True,
+                                 help="Restore only the largest face.")
+    quiet: bool = setting("-q", "--quiet", default=False, panel=STDOUT, run_only=True,
+                          help="No progress output (errors still go to stderr).")
+    verbose: bool = setting("-v", "--verbose", default=False, panel=STDOUT, run_only=True,
+                            help="A line per photo on stderr, naming it.")
+    print_outputs: bool = setting("--print-outputs", default=False, panel=STDOUT, run_only=True,
+                                  help="Write each finished output path to stdout (and nothing else).")
+    json_out: bool = setting("--json", default=False, panel=STDOUT, run_only=True,
+                             help="Write the per-file records as JSON lines to stdout.")
+    null: bool = setting("-0", "--null", default=False, panel=STDOUT, run_only=True,
+                         help="NUL-separated paths for --files-from and --print-outputs.")
+
+
+def run_settings() -> tuple:
+    """Every setting `run` takes a flag for, but the method knobs: the command's own, the run options and the face
+    settings."""
+    from facerestore_cli.faces.settings import FaceSettings
+    from facerestore_cli.options import RUN_SETTINGS
+
+    return (*settings_of(RunCommand), *RUN_SETTINGS, *(s for s in settings_of(FaceSettings) if s.flags))
 
 
 def prepare_run(ctx: typer.Context, v: dict):
-    """The checked RunOptions and the discovered inputs of a `run` (or `bench`) command line; v: its values."""
+    """The checked RunOptions and the discovered inputs of a `run` (or `bench`) command line; v: its values (by
+    each setting's dest; the knobs as flag → value)."""
     from facerestore_cli.discover import discover, read_list
     from facerestore_cli.methods import method_for
-    from facerestore_cli.options import RunOptions
-    from facerestore_cli.shards import parse_shard
+    from facerestore_cli.options import RUN_SETTINGS, RunOptions
 
-    given = [name for name in PHOTO_ONLY if ctx.get_parameter_source(name).name == "COMMANDLINE"]
-    if v["aligned"] and given:
-        flags = "/".join("--" + name.replace("_", "-") for name in given)
-        raise UsageError(f"{flags} do not apply with --aligned (no detection, no paste-back)")
-    detector = _detector_name(v["detector"])
-    if v["metadata"] not in ("keep", "strip"):
-        raise UsageError(f"--metadata must be keep or strip, not '{v['metadata']}'")
-    fmt = _check_format(v["fmt"])
-    preset = _load_preset(ctx, v["method"], v["preset_file"])
+    everything = run_settings()
+    given = [s for s in everything if getattr(ctx.get_parameter_source(s.dest), "name", None) == "COMMANDLINE"]
+    refused = [s.flag for s in given if s.photo_only]
+    if v["aligned"] and refused:
+        raise UsageError(f"{'/'.join(refused)} do not apply with --aligned (no detection, no paste-back)")
+    preset = _load_preset(ctx, v["method"], v["preset"])
     check_network_configs(preset)
     chosen = method_for(preset)
     params = chosen.Params.resolve(preset, v["knobs"])
     faces = face_settings(preset, v)
+    options = {s.name: s.parse(v[s.dest]) if s.parse and v[s.dest] is not None else v[s.dest]
+               for s in RUN_SETTINGS}
+    words = [w for s in given if not (s.run_only or s.whole_run) for w in s.line_args(v[s.dest])]
+    words += [w for flag, value in v["knobs"].items() if value is not None
+              for w in ([flag] if value is True else [flag, str(value)])]
+    opts = RunOptions(preset=preset, method=chosen, params=params, faces=faces, command_line=tuple(words), **options)
+    opts.check()
     listed = [Path(p) for p in read_list(v["files_from"], null_separated=v["null"])] if v["files_from"] is not None else []
     inputs = list(v["inputs"] or [])
     if not inputs and not listed:
         raise UsageError("no inputs given", hint="pass image files or folders, or --files-from FILE")
-    found = discover(inputs, v["output"], recursive=v["recursive"], fmt=fmt, listed=listed, base=v["base"])
+    found = discover(inputs, opts.output, recursive=v["recursive"], fmt=opts.fmt, listed=listed, base=v["base"])
     if not found.jobs:
         note = found.skipped_note()
         raise NoInputsError("no input images found" + (f": skipped {note}" if note else ""),
                             hint="images are JPEG, PNG, TIFF, WebP, BMP, GIF or HEIC; folders are scanned one level "
                                  "deep unless --recursive")
-    opts = RunOptions(
-        output=v["output"], preset=preset, method=chosen, params=params, batch_size=v["batch_size"],
-        device=v["device"], precision=v["precision"], detector=detector, aligned=v["aligned"], save_faces=v["save_faces"], save_compare=v["save_compare"],
-        report=v["report"], faces=faces, offline=v["offline"] or offline_from_environment(),
-        force=v["force"], redo_failed=v["redo_failed"], wait_lock=v["wait_lock"], fail_fast=v["fail_fast"],
-        max_failures=v["max_failures"], dry_run=v["dry_run"], fmt=fmt, quality=v["quality"], metadata=v["metadata"],
-        provenance=v["provenance"], max_pixels=v["max_pixels"], identity_score=v["identity_score"],
-        detect_max_side=v["detect_max_side"] or None, io_workers=v["io_workers"], compile=v["compile_networks"],
-        channels_last=v["channels_last"], shard=parse_shard(v["shard"]), engine=_engine(v),
-        ray_address=v["ray_address"],
-    )
     return opts, found
 
 
-def _engine(v: dict) -> str:
-    if v["engine"] not in ("local", "ray"):
-        raise UsageError(f"--engine must be local or ray, not '{v['engine']}'")
-    if v["engine"] == "ray" and "," in v["device"]:
-        raise UsageError("--engine ray uses every GPU of the Ray cluster: give --device auto or cpu, not a list")
-    if v["ray_address"] is not None and v["engine"] != "ray":
-        raise UsageError("--ray-address needs --engine ray")
-    return v["engine"]
-
-
 def face_settings(preset, v: dict):
-    """The preset's face front end with the run's flags over it (faces/frontend.py)."""
-    from facerestore_cli.faces.frontend import FaceSettings, parse_indices
+    """The preset's face front end with the run's flags over it (faces/settings.py)."""
+    from facerestore_cli.faces.settings import FaceSettings
 
     if v["only_center_face"] and v["largest_face"]:
         raise UsageError("--only-center-face and --largest-face contradict each other", hint="choose one")
     select = "center" if v["only_center_face"] else "largest" if v["largest_face"] else None
-    given = {name: v[name] for name in ("det_threshold", "det_min_side", "min_face", "min_score", "upscale",
-                                        "bg_upsampler", "bg_tile", "blend")}
-    return FaceSettings.resolve(preset.faces, {**given, "select": select, "indices": parse_indices(v["faces"]),
-                                               "draw_boxes": v["draw_boxes"] or None})
+    given = {s.name: v[s.dest] for s in settings_of(FaceSettings) if s.flags}
+    return preset.faces.given({**given, "select": select, "draw_boxes": given["draw_boxes"] or None})
 
 
 def check_network_configs(preset) -> None:
@@ -92,20 +110,11 @@ def check_network_configs(preset) -> None:
 
     registry = load_registry()
     for role, component in preset.components.items():
-        for wid in {component["weights"], *(component.get("choices") or {}).values()}:
+        for wid in component.weight_ids():
             if wid in registry:  # an unknown id fails where the weights are required, with its own message
                 spec = registry[wid]
-                check_config(spec.arch, {**(spec.config or {}), **(component.get("config") or {})},
+                check_config(spec.arch, {**(spec.config or {}), **(component.config or {})},
                              f"preset {preset.source}: component '{role}'")
-
-
-def _detector_name(value: str) -> str:
-    """A detector by name or by its weight id (`retinaface-mobile0.25`), as its name."""
-    by_weights = {wid: name for name, wid in DETECTOR_WEIGHTS.items()}
-    if value in DETECTOR_WEIGHTS or value in by_weights:
-        return by_weights.get(value, value)
-    raise UsageError(f"unknown detector '{value}'",
-                     hint=f"choose one of: {', '.join(DETECTOR_WEIGHTS)} (or their weight ids)")
 
 
 def check_report(report: Optional[Path]) -> None:
@@ -125,12 +134,3 @@ def _load_preset(ctx: typer.Context, method: str, preset_file: Optional[Path]):
     if preset_file is not None and ctx.get_parameter_source("method").name == "COMMANDLINE":
         raise UsageError("--method and --preset both name a preset", hint="give one of them")
     return presets.load_file(preset_file) if preset_file else presets.load_builtin(method)
-
-
-def _check_format(fmt: Optional[str]) -> Optional[str]:
-    if fmt is None:
-        return None
-    fmt = fmt.lower()
-    if fmt not in ("png", "jpg", "jpeg", "webp", "tiff", "tif"):
-        raise UsageError(f"unsupported --format '{fmt}'", hint="choose png, jpg, webp or tiff")
-    return {"jpeg": "jpg", "tif": "tiff"}.get(fmt, fmt)

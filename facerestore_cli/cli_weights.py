@@ -202,7 +202,7 @@ def _preset_configs(preset: Optional[Path]) -> dict[str, dict]:
         return {}
     from facerestore_cli import presets
 
-    return {c["weights"]: dict(c["config"]) for c in presets.load_file(preset).components.values() if c.get("config")}
+    return {c.weights: dict(c.config) for c in presets.load_file(preset).components.values() if c.config}
 
 
 @weights_app.command()

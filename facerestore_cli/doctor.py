@@ -11,7 +11,7 @@ import tempfile
 from facerestore_cli import __version__
 from facerestore_cli.readiness import builtin_verdicts
 from facerestore_cli.weights.registry import load_registry
-from facerestore_cli.weights.store import WeightStore, home, offline
+from facerestore_cli.weights.store import WeightStore, home, offline_from_environment
 
 
 def findings() -> dict:
@@ -31,7 +31,7 @@ def findings() -> dict:
     except Exception as exc:  # doctor reports, never crashes
         facts["problems"].append(f"torch import failed: {exc}")
     root = home()
-    facts["cache"] = {"path": str(root), "offline": offline(), "home_from_env": bool(os.environ.get("FACERESTORE_HOME"))}
+    facts["cache"] = {"path": str(root), "offline": offline_from_environment(), "home_from_env": bool(os.environ.get("FACERESTORE_HOME"))}
     try:
         (root / "weights").mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=root / "weights"):

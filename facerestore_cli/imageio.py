@@ -120,7 +120,6 @@ def read_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIX
         rgb=rgb,
         alpha=alpha,
         format=fmt,
-        bit_depth=16 if rgb.dtype == np.uint16 else 8,
         gray=gray,
         exif=_exif_bytes(im, exif, fmt, notes),
         icc_profile=icc,

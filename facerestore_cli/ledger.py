@@ -8,6 +8,7 @@ import time
 from typing import Any, Protocol
 
 from facerestore_cli import __version__
+from facerestore_cli.settings import OUTPUT, RESTORATION
 from facerestore_cli.report import ReportWriter, Summary, photo_record, skipped_record
 from facerestore_cli.state import RunState, run_signature
 
@@ -51,11 +52,8 @@ class Ledger:
         o = self.opts
         return run_signature({
             "tool": __version__, "preset": o.preset.name, "method": o.preset.method, "parameters": o.params.as_record(),
-            "weights": self.weights, "detector": None if o.aligned else o.detector,
-            "faces": o.faces.as_record(o.aligned), "aligned": o.aligned, "precision": o.precision, "format": o.fmt,
-            "quality": o.quality, "metadata": o.metadata, "provenance": o.provenance, "face_size": o.preset.face_size,
-            "identity_score": o.identity_score, "detect_max_side": None if o.aligned else o.detect_max_side,
-            "compile": o.compile, "channels_last": o.channels_last,
+            "weights": self.weights, "faces": o.faces.as_record(o.aligned), "face_size": o.preset.face_size,
+            **o.shaping(RESTORATION), **o.shaping(OUTPUT),
         })
 
     def loaded(self, weights: dict[str, str | None], compute, batch_size: int) -> None:
@@ -68,10 +66,9 @@ class Ledger:
         """What every record of this run shares: method, parameters (the method's, then the run settings that
         shape outputs), weight hashes, device and batch size."""
         o = self.opts
-        settings = {"detector": None if o.aligned else o.detector, **o.faces.as_record(o.aligned),
-                    "detect_max_side": None if o.aligned else o.detect_max_side, "aligned": o.aligned,
-                    "precision": self.precision, "compile": o.compile, "channels_last": o.channels_last,
-                    "tool_version": __version__}
+        restoration = o.shaping(RESTORATION)  # records list the face settings after the detector
+        settings = {"detector": restoration.pop("detector"), **o.faces.as_record(o.aligned), **restoration,
+                    "precision": self.precision, "tool_version": __version__}
         return {"method": o.preset.name, "parameters": {**o.params.as_record(), **settings}, "weights": self.weights,
                 "device": self.device, "batch_size": self.batch_size}
 

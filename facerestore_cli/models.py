@@ -13,7 +13,7 @@ from facerestore_cli.faces import DETECTOR_WEIGHTS
 from facerestore_cli.faces.detect import FaceDetector
 from facerestore_cli.faces.identity import IdentityScorer
 from facerestore_cli.networks import NetworkLoader
-from facerestore_cli.presets import BACKGROUND, PASTE_PARSER
+from facerestore_cli.presets import BACKGROUND, PASTE_PARSER, Component
 from facerestore_cli.readiness import installed_detector
 
 IDENTITY_WEIGHTS = "arcface-ir-se50"
@@ -28,11 +28,11 @@ def needed_weights(opts) -> list[str]:
         ids.append(DETECTOR_WEIGHTS[opts.detector])
         background = background_component(opts)
         if background is not None:
-            ids.append(background["weights"])
+            ids.append(background.weights)
     return ids
 
 
-def background_component(opts) -> dict | None:
+def background_component(opts) -> Component | None:
     """The preset's Real-ESRGAN component for this run's --upscale, when the run enlarges photos with it."""
     if opts.aligned or opts.faces.background != "realesrgan":
         return None
@@ -51,11 +51,11 @@ def require_weights(opts, store) -> None:
         raise
 
 
-def paste_parser(opts, store) -> dict | None:
+def paste_parser(opts, store) -> Component | None:
     """The preset's paste-back parser component when this run pastes faces and its file is present, else None
     (faces are then pasted with the square mask)."""
     component = opts.preset.components.get(PASTE_PARSER)
-    if opts.aligned or component is None or not store.is_present(component["weights"]):
+    if opts.aligned or component is None or not store.is_present(component.weights):
         return None
     return component
 
@@ -65,7 +65,7 @@ def weight_hashes(opts, store) -> dict[str, str | None]:
     ids = needed_weights(opts)
     parser = paste_parser(opts, store)
     if parser is not None:
-        ids.append(parser["weights"])
+        ids.append(parser.weights)
     return {wid: store.recorded_sha256(wid) for wid in ids}
 
 
@@ -82,7 +82,7 @@ class Models:
 
 def load_detector(opts, networks: NetworkLoader) -> FaceDetector:
     """The run's face detector with the front end's settings, on the networks' device."""
-    module = networks.load({"weights": DETECTOR_WEIGHTS[opts.detector]}).module
+    module = networks.load(Component(DETECTOR_WEIGHTS[opts.detector])).module
     return FaceDetector(module, networks.compute.device, threshold=opts.faces.det_threshold,
                         max_side=opts.detect_max_side, min_side=opts.faces.det_min_side or None)
 
@@ -102,6 +102,6 @@ def load_models(opts, compute, store) -> Models:
             background = TiledUpsampler(networks.load(component), faces.upscale, faces.bg_tile)
     identity = None
     if IDENTITY_WEIGHTS in needed_weights(opts):
-        identity = IdentityScorer(networks.load({"weights": IDENTITY_WEIGHTS}).module, compute.device)
+        identity = IdentityScorer(networks.load(Component(IDENTITY_WEIGHTS)).module, compute.device)
     batch_size = opts.batch_size or measure_batch_size(compute, restorer, opts.preset.face_size)
     return Models(compute, restorer, detector, parsenet, batch_size, identity, background)

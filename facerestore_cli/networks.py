@@ -14,6 +14,7 @@ from torch import nn
 from facerestore_cli.archs import build_arch, input_size
 from facerestore_cli.archs.layout import layout_of
 from facerestore_cli.device import Compute
+from facerestore_cli.presets import Component
 
 
 @dataclass(frozen=True, eq=False)
@@ -50,8 +51,8 @@ class NetworkLoader:
     compute: Compute
     _loaded: dict[tuple[str, str], Network] = field(default_factory=dict)
 
-    def load(self, component: Mapping[str, Any]) -> Network:
-        weight_id, override = component["weights"], dict(component.get("config") or {})
+    def load(self, component: Component) -> Network:
+        weight_id, override = component.weights, dict(component.config or {})
         key = (weight_id, json.dumps(override, sort_keys=True))
         if key not in self._loaded:
             spec = self.store.spec(weight_id)

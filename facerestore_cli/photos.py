@@ -127,13 +127,11 @@ def resized_picture(picture, rgb, alpha, scale: int):
 
 
 class PhotoWriter:
-    """Paste a photo's restored faces back, encode and write it (and its extras) atomically. whole_image: convert
-    the whole picture to float and back, as the official scripts do (the benchmark's reference); the default
-    converts only the faces' regions, with the same result. background: the Real-ESRGAN TiledUpsampler when the run
-    enlarges photos with it."""
+    """Paste a photo's restored faces back, encode and write it (and its extras) atomically. background: the
+    Real-ESRGAN TiledUpsampler when the run enlarges photos with it."""
 
-    def __init__(self, opts, timings: StageTimer, whole_image: bool = False, background=None):
-        self.opts, self.timings, self.whole_image, self.background = opts, timings, whole_image, background
+    def __init__(self, opts, timings: StageTimer, background=None):
+        self.opts, self.timings, self.background = opts, timings, background
 
     def finish(self, photo: Photo) -> tuple[str, str | None, dict]:
         picture, faces, scale = photo.picture, photo.faces, self.opts.faces.upscale
@@ -180,11 +178,7 @@ class PhotoWriter:
         for face, mask in zip(faces, face_masks):
             face.paste_mask = masks.MASK_SQUARE if mask is None else masks.MASK_PARSENET_IN_SQUARE
         crops, affines = [self.blended(f) for f in faces], [f.affine for f in faces]
-        scale = self.opts.faces.upscale
-        if self.whole_image:
-            pasted = paste_faces(to_float(rgb), crops, affines, face_masks, clip_to_square=True, upscale=scale)
-            return from_float(pasted, rgb.dtype)
-        return paste_faces(rgb, crops, affines, face_masks, clip_to_square=True, upscale=scale)
+        return paste_faces(rgb, crops, affines, face_masks, clip_to_square=True, upscale=self.opts.faces.upscale)
 
     def copy_through(self, photo: Photo) -> tuple[str, str | None, dict]:
         """No face to restore: the photo goes through unchanged (byte for byte unless a format/metadata change or

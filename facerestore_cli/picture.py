@@ -47,7 +47,6 @@ class Picture:
     rgb: np.ndarray
     alpha: np.ndarray | None = None
     format: str = "PNG"
-    bit_depth: int = 8
     gray: bool = False
     exif: bytes | None = None
     icc_profile: bytes | None = None
@@ -61,6 +60,10 @@ class Picture:
     @property
     def size(self) -> tuple[int, int]:
         return self.rgb.shape[1], self.rgb.shape[0]
+
+    @property
+    def bit_depth(self) -> int:
+        return 16 if self.rgb.dtype == np.uint16 else 8
 
 
 def canonical_format(fmt: str) -> str:

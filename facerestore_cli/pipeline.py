@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -32,26 +33,41 @@ from facerestore_cli.timings import StageTimer
 DETECT_BATCH_CUDA = 4  # same-size photos detected together on a GPU
 
 
+@dataclass(frozen=True)
+class Schedule:
+    """How the pipeline orders its work: the tool's own by default; bench's reference pass (benchmark.py) is the
+    official scripts' configuration of the same parts.
+
+    detect_batch: photos detected together on a GPU; io_workers: reader and writer threads (None: the run's
+    --io-workers or its default); photo_batches: each photo's faces as one unpadded batch, instead of fixed-size
+    padded batches across photos; writer: what pastes and writes a photo."""
+
+    detect_batch: int = DETECT_BATCH_CUDA
+    io_workers: int | None = None
+    photo_batches: bool = False
+    writer: type[PhotoWriter] = PhotoWriter
+
+
 class Pipeline:
     """One run's photos through the loaded models: read, batch, restore, finish; outcomes go to the ledger in the
     order the serial loop makes them. With io_workers > 0, photos are decoded and detected ahead in worker threads
     and finished (pasted, encoded, written) behind, while this thread keeps the network busy."""
 
     def __init__(self, opts: RunOptions, models: Models, ledger: Outcomes, guard: InterruptGuard,
-                 timings: StageTimer | None = None):
-        self.opts, self.models, self.ledger, self.guard = opts, models, ledger, guard
+                 timings: StageTimer | None = None, schedule: Schedule = Schedule()):
+        self.opts, self.models, self.ledger, self.guard, self.schedule = opts, models, ledger, guard, schedule
         self.progress = ledger.progress
         self.batch_size = models.batch_size
         self.timings = timings or StageTimer()
-        self.reference = opts.reference
         cuda = models.compute.device.type == "cuda"
-        detect_batch = DETECT_BATCH_CUDA if cuda and not self.reference else 1
-        self.reader = PhotoReader(opts, models.detector, self.timings, detect_batch)
-        self.writer = PhotoWriter(opts, self.timings, whole_image=self.reference, background=models.background)
+        self.reader = PhotoReader(opts, models.detector, self.timings, schedule.detect_batch if cuda else 1)
+        self.writer = schedule.writer(opts, self.timings, background=models.background)
         self.synchronize = torch.cuda.synchronize if cuda else None
 
     def process(self, jobs) -> None:
-        workers = 0 if self.reference else io_workers(self.opts, self.models.compute)
+        workers = self.schedule.io_workers
+        if workers is None:
+            workers = io_workers(self.opts, self.models.compute)
         stops_on_failure = self.opts.fail_fast or self.opts.max_failures is not None
         with contextlib.ExitStack() as stack:
             readers = writers = None
@@ -85,8 +101,9 @@ class Pipeline:
                 continue
             photo.pending = len(photo.faces)
             queue.extend((photo, face) for face in photo.faces)
-            while queue and (self.reference or len(queue) >= self.batch_size):
-                self._drain(queue, len(queue) if self.reference else self.batch_size)
+            per_photo = self.schedule.photo_batches
+            while queue and (per_photo or len(queue) >= self.batch_size):
+                self._drain(queue, len(queue) if per_photo else self.batch_size)
             self.sequencer.apply_ready()
         while queue:
             self._drain(queue, self.batch_size)
@@ -140,14 +157,14 @@ class Pipeline:
     def restore_batch(self, batch: list[tuple[Photo, Face]]) -> None:
         """Restore one batch of faces. A short batch is padded with blank faces to exactly the batch size: kernels
         pick their blocking from the batch shape, so a fixed shape is what makes a face's result bit-identical
-        whatever photos share its batch and wherever it sits in it. (The reference schedule restores each photo's
-        faces as one unpadded batch, as the official scripts do.)"""
+        whatever photos share its batch and wherever it sits in it. (A schedule of photo batches restores each
+        photo's faces as one unpadded batch, as the official scripts do.)"""
         seed = self.opts.params.seed
         faces = torch.cat([resize_batch(to_tensor(face.crop), self.opts.preset.face_size) for _photo, face in batch])
         for photo, face in batch:
             face.seed = face_seed(seed, photo.job.rel, face.index)
         generators = [seeded_generator(face.seed) for _photo, face in batch]
-        padding = 0 if self.reference else self.batch_size - len(batch)
+        padding = 0 if self.schedule.photo_batches else self.batch_size - len(batch)
         if padding > 0:
             faces = torch.cat([faces, faces.new_zeros((padding, *faces.shape[1:]))])
             generators += [seeded_generator(face_seed(seed, "\0padding", i)) for i in range(padding)]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import types
+import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -10,6 +13,7 @@ from typing import Any
 import yaml
 
 from facerestore_cli.errors import UsageError
+from facerestore_cli.faces.settings import FaceSettings
 
 REQUIRED = ("name", "method", "components", "parameters")
 # Paste-back mask network of every preset (facexlib ParseNet). Optional: without its file faces are pasted with
@@ -23,18 +27,82 @@ DEFAULT_BACKGROUND = {2: {"weights": "realesrgan-x2plus", "optional": True},
 
 
 @dataclass(frozen=True)
+class NoiseSchedule:
+    """The noise schedule a diffusion network was trained with (linear β, Ho et al. 2020 §4) and, where a method
+    samples a respaced chain of it (DR2), how many timesteps that chain has."""
+
+    kind: str = "linear"
+    num_timesteps: int = 1000
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    respace: int | None = None
+
+
+@dataclass(frozen=True)
+class Component:
+    """One network of a preset: its weight id, whether a run may go without it, a config over its registry entry's,
+    the weight ids a knob chooses between, whether it takes a condition, and (a diffusion network) its schedule."""
+
+    weights: str
+    optional: bool = False
+    config: dict[str, Any] | None = None
+    choices: dict[str, str] | None = None
+    conditional: bool | None = None
+    schedule: NoiseSchedule | None = None
+
+    def weight_ids(self) -> set[str]:
+        return {self.weights, *(self.choices or {}).values()}
+
+
+@dataclass(frozen=True)
 class Preset:
     name: str
     method: str
     title: str
-    components: dict[str, dict[str, Any]]
+    components: dict[str, Component]
     parameters: dict[str, Any]
     face_size: int = 512
-    schedule: dict[str, Any] = field(default_factory=dict)
-    faces: dict[str, Any] = field(default_factory=dict)  # the face front end's settings (faces/frontend.py)
+    faces: FaceSettings = field(default_factory=FaceSettings)  # the face front end (faces/settings.py)
     source: str = ""  # what messages call it: the built-in file's name, or the path given
     path: Path | None = None  # the file, for presets given with --preset (a method module may sit beside it)
-    raw: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, str] = field(default_factory=dict)  # role → where its weights come from
+
+    def schedule(self, role: str) -> NoiseSchedule:
+        """The noise schedule of the diffusion component `role` (a usage error when it gives none)."""
+        component = self.components.get(role)
+        if component is None or component.schedule is None:
+            raise UsageError(f"preset {self.source}: component '{role}' needs a `schedule:` (it is a diffusion "
+                             f"network)")
+        return component.schedule
+
+
+def _typed(cls, data: Any, where: str):
+    """data (a mapping) as the dataclass cls, each value checked against its field's type."""
+    if not isinstance(data, dict):
+        raise UsageError(f"{where} must be a mapping")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise UsageError(f"{where}: unknown key(s) {', '.join(unknown)}", hint=f"known: {', '.join(fields)}")
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for name, value in data.items():
+        kind = typing.get_origin(hints[name]) or hints[name]
+        kinds = [typing.get_origin(a) or a for a in typing.get_args(hints[name])] if kind in (types.UnionType, typing.Union) else [kind]
+        if value is None and type(None) in kinds:
+            values[name] = None
+        elif NoiseSchedule in kinds:
+            values[name] = _typed(NoiseSchedule, value, f"{where}.{name}")
+        elif float in kinds and isinstance(value, (int, float)) and not isinstance(value, bool):
+            values[name] = float(value)
+        elif any(isinstance(value, k) and not (k is int and isinstance(value, bool)) for k in kinds if k is not type(None)):
+            values[name] = value
+        else:
+            raise UsageError(f"{where}.{name} must be {' or '.join(k.__name__ for k in kinds)}, got {value!r}")
+    missing = [f.name for f in fields.values() if f.default is dataclasses.MISSING and f.name not in values]
+    if missing:
+        raise UsageError(f"{where} must name its {', '.join(missing)}")
+    return cls(**values)
 
 
 def _parse(data: Any, source: str, path: Path | None) -> Preset:
@@ -43,14 +111,17 @@ def _parse(data: Any, source: str, path: Path | None) -> Preset:
     missing = [k for k in REQUIRED if k not in data]
     if missing:
         raise UsageError(f"preset {source} lacks {', '.join(missing)}")
-    for name, comp in data["components"].items():
-        if not isinstance(comp, dict) or "weights" not in comp:
-            raise UsageError(f"preset {source}: component '{name}' must name its weights")
-    components = dict(data["components"])
-    components.setdefault(PASTE_PARSER, dict(DEFAULT_PASTE_PARSER))
+    raw = dict(data["components"])
+    raw.setdefault(PASTE_PARSER, dict(DEFAULT_PASTE_PARSER))
     for scale, role in BACKGROUND.items():
-        components.setdefault(role, dict(DEFAULT_BACKGROUND[scale]))
-    if not isinstance(data.get("faces", {}), dict):
+        raw.setdefault(role, dict(DEFAULT_BACKGROUND[scale]))
+    if "schedule" in data:  # the form before schedules moved into components: the `prior` network's
+        if "prior" not in raw or not isinstance(raw["prior"], dict) or "schedule" in raw["prior"]:
+            raise UsageError(f"preset {source}: a top-level schedule belongs to a component",
+                             hint="give each diffusion component its own `schedule:`")
+        raw["prior"] = {**raw["prior"], "schedule": data["schedule"]}
+    components = {role: _typed(Component, comp, f"preset {source}: component '{role}'") for role, comp in raw.items()}
+    if not isinstance(data.get("faces") or {}, dict):
         raise UsageError(f"preset {source}: faces must be a mapping of front-end settings")
     return Preset(
         name=str(data["name"]),
@@ -59,11 +130,10 @@ def _parse(data: Any, source: str, path: Path | None) -> Preset:
         components=components,
         parameters=dict(data["parameters"]),
         face_size=int(data.get("face_size", 512)),
-        schedule=dict(data.get("schedule", {})),
-        faces=dict(data.get("faces") or {}),
+        faces=FaceSettings.from_block(data.get("faces") or {}, source),
         source=source,
         path=path,
-        raw=data,
+        provenance=dict(data.get("provenance") or {}),
     )
 
 

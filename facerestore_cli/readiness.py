@@ -49,9 +49,8 @@ def verdict(preset, store) -> Verdict:
     detector = installed_detector(store)
     if detector is None:
         missing.append(DETECTOR_WEIGHTS[DEFAULT_DETECTOR])
-    provenance = preset.raw.get("provenance", {})
-    components = [{"role": role, "weights": c["weights"], "status": store.status(c["weights"]),
-                   "optional": bool(c.get("optional")), "provenance": provenance.get(role)}
+    components = [{"role": role, "weights": c.weights, "status": store.status(c.weights),
+                   "optional": c.optional, "provenance": preset.provenance.get(role)}
                   for role, c in preset.components.items()]
     return Verdict(preset.name, preset.title, not missing, detector, missing, components, params.as_record())
 

@@ -17,7 +17,7 @@ from facerestore_cli.interrupts import InterruptGuard, Interrupted
 from facerestore_cli.ledger import Ledger, StopRun
 from facerestore_cli.models import load_models, require_weights, weight_hashes
 from facerestore_cli.options import RunOptions
-from facerestore_cli.pipeline import Pipeline
+from facerestore_cli.pipeline import Pipeline, Schedule
 from facerestore_cli.ray_engine import check_ray, restore_with_ray
 from facerestore_cli.report import StdoutSink, Summary
 from facerestore_cli.runlock import LOCK_NAME, SHARD_LOCK, run_lock
@@ -30,10 +30,12 @@ from facerestore_cli.workers import device_list, restore_on_devices
 
 
 def run(opts: RunOptions, progress, jobs, skipped_hidden: int = 0, skipped_not_image: int = 0,
-        sink: StdoutSink | None = None, timings: StageTimer | None = None, models=None) -> Summary:
+        sink: StdoutSink | None = None, timings: StageTimer | None = None, models=None,
+        schedule: Schedule = Schedule()) -> Summary:
     """Check what a real run needs, lock the output folder (not for a dry run), plan, load, restore, record. A run
     that fails before any work leaves no output folder and no report behind. timings: where the stage times go;
-    models: already loaded (the benchmark's second pass), else loaded here when there is work."""
+    models: already loaded (the benchmark's second pass), else loaded here when there is work; schedule: how this
+    process's pipeline orders its work (the benchmark's reference pass gives its own)."""
     check_output_folder(opts.output)
     if opts.shard is not None:
         jobs = [job for job in jobs if in_shard(job.rel, opts.shard)]
@@ -57,14 +59,14 @@ def run(opts: RunOptions, progress, jobs, skipped_hidden: int = 0, skipped_not_i
                 remove_stale_temps(opts.output)
             ledger = Ledger(opts, progress, sink, weight_hashes(opts, store))
             ledger.summary.skipped_hidden, ledger.summary.skipped_not_image = skipped_hidden, skipped_not_image
-            return _run_locked(opts, progress, jobs, compute, store, ledger, timings, models)
+            return _run_locked(opts, progress, jobs, compute, store, ledger, timings, models, schedule)
     except FacerestoreError:
         if fresh:
             remove_if_untouched(opts.output)
         raise
 
 
-def _run_locked(opts, progress, jobs, compute, store, ledger: Ledger, timings, loaded) -> Summary:
+def _run_locked(opts, progress, jobs, compute, store, ledger: Ledger, timings, loaded, schedule) -> Summary:
     interrupted = None
     with InterruptGuard() as guard:
         todo, extras = ledger.plan(jobs)
@@ -82,7 +84,7 @@ def _run_locked(opts, progress, jobs, compute, store, ledger: Ledger, timings, l
             progress.start(len(todo) + len(extras), compute.describe() if todo else "", opts.preset.name)
             make_extras(opts, ledger, extras, guard)
             if models is not None:
-                Pipeline(opts, models, ledger, guard, timings).process(todo)
+                Pipeline(opts, models, ledger, guard, timings, schedule).process(todo)
             elif todo and opts.engine == "ray":
                 restore_with_ray(opts, ledger, guard, todo, lambda: weight_hashes(opts, store))
             elif todo:

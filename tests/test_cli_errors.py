@@ -72,7 +72,7 @@ def test_knob_not_used_by_method_is_usage_error(tiny_dr2_env, tmp_path, capsys):
                               tiny_dr2_env, "--eta", "0.1")
     assert code == 2
     assert "--eta is not used by method 'dr2-tiny': DR2 samples with DDPM ancestral steps (no η)" in err
-    assert "it takes: --seed, --dr2-n, --dr2-tau, --enhancer, --dr2-prior" in err
+    assert "it takes: --seed, --dr2-n, --dr2-tau, --dr2-enhancer, --dr2-prior" in err
 
 
 def test_bad_steps_is_usage_error(tiny_env, tmp_path, capsys):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from facerestore_cli.diffusion import schedule
-from facerestore_cli.diffusion.noise import face_generator, randn_per_face
+from facerestore_cli.diffusion.noise import face_seed, randn_per_face, seeded_generator
 from facerestore_cli.diffusion.samplers import ddim_loop, ddim_sigma, ddim_step, predict_x0
 
 
@@ -83,7 +83,7 @@ def test_ddim_loop_evaluates_model_once_per_timestep_with_original_t():
 
     abar = schedule.alphas_cumprod(schedule.linear_betas(1000))
     x = torch.zeros(2, 3, 4, 4)
-    gens = [face_generator(1, "a.jpg", 0), face_generator(1, "a.jpg", 1)]
+    gens = [seeded_generator(face_seed(1, "a.jpg", i)) for i in (0, 1)]
     ts = list(reversed(schedule.spread_below(400, 100)))
     ddim_loop(eps_model, x, ts, abar, eta=0.5, generators=gens)
     assert len(seen) == 100 and seen[0] == [396, 396] and seen[-1] == [0, 0]
@@ -97,8 +97,8 @@ def test_ddim_loop_is_batch_invariant():
         return 0.1 * x + 0.01 * t.float().view(-1, 1, 1, 1)
 
     def run(keys):
-        gens = [face_generator(7, p, i) for p, i in keys]
-        x = randn_per_face([face_generator(7, p, i) for p, i in keys], (3, 8, 8), "cpu")
+        gens = [seeded_generator(face_seed(7, p, i)) for p, i in keys]
+        x = randn_per_face([seeded_generator(face_seed(7, p, i)) for p, i in keys], (3, 8, 8), "cpu")
         return ddim_loop(eps_model, x, ts, abar, eta=1.0, generators=gens)
 
     together = run([("a.jpg", 0), ("b.jpg", 3), ("c.jpg", 1)])
@@ -107,12 +107,12 @@ def test_ddim_loop_is_batch_invariant():
 
 
 def test_face_generators_differ_by_path_and_index():
-    a = randn_per_face([face_generator(1, "x.jpg", 0)], (4,), "cpu")
-    b = randn_per_face([face_generator(1, "x.jpg", 1)], (4,), "cpu")
-    c = randn_per_face([face_generator(1, "y.jpg", 0)], (4,), "cpu")
-    d = randn_per_face([face_generator(2, "x.jpg", 0)], (4,), "cpu")
+    a = randn_per_face([seeded_generator(face_seed(1, "x.jpg", 0))], (4,), "cpu")
+    b = randn_per_face([seeded_generator(face_seed(1, "x.jpg", 1))], (4,), "cpu")
+    c = randn_per_face([seeded_generator(face_seed(1, "y.jpg", 0))], (4,), "cpu")
+    d = randn_per_face([seeded_generator(face_seed(2, "x.jpg", 0))], (4,), "cpu")
     assert not torch.equal(a, b) and not torch.equal(a, c) and not torch.equal(a, d)
-    assert torch.equal(a, randn_per_face([face_generator(1, "x.jpg", 0)], (4,), "cpu"))
+    assert torch.equal(a, randn_per_face([seeded_generator(face_seed(1, "x.jpg", 0))], (4,), "cpu"))
 
 
 # --- DDIM at the defaults people run (DifFace: η = 0.5, start 400, 100 steps), by hand ---------------------------
@@ -176,8 +176,8 @@ def test_ddim_loop_at_difface_defaults_first_and_last_steps_by_hand():
     eps_value = 0.2
     seen = []
     ddim_loop(lambda x_t, t: torch.full_like(x_t, eps_value), x, timesteps, abar, eta,
-              [face_generator(9, p, i) for p, i in keys], callback=lambda e: seen.append(e["x"].clone()))
-    z = torch.stack([torch.randn((3, 2, 2), generator=face_generator(9, p, i)) for p, i in keys])
+              [seeded_generator(face_seed(9, p, i)) for p, i in keys], callback=lambda e: seen.append(e["x"].clone()))
+    z = torch.stack([torch.randn((3, 2, 2), generator=seeded_generator(face_seed(9, p, i))) for p, i in keys])
     a, a_prev, sigma = abar_by_hand(396), abar_by_hand(392), sigma_by_hand(396, 392, eta)
     x0 = (0.4 - math.sqrt(1 - a) * eps_value) / math.sqrt(a)
     first = math.sqrt(a_prev) * x0 + math.sqrt(1 - a_prev - sigma**2) * eps_value + sigma * z

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from facerestore_cli.diffusion import schedule
-from facerestore_cli.diffusion.noise import face_generator, randn_per_face
+from facerestore_cli.diffusion.noise import face_seed, randn_per_face, seeded_generator
 from facerestore_cli.diffusion.resize import contributions, lowpass, resize
 from facerestore_cli.diffusion.samplers import ddpm_step, dr2_loop, dr2_omega, dr2_refine, respaced_schedule
 
@@ -256,7 +256,7 @@ def toy_model(x, t):
 
 
 def gens(keys):
-    return [face_generator(5, p, k) for p, k in keys]
+    return [seeded_generator(face_seed(5, p, k)) for p, k in keys]
 
 
 def test_dr2_loop_calls_model_from_omega_to_tau_and_returns_x0_at_tau():

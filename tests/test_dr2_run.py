@@ -62,7 +62,7 @@ def test_dr2_rejects_knobs_it_does_not_use(tiny_dr2_env, tmp_path, capsys, flag,
     assert f"{flag} is not used by method 'dr2-tiny'" in err and needle in err and "--dr2-n" in err
 
 
-@pytest.mark.parametrize("args, needle", [(("--dr2-tau", 99), "--dr2-tau"), (("--enhancer", "gfpgan"), "--enhancer"),
+@pytest.mark.parametrize("args, needle", [(("--dr2-tau", 99), "--dr2-tau"), (("--dr2-enhancer", "gfpgan"), "--dr2-enhancer"),
                                           (("--dr2-prior", "sd"), "--dr2-prior"), (("--dr2-n", 0), "--dr2-n")])
 def test_dr2_bad_values_are_usage_errors(tiny_dr2_env, tmp_path, capsys, args, needle):
     code, _o, err = run_cli(capsys, "run", ALIGNED_LQ / "256.png", "-o", tmp_path / "o", "--preset", tiny_dr2_env,
@@ -86,7 +86,7 @@ def test_enhancer_none_needs_no_sparnethd_and_writes_the_coarse_output(tiny_dr2_
     args = ("run", ALIGNED_LQ / "256.png", "-o", tmp_path / "out", "--preset", home / "dr2-tiny.yaml", "--aligned")
     code, _o, err = run_cli(capsys, *args)
     assert code == 4 and "SPARNetHD_FFHQ_DR2aug.pth" in err and "facerestore weights import dr2-sparnethd" in err
-    code, _o, err = run_cli(capsys, *args, "--enhancer", "none", "--report", report, "-q")
+    code, _o, err = run_cli(capsys, *args, "--dr2-enhancer", "none", "--report", report, "-q")
     assert code == 0, err
     records, _ = read_report(report)
     assert set(records[0]["weights"]) == {"dr2-unet"} and records[0]["parameters"]["enhancer"] == "none"

@@ -70,7 +70,8 @@ def test_scaled_up_detection_agrees_with_full_size_within_3_px(detector):
 
 
 def test_eye_distance_is_measured_at_a_512_px_short_side(detector):
-    from facerestore_cli.faces.frontend import FaceSettings, choose_faces, eye_distance
+    from facerestore_cli.faces.frontend import choose_faces, eye_distance
+    from facerestore_cli.faces.settings import FaceSettings
 
     rgb = photo("old-portrait-01.jpg")  # 189 px short side: ×2.71
     faces = detector(0.8, 640).detect(rgb)
@@ -84,7 +85,8 @@ def test_eye_distance_is_measured_at_a_512_px_short_side(detector):
 
 def test_selection_rules_number_by_detection_order():
     from facerestore_cli.faces.detect import DetectedFace
-    from facerestore_cli.faces.frontend import FaceSettings, choose_faces
+    from facerestore_cli.faces.frontend import choose_faces
+    from facerestore_cli.faces.settings import FaceSettings
 
     def face(x, size, score=0.99):
         eyes = np.array([[x + size * 0.3, 50], [x + size * 0.7, 50], [0, 0], [0, 0], [0, 0]], np.float32)
@@ -110,7 +112,7 @@ def test_selection_rules_number_by_detection_order():
     (("--only-center-face", "--largest-face"), "contradict"),
     (("--faces", "0", "--largest-face"), "cannot be combined"),
     (("--blend", "1.5"), "--blend must be in [0, 1]"),
-    (("--upscale", "3"), "--upscale must be 1, 2 or 4"),
+    (("--upscale", "3"), "--upscale must be one of 1, 2, 4"),
     (("--bg-upsampler", "lanczos"), "--bg-upsampler must be one of"),
     (("--bg-tile", "101"), "--bg-tile must be 0"),
     (("--det-threshold", "1.2"), "--det-threshold must be in [0, 1)"),

@@ -86,7 +86,7 @@ def test_png_16bit_roundtrip(tmp_path, channels):
 def test_png_16bit_gray_alpha_and_icc(tmp_path):
     gray = gradient(channels=1, dtype=np.uint16)[:, :, 0]
     alpha = gray[::-1].copy()
-    pic = Picture(rgb=np.repeat(gray[:, :, None], 3, 2), alpha=alpha, format="PNG", bit_depth=16, gray=True,
+    pic = Picture(rgb=np.repeat(gray[:, :, None], 3, 2), alpha=alpha, format="PNG", gray=True,
                   icc_profile=SRGB_ICC, dpi=(300.0, 300.0))
     write_image(pic, tmp_path / "ga.png")
     back = read_image(tmp_path / "ga.png")
@@ -351,7 +351,7 @@ def test_atomic_open_and_bytes(tmp_path):
 
 
 def test_16bit_to_8bit_format_notes(tmp_path):
-    pic = Picture(rgb=gradient(dtype=np.uint16), format="PNG", bit_depth=16)
+    pic = Picture(rgb=gradient(dtype=np.uint16), format="PNG")
     notes = write_image(pic, tmp_path / "o.jpg", fmt="JPEG")
     assert any("8 bits" in n for n in notes)
     assert read_image(tmp_path / "o.jpg").bit_depth == 8
@@ -367,7 +367,7 @@ def test_png_metadata_chunks_are_valid(tmp_path):
     # Chunks inserted into OpenCV's 16-bit PNG must carry correct CRCs.
     exif = Image.Exif()
     exif[0x010F] = "PngMaker"
-    pic = Picture(rgb=gradient(dtype=np.uint16), format="PNG", bit_depth=16, icc_profile=SRGB_ICC,
+    pic = Picture(rgb=gradient(dtype=np.uint16), format="PNG", icc_profile=SRGB_ICC,
                   exif=exif.tobytes(), dpi=(150.0, 150.0))
     write_image(pic, tmp_path / "m.png")
     data = (tmp_path / "m.png").read_bytes()

@@ -14,9 +14,10 @@ import torch
 
 from archival_helpers import invoke, tiny_run
 from conftest import PHOTOS, RETINA_MOBILE, require_shared
+from facerestore_cli.benchmark import WholeImageWriter
 from facerestore_cli.faces.align import estimate_affine, warp_face
 from facerestore_cli.faces.detect import FaceDetector
-from facerestore_cli.faces.frontend import FaceSettings
+from facerestore_cli.faces.settings import FaceSettings
 from facerestore_cli.imageio import read_image
 from facerestore_cli.photos import Face, PhotoWriter
 from facerestore_cli.pixels import to_float
@@ -59,7 +60,7 @@ def test_region_paste_equals_whole_picture_float_paste(retinaface, name, depth, 
             face.parse_labels = np.pad(np.ones((380, 300), np.uint8), ((80, 52), (106, 106)))
     opts = SimpleNamespace(aligned=False, faces=FaceSettings())
     region = PhotoWriter(opts, StageTimer()).paste(rgb, faces)
-    whole = PhotoWriter(opts, StageTimer(), whole_image=True).paste(rgb, faces)
+    whole = WholeImageWriter(opts, StageTimer()).paste(rgb, faces)
     assert {f.paste_mask for f in faces} == {"parsenet-in-square" if parse else "square"}
     assert region.dtype == rgb.dtype and np.array_equal(region, whole)
     assert np.abs(region.astype(np.int64) - rgb).max() > 0  # and the faces were pasted at all

@@ -36,9 +36,9 @@ REDO = {
                 ("--provenance",), ("--identity-score",), ("--detect-max-side", "100"), ("--det-threshold", "0.9"),
                 ("--det-min-side", "0"), ("--min-score", "0.5"), ("--faces", "0"), ("--only-center-face",),
                 ("--largest-face",), ("--upscale", "2"), ("--blend", "0.5")],
-    "dr2": [("--dr2-n", "2"), ("--dr2-tau", "10"), ("--enhancer", "none"), ("--dr2-prior", "p2")],
+    "dr2": [("--dr2-n", "2"), ("--dr2-tau", "10"), ("--dr2-enhancer", "none"), ("--dr2-prior", "p2")],
     "ipc-guided": [("--guidance-scale", "5"), ("--id-mask", "none"), ("--guidance-through-unet",)],
-    "diffbfr": [("--irm1-steps", "3"), ("--irm2-start", "500"), ("--irm2-steps", "2"), ("--tem-start", "50"),
+    "diffbfr": [("--irm1-steps", "3"), ("--irm2-start-t", "500"), ("--irm2-steps", "2"), ("--tem-start-t", "50"),
                 ("--tem-steps", "1")],
 }
 # options that change nothing the signature covers: a rerun with them skips the photo
@@ -63,7 +63,7 @@ def test_every_run_option_is_classified():
 
     from facerestore_cli.cli import build_app
 
-    flags = {long_flag(p) for p in typer.main.get_command(build_app(["run"])).commands["run"].params}
+    flags = {long_flag(p) for p in typer.main.get_command(build_app(["run"])).commands["run"].params if not p.hidden}
     short = {"-q": "--quiet", "-v": "--verbose", "-r": "--recursive", "-0": "--null"}
     classified = {short.get(args[0], args[0]) for group in (*REDO.values(), SKIP) for args in group} | SPECIAL
     assert flags == classified, f"unclassified: {sorted(flags - classified)}; stale: {sorted(classified - flags)}"
@@ -178,7 +178,7 @@ def test_reimported_weight_file_redoes_the_photo(homes, tmp_path, preset, role, 
     tensors[first] = tensors[first] + 0.01
     new = tmp_path / path.name
     torch.save(state, new)
-    config = load_file(preset_file).components[role].get("config") if role else None
+    config = load_file(preset_file).components[role].config if role else None
     WeightStore(copy).import_file(weight_id, new, config)
     rec = rerun(homes, preset, tmp_path, (), home=copy)
     assert rec["status"] in ("restored", "no_face") and rec["why"] == CHANGED, rec  # a changed detector may miss it

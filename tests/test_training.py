@@ -175,10 +175,11 @@ def test_ipc_loss_has_an_arcface_term_with_a_gradient(tiny_ipc_home, monkeypatch
     from facerestore_cli.archs import build_arch
     from facerestore_cli.networks import NetworkLoader
     from facerestore_cli.device import Compute
+    from facerestore_cli.presets import Component
     from facerestore_cli.training.targets import TARGETS, restorer_loss
     from facerestore_cli.weights.store import WeightStore
 
-    arcface = NetworkLoader(WeightStore(), Compute(torch.device("cpu"), "fp32")).load({"weights": "arcface-ir-se50"}).module
+    arcface = NetworkLoader(WeightStore(), Compute(torch.device("cpu"), "fp32")).load(Component("arcface-ir-se50")).module
     torch.manual_seed(0)
     model = build_arch("swinir_difface", {**WeightStore().spec("ipc-swinir").config, **TINY_SWINIR_64})
     hq, lq = torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64)

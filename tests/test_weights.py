@@ -22,7 +22,7 @@ from facerestore_cli.weights import download as download_module
 from facerestore_cli.weights import store as store_module
 from facerestore_cli.weights.download import download, rich_progress
 from facerestore_cli.weights.registry import WeightSpec, get_spec, load_registry
-from facerestore_cli.weights.store import WeightStore, home, offline
+from facerestore_cli.weights.store import WeightStore, home, offline_from_environment
 
 EXPECTED_IDS = {
     "difface-unet", "difface-swinir", "retinaface-resnet50", "retinaface-mobile0.25", "parsenet",
@@ -221,7 +221,7 @@ def test_home_precedence_and_never_cwd(tmp_path, monkeypatch):
 @pytest.mark.parametrize("value,expected", [("1", True), ("true", True), ("YES", True), ("0", False), ("", False)])
 def test_offline_env(monkeypatch, value, expected):
     monkeypatch.setenv("FACERESTORE_OFFLINE", value)
-    assert offline() is expected
+    assert offline_from_environment() is expected
     assert WeightStore(root=Path("/nonexistent")).offline is expected
 
 

@@ -70,10 +70,6 @@ def load_manifest(json_path: str | Path) -> dict:
     return json.loads(Path(json_path).read_text())
 
 
-def layout_from_manifest(json_path: str | Path) -> Layout:
-    return {key: tuple(shape) for key, shape, _dtype in load_manifest(json_path)["tensors"]}
-
-
 def expected_layout(arch_name: str, config: dict) -> Layout:
     """Layout of network ``arch_name`` built on the ``meta`` device: no memory, no init cost. Networks that move
     themselves to a device while being built (facexlib's RetinaFace) are built on the CPU instead. Cached per

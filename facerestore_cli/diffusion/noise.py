@@ -19,10 +19,6 @@ def seeded_generator(seed: int) -> torch.Generator:
     return torch.Generator(device="cpu").manual_seed(seed)
 
 
-def face_generator(seed: int, relpath: str, face_index: int) -> torch.Generator:
-    return seeded_generator(face_seed(seed, relpath, face_index))
-
-
 def randn_per_face(generators: list[torch.Generator], shape: tuple[int, ...], device, dtype=torch.float32) -> torch.Tensor:
     """One standard-normal sample of `shape` per generator, drawn on the CPU (so results agree across devices
     and batch compositions) and stacked to [B, *shape] on `device`."""

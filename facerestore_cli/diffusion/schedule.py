@@ -22,13 +22,11 @@ def alphas_cumprod(betas: torch.Tensor) -> torch.Tensor:
     return torch.cumprod(1.0 - betas.to(torch.float64), dim=0)
 
 
-def preset_alphas_cumprod(schedule: dict) -> torch.Tensor:
-    """ᾱ_t (float64) of a preset's `schedule:` mapping: kind linear, num_timesteps, beta_start, beta_end."""
-    kind = schedule.get("kind", "linear")
-    if kind != "linear":
-        raise UsageError(f"unsupported schedule kind '{kind}'", hint="supported: linear")
-    return alphas_cumprod(linear_betas(int(schedule.get("num_timesteps", 1000)), float(schedule.get("beta_start", 1e-4)),
-                                       float(schedule.get("beta_end", 0.02))))
+def preset_alphas_cumprod(schedule) -> torch.Tensor:
+    """ᾱ_t (float64) of a component's schedule (presets.NoiseSchedule): linear β from beta_start to beta_end."""
+    if schedule.kind != "linear":
+        raise UsageError(f"unsupported schedule kind '{schedule.kind}'", hint="supported: linear")
+    return alphas_cumprod(linear_betas(schedule.num_timesteps, schedule.beta_start, schedule.beta_end))
 
 
 def space_timesteps_fractional(num_timesteps: int, count: int) -> list[int]:

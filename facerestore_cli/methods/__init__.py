@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from types import ModuleType
 
 from facerestore_cli.errors import UsageError
-from facerestore_cli.methods.params import KnobSpec, MethodParams
+from facerestore_cli.methods.params import MethodParams
+from facerestore_cli.settings import Setting
 
 _REQUIRED = ("Params", "required_weights", "build")
 
@@ -80,10 +81,10 @@ def builtin_methods() -> list[str]:
     return sorted({presets.load_builtin(name).method for name in presets.builtin_names()})
 
 
-def knob_table(presets_list) -> list[tuple[KnobSpec, list[str]]]:
+def knob_table(presets_list) -> list[tuple[Setting, list[str]]]:
     """Every knob of the given presets' methods, once per flag, with the presets that take it. Two methods may
     share a flag only with the same meaning (type and allowed values)."""
-    table: dict[str, tuple[KnobSpec, list[str]]] = {}
+    table: dict[str, tuple[Setting, list[str]]] = {}
     for preset in presets_list:
         for spec in method_for(preset).Params.knobs():
             known, users = table.setdefault(spec.flag, (spec, []))

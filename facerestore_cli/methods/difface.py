@@ -18,7 +18,7 @@ class Params(MethodParams):
                         min=1)
 
     def check(self, preset) -> None:
-        timesteps = int(preset.schedule.get("num_timesteps", 1000))
+        timesteps = preset.schedule("prior").num_timesteps
         if self.start_t >= timesteps:
             raise UsageError(f"--start-t must be in [1, {timesteps - 1}], got {self.start_t}")
         if self.steps > self.start_t:
@@ -26,7 +26,7 @@ class Params(MethodParams):
 
 
 def required_weights(preset, params: Params) -> list[str]:
-    return [preset.components["estimator"]["weights"], preset.components["prior"]["weights"]]
+    return [preset.components["estimator"].weights, preset.components["prior"].weights]
 
 
 def build(preset, params: Params, networks):
@@ -34,4 +34,4 @@ def build(preset, params: Params, networks):
     from facerestore_cli.methods.diffused_estimator import DiffusedEstimator
 
     return DiffusedEstimator(networks.load(preset.components["estimator"]), networks.load(preset.components["prior"]),
-                             preset_alphas_cumprod(preset.schedule), params, preset.face_size)
+                             preset_alphas_cumprod(preset.schedule("prior")), params, preset.face_size)

@@ -21,28 +21,23 @@ class Params(MethodParams):
 
     irm1_steps: int = knob("--irm1-steps", "IRM(-1) evaluations from pure noise (2000 = the paper's whole chain).",
                            min=1)
-    irm2_start: int = knob("--irm2-start", "N1: the step IRM(-2) starts from, truncated (paper 1000, Table 3).", min=1)
+    irm2_start: int = knob("--irm2-start-t", "N1: the step IRM(-2) starts from, truncated (paper 1000, Table 3).",
+                           min=1, old=("--irm2-start",))
     irm2_steps: int = knob("--irm2-steps", "IRM(-2) evaluations from N1 (N1 = every step).", min=1)
-    tem_start: int = knob("--tem-start", "N2: the step TEM starts from (paper 100, Table 4).", min=1)
+    tem_start: int = knob("--tem-start-t", "N2: the step TEM starts from (paper 100, Table 4).", min=1,
+                          old=("--tem-start",))
     tem_steps: int = knob("--tem-steps", "TEM evaluations from N2 (N2 = every step).", min=1)
 
     def check(self, preset) -> None:
-        irm = int(preset.components["irm1"]["schedule"]["num_timesteps"])
-        tem = int(preset.components["tem"]["schedule"]["num_timesteps"])
-        for flag, value, top in (("--irm1-steps", self.irm1_steps, irm), ("--irm2-start", self.irm2_start, irm),
-                                 ("--irm2-steps", self.irm2_steps, self.irm2_start), ("--tem-start", self.tem_start, tem),
-                                 ("--tem-steps", self.tem_steps, self.tem_start)):
-            if value > top:
-                raise UsageError(f"{flag} must be in [1, {top}], got {value}")
-
-    @property
-    def evaluations(self) -> int:
-        """Network evaluations per face."""
-        return self.irm1_steps + self.irm2_steps + self.tem_steps
+        irm, tem = preset.schedule("irm1").num_timesteps, preset.schedule("tem").num_timesteps
+        for name, top in (("irm1_steps", irm), ("irm2_start", irm), ("irm2_steps", self.irm2_start),
+                          ("tem_start", tem), ("tem_steps", self.tem_start)):
+            if getattr(self, name) > top:
+                raise UsageError(f"{self.flag(name)} must be in [1, {top}], got {getattr(self, name)}")
 
 
 def required_weights(preset, params: Params) -> list[str]:
-    return [preset.components[part]["weights"] for part in ("irm1", "irm2", "tem")]
+    return [preset.components[part].weights for part in ("irm1", "irm2", "tem")]
 
 
 def build(preset, params: Params, networks):
@@ -51,5 +46,5 @@ def build(preset, params: Params, networks):
 
     parts = preset.components
     return DiffBFRCascade(networks.load(parts["irm1"]), networks.load(parts["irm2"]), networks.load(parts["tem"]),
-                          preset_alphas_cumprod(parts["irm1"]["schedule"]), preset_alphas_cumprod(parts["tem"]["schedule"]),
+                          preset_alphas_cumprod(preset.schedule("irm1")), preset_alphas_cumprod(preset.schedule("tem")),
                           params, preset.face_size)

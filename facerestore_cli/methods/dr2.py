@@ -21,13 +21,16 @@ class Params(MethodParams):
                                  "severe).", min=1)
     dr2_tau: int = knob("--dr2-tau", "Output step τ of the 100-step respaced chain: bigger = cleaner, less faithful "
                                      "(22 mild, 35 medium or severe).", min=0)
-    enhancer: str = knob("--enhancer", "Enhancement module; none writes DR2's coarse output, upsampled.",
-                         choices=("sparnethd", "none"))
+    enhancer: str = knob("--dr2-enhancer", "Enhancement module; none writes DR2's coarse output, upsampled.",
+                         choices=("sparnethd", "none"), old=("--enhancer",))
     prior: str = knob("--dr2-prior", "Diffusion prior: the authors' DR2_FFHQ.pkl, or P2-weighting's ffhq_p2.pt.",
                       shown="dr2|p2")
 
     def check(self, preset) -> None:
-        last = int(preset.schedule.get("respace", 100)) - 2
+        respace = preset.schedule("prior").respace
+        if respace is None:
+            raise UsageError(f"preset {preset.source}: DR2's prior schedule needs `respace:` (the official 100)")
+        last = respace - 2
         if self.dr2_tau > last:
             raise UsageError(f"--dr2-tau must be in [0, {last}], got {self.dr2_tau}")
         choices = prior_choices(preset)
@@ -38,22 +41,25 @@ class Params(MethodParams):
 def prior_choices(preset) -> dict[str, str]:
     """--dr2-prior value → weight id, from the preset's prior component (`choices`, else its one file)."""
     prior = preset.components["prior"]
-    return dict(prior.get("choices") or {"default": prior["weights"]})
+    return dict(prior.choices or {"default": prior.weights})
 
 
 def required_weights(preset, params: Params) -> list[str]:
     ids = [prior_choices(preset)[params.prior]]
     if params.enhancer == "sparnethd":
-        ids.append(preset.components["enhancer"]["weights"])
+        ids.append(preset.components["enhancer"].weights)
     return ids
 
 
 def build(preset, params: Params, networks):
+    import dataclasses
+
     from facerestore_cli.diffusion.schedule import preset_alphas_cumprod, space_timesteps_fractional
     from facerestore_cli.methods.degradation_remover import DegradationRemover
 
-    abar = preset_alphas_cumprod(preset.schedule)
-    timesteps = space_timesteps_fractional(len(abar), int(preset.schedule.get("respace", 100)))
-    prior = networks.load({**preset.components["prior"], "weights": prior_choices(preset)[params.prior]})
+    schedule = preset.schedule("prior")
+    abar = preset_alphas_cumprod(schedule)
+    timesteps = space_timesteps_fractional(len(abar), schedule.respace)
+    prior = networks.load(dataclasses.replace(preset.components["prior"], weights=prior_choices(preset)[params.prior]))
     enhancer = networks.load(preset.components["enhancer"]) if params.enhancer == "sparnethd" else None
     return DegradationRemover(prior, enhancer, abar, timesteps, params, preset.face_size)

@@ -27,9 +27,9 @@ class Params(difface.Params):
 
 def required_weights(preset, params: Params) -> list[str]:
     parts = preset.components
-    ids = [parts["ipc"]["weights"], parts["prior"]["weights"], parts["arcface"]["weights"]]
+    ids = [parts["ipc"].weights, parts["prior"].weights, parts["arcface"].weights]
     if params.id_mask == "parsing" and params.guidance_scale > 0:
-        ids.append(parts["parser"]["weights"])
+        ids.append(parts["parser"].weights)
     return ids
 
 
@@ -40,8 +40,8 @@ def build(preset, params: Params, networks):
     parts = preset.components
     guidance = _guidance(params, networks, parts) if params.guidance_scale > 0 else None
     return DiffusedEstimator(networks.load(parts["ipc"]), networks.load(parts["prior"]),
-                             preset_alphas_cumprod(preset.schedule), params, preset.face_size,
-                             conditional=bool(parts["prior"].get("conditional", False)), guidance=guidance)
+                             preset_alphas_cumprod(preset.schedule("prior")), params, preset.face_size,
+                             conditional=bool(parts["prior"].conditional), guidance=guidance)
 
 
 def _guidance(params: Params, networks, parts):

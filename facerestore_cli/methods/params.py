@@ -1,64 +1,23 @@
 """Typed method parameters: each method declares one frozen dataclass whose fields are its knobs.
 
-A field made with `knob(flag, help, min=, max=, choices=)` carries its command-line flag, help text and range;
-`Params.resolve(preset, given)` merges the preset's defaults with the flags given on the command line, coerces and
-validates them, and returns the typed object that travels from the flag to the math unchanged (diffusers passes
-`num_inference_steps` the same way). Nothing here imports torch: `run --help` lists every method's knobs.
+A field made with `knob(flag, help, min=, max=, choices=)` (settings.py) carries its command-line flag, help text
+and range; `Params.resolve(preset, given)` merges the preset's defaults with the flags given on the command line,
+coerces and validates them (settings.merge, as for the face settings), and returns the typed object the method's
+sampling core reads its arguments from (diffusers passes `num_inference_steps` the same way). Nothing here imports
+torch: `run --help` lists every method's knobs.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from facerestore_cli.errors import UsageError
+from facerestore_cli.settings import Setting, knob, merge, settings_of
 
-_KNOB = "facerestore.knob"
 _TYPES = (bool, int, float, str)
-
-
-@dataclass(frozen=True)
-class KnobSpec:
-    """What the command line needs to know of one knob."""
-
-    name: str  # the field name, as presets and reports spell it
-    flag: str
-    type: type  # bool, int, float or str
-    help: str
-    min: float | None = None
-    max: float | None = None
-    choices: tuple[str, ...] | None = None
-    shown: str | None = None  # metavar for values checked against the preset (DR2's prior choices)
-
-    @property
-    def dest(self) -> str:
-        """The Python name of the flag (`--dr2-prior` → `dr2_prior`)."""
-        return self.flag.lstrip("-").replace("-", "_")
-
-    @property
-    def metavar(self) -> str | None:
-        if self.shown:
-            return self.shown
-        if self.choices:
-            return "|".join(self.choices)
-        return {int: "N", float: "X"}.get(self.type)
-
-    def describe_range(self) -> str:
-        if self.choices:
-            return f"one of {', '.join(self.choices)}"
-        if self.min is not None and self.max is not None:
-            return f"in [{self.min:g}, {self.max:g}]"
-        return f"≥ {self.min:g}" if self.min is not None else f"≤ {self.max:g}"
-
-
-def knob(flag: str, help: str, *, min: float | None = None, max: float | None = None,
-         choices: tuple[str, ...] | None = None, shown: str | None = None) -> Any:
-    """A Params field: a knob with its flag, help text and allowed values (no default: presets give it)."""
-    return dataclasses.field(metadata={_KNOB: {"flag": flag, "help": help, "min": min, "max": max,
-                                               "choices": tuple(choices) if choices else None, "shown": shown}})
 
 
 @dataclass(frozen=True)
@@ -73,17 +32,19 @@ class MethodParams:
                                "index).", min=0)
 
     @classmethod
-    def knobs(cls) -> tuple[KnobSpec, ...]:
-        hints = typing.get_type_hints(cls)
-        specs = []
-        for f in dataclasses.fields(cls):
-            meta = f.metadata.get(_KNOB)
-            if meta is None:
-                raise TypeError(f"{cls.__qualname__}.{f.name} is not a knob(...) field")
-            if hints[f.name] not in _TYPES:
-                raise TypeError(f"{cls.__qualname__}.{f.name}: knobs are bool, int, float or str")
-            specs.append(KnobSpec(f.name, type=hints[f.name], **meta))
-        return tuple(specs)
+    def knobs(cls) -> tuple[Setting, ...]:
+        specs = settings_of(cls)
+        if len(specs) != len(dataclasses.fields(cls)):
+            raise TypeError(f"{cls.__qualname__}: every field is a knob(...)")
+        for spec in specs:
+            if spec.type not in _TYPES or spec.optional:
+                raise TypeError(f"{cls.__qualname__}.{spec.name}: knobs are bool, int, float or str")
+        return specs
+
+    @classmethod
+    def flag(cls, name: str) -> str:
+        """The flag of the knob `name`, for messages."""
+        return next(k.flag for k in cls.knobs() if k.name == name)
 
     @classmethod
     def resolve(cls, preset, given: Mapping[str, Any] | None = None):
@@ -102,13 +63,10 @@ class MethodParams:
         if unknown:
             raise UsageError(f"preset {preset.source}: unknown parameter(s) {', '.join(unknown)} for method "
                              f"'{preset.method}'", hint=f"it takes: {', '.join(k.name for k in knobs)}")
-        values = {}
+        by_name = {by_flag[flag].name: value for flag, value in given.items()}
+        values = merge(knobs, preset.parameters, by_name, lambda k: f"preset {preset.source}: {k.name} ({k.flag})")
         for k in knobs:
-            if k.flag in given:
-                values[k.name] = _coerce(k, given[k.flag], k.flag)
-            elif k.name in preset.parameters:
-                values[k.name] = _coerce(k, preset.parameters[k.name], f"preset {preset.source}: {k.name} ({k.flag})")
-            else:
+            if k.name not in values:
                 raise UsageError(f"preset {preset.source} lacks parameter '{k.name}' ({k.flag})")
         params = cls(**values)
         params.check(preset)
@@ -123,22 +81,3 @@ class MethodParams:
         record["seed"] = record.pop("seed")
         return record
 
-
-def _coerce(k: KnobSpec, value: Any, where: str) -> Any:
-    if k.type is bool:
-        if not isinstance(value, bool):
-            raise UsageError(f"{where} must be true or false, got {value!r}")
-    elif k.type is int:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
-            raise UsageError(f"{where} must be a whole number, got {value!r}")
-        value = int(value)
-    elif k.type is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-            raise UsageError(f"{where} must be a number, got {value!r}")
-        value = float(value)
-    elif not isinstance(value, str):
-        raise UsageError(f"{where} must be text, got {value!r}")
-    if (k.choices and value not in k.choices) or (k.min is not None and value < k.min) or \
-            (k.max is not None and value > k.max):
-        raise UsageError(f"{where} must be {k.describe_range()}, got {value!r}")
-    return value

@@ -39,7 +39,7 @@ class Target:
     paper: str = ""
 
     def schedule(self) -> torch.Tensor:
-        return preset_alphas_cumprod(load_builtin("diffbfr").components[self.schedule_of]["schedule"])
+        return preset_alphas_cumprod(load_builtin("diffbfr").schedule(self.schedule_of))
 
 
 TARGETS = {

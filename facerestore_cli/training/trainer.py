@@ -30,6 +30,7 @@ from facerestore_cli.errors import UsageError
 from facerestore_cli.files import atomic_open, atomic_write_bytes
 from facerestore_cli.interrupts import InterruptGuard, Interrupted
 from facerestore_cli.networks import NetworkLoader
+from facerestore_cli.presets import Component
 from facerestore_cli.progress import duration
 from facerestore_cli.training import checkpoints
 from facerestore_cli.training.data import Faces, Positions, list_faces
@@ -108,7 +109,7 @@ class Trainer:
         """The frozen ArcFace of the identity loss (Eq. 4)."""
         store = WeightStore()
         store.require(["arcface-ir-se50"])
-        return NetworkLoader(store, Compute(self.device, "fp32")).load({"weights": "arcface-ir-se50"}).module
+        return NetworkLoader(store, Compute(self.device, "fp32")).load(Component("arcface-ir-se50")).module
 
     def _resume_or_start(self) -> None:
         found = checkpoints.latest(self.cfg.run)

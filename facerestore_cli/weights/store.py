@@ -35,11 +35,10 @@ def home() -> Path:
     return Path.home() / ".cache" / "facerestore"
 
 
-def offline() -> bool:
+def offline_from_environment() -> bool:
+    """FACERESTORE_OFFLINE=1 (or true/yes/on): never touch the network."""
     return os.environ.get("FACERESTORE_OFFLINE", "").strip().lower() in _TRUTHY
 
-
-_offline_from_env = offline  # WeightStore's `offline` parameter shadows the function
 
 
 @dataclass(frozen=True)
@@ -91,7 +90,7 @@ class WeightStore:
     ):
         self.root = Path(root) if root is not None else home()
         self.weights_dir = self.root / "weights"
-        self.offline = _offline_from_env() if offline is None else bool(offline)
+        self.offline = offline_from_environment() if offline is None else bool(offline)
         self._registry = dict(registry) if registry is not None else None
 
     @property
