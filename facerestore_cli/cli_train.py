@@ -9,14 +9,8 @@ from typing import List, Optional
 import typer
 
 from facerestore_cli.errors import FacerestoreError, NoInputsError, UsageError
+from facerestore_cli.training.targets import TARGETS
 
-TARGET_HELP = {
-    "diffbfr-irm1": "DiffBFR IRM(-1): conditional DDPM at 128 (Eq. 8, Table 6).",
-    "diffbfr-irm2": "DiffBFR IRM(-2): conditional DDPM at 512 (Eq. 9, Table 6).",
-    "diffbfr-tem": "DiffBFR TEM: unconditional DDPM at 512 (Eq. 11, Table 6).",
-    "ipc": "Diffuse and Restore's IPC: SwinIR with L1 + ArcFace identity loss (Eq. 4).",
-    "difface-estimator": "DifFace's diffused estimator: SwinIR with L1.",
-}
 train_app = typer.Typer(no_args_is_help=True, context_settings={"help_option_names": ["-h", "--help"]},
                         help="Train a network no one publishes weights for, then `train export RUN`.")
 
@@ -84,7 +78,8 @@ def _make_command(target: str):
         lr: float = typer.Option(1e-4, "--lr", metavar="X", help="AdamW learning rate after warm-up."),
         warmup: int = typer.Option(1000, "--warmup", min=0, metavar="N", help="Steps of linear learning-rate warm-up."),
         precision: str = typer.Option("auto", "--precision", metavar="auto|fp32|bf16|fp16",
-                                      help="Autocast (auto: bf16 on a GPU that has it, else fp32); fp16 uses a gradient scaler."),
+                                      help="Autocast, as `run --precision` chooses it (auto: bf16 on a GPU that has it, else "
+                                           "fp16; fp32 on the CPU); fp16 uses a gradient scaler."),
         seed: int = typer.Option(0, "--seed", metavar="N", help="Initialisation, data order, degradations and noise."),
         loss: str = typer.Option("l1", "--loss", metavar="l1|l2", help="L1 (Table 6) or squared error (Eq. 8/9)."),
         model_config: Optional[Path] = typer.Option(None, "--model-config", metavar="FILE.yaml",
@@ -103,8 +98,6 @@ def _make_command(target: str):
 
         if loss not in ("l1", "l2"):
             raise UsageError(f"--loss must be l1 or l2, not '{loss}'")
-        if precision not in ("auto", "fp32", "bf16", "fp16"):
-            raise UsageError(f"unknown --precision '{precision}'")
         if grad_checkpointing not in ("auto", "on", "off"):
             raise UsageError(f"--grad-checkpointing must be auto, on or off, not '{grad_checkpointing}'")
         cfg = TrainConfig(target=target, data=data, run=run, steps=steps, batch_size=batch_size, grad_accum=grad_accum,
@@ -122,11 +115,11 @@ def _make_command(target: str):
              f"next: facerestore train export {run}")
         return 0
 
-    command.__doc__ = f"{TARGET_HELP[target]} Degraded on the fly; --resume continues exactly."
+    command.__doc__ = f"{TARGETS[target].help} Degraded on the fly; --resume continues exactly."
     return command
 
 
-for _name in TARGET_HELP:
+for _name in TARGETS:
     train_app.command(_name)(_make_command(_name))
 
 

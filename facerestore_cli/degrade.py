@@ -16,13 +16,14 @@ so a degradation is the same on every run and machine."""
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass
 from typing import Callable
 
 import cv2
 import numpy as np
+
+from facerestore_cli.seeds import hashed_seed
 
 GRAY_PROBABILITY_DIFFBFR = 0.01
 DR2_SPLITS = {"mild": ((3, 5), (5, 20), (60, 80)), "medium": ((5, 7), (15, 40), (40, 60)),
@@ -31,8 +32,7 @@ DR2_SPLITS = {"mild": ((3, 5), (5, 20), (60, 80)), "medium": ((5, 7), (15, 40), 
 
 def image_rng(seed: int, key: str) -> np.random.Generator:
     """The generator of one image's degradation: from (seed, key), key the image's relative path."""
-    digest = hashlib.sha256(f"degrade\0{seed}\0{key}".encode()).digest()
-    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+    return np.random.default_rng(hashed_seed("degrade", seed, key, bits=64))
 
 
 # -- the operations --------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 
 from facerestore_cli.errors import UsageError
@@ -159,21 +160,29 @@ def _add_folder(found: Discovery, item: Path, output: Path, out_resolved: Path, 
                          hint="choose another -o folder")
     # Earlier results are skipped only where the output folder lies inside this input folder; an input folder inside
     # the output folder (run out/raw -o out) holds real inputs.
-    out_inside = out_resolved.is_relative_to(root)
-    for path in _walk(item, recursive, out_resolved):
-        rel_parts = path.relative_to(item).parts
+    inside = out_resolved if out_resolved.is_relative_to(root) else None
+    for path, rel in folder_images(found, item, recursive, prune=out_resolved, inside=inside):
+        found.jobs.append(Job(path, prefix + rel, output / (prefix + rel)))
+
+
+def folder_images(found: Discovery, folder: Path, recursive: bool, prune: Path | None = None,
+                  inside: Path | None = None) -> Iterator[tuple[Path, str]]:
+    """Each image under folder with its relative path (posix), in name order folder by folder: hidden entries
+    and files that are not images (by content, unless named like an image) are passed over and counted in found.
+    prune: a (resolved) folder not descended into; inside: a (resolved) folder whose files are passed over."""
+    for path in _walk(folder, recursive, prune):
+        rel_parts = path.relative_to(folder).parts
         if any(part.startswith(".") for part in rel_parts):
             found.skipped_hidden += 1
             continue
         dangling = path.is_symlink() and not path.exists()
         if not dangling and not path.is_file():
             continue
-        if out_inside and not dangling and path.resolve().is_relative_to(out_resolved):
+        if inside is not None and not dangling and path.resolve().is_relative_to(inside):
             continue
         if path.suffix.lower() not in IMAGE_SUFFIXES and (dangling or sniff_image(path) is None):
             found.skipped_not_image += 1
             if len(found.not_image_examples) < 3:
                 found.not_image_examples.append(path.name)
             continue
-        rel = prefix + "/".join(rel_parts)
-        found.jobs.append(Job(path, rel, output / rel))
+        yield path, "/".join(rel_parts)

@@ -1,5 +1,5 @@
-"""Loaded networks: a small descriptor per component (after spandrel's model descriptors) and the loader that
-builds them from the weights registry, once per (weights, config) in a run."""
+"""Loaded networks: a component ready to run, described by its architecture's descriptor (archs/, after
+spandrel's), and the loader that builds them from the weights registry, once per (weights, config) in a run."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from facerestore_cli.archs import build_arch, input_size
+from facerestore_cli.archs import IMAGE, architecture, build_arch
 from facerestore_cli.archs.layout import layout_of
 from facerestore_cli.device import Compute
 from facerestore_cli.presets import Component
@@ -20,14 +20,16 @@ from facerestore_cli.presets import Component
 @dataclass(frozen=True, eq=False)
 class Network:
     """A component ready to run: its module (eval mode, frozen, on the run's device), the configuration it was
-    built with (the registry's, updated by the preset's), its input size, and forwards that apply the run's
-    precision and return fp32."""
+    built with (the registry's, updated by the preset's), what its architecture's descriptor says of it (input
+    size, output meaning, condition channels), and forwards that apply the run's precision and return fp32."""
 
     weight_id: str
     config: Mapping[str, Any]
     module: nn.Module
     compute: Compute
     input_size: int | None
+    output: str = IMAGE  # archs.EPS, EPS_VARIANCE, IMAGE, ...
+    condition_channels: int = 0
     runner: Any = None  # the compiled module (--compile), else None
 
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
@@ -63,8 +65,10 @@ class NetworkLoader:
             module = module.eval().requires_grad_(False).to(self.compute.device)
             if self.compute.channels_last:
                 module = module.to(memory_format=torch.channels_last)
-            size = input_size(spec.arch, config)
-            self._loaded[key] = Network(weight_id, config, module, self.compute, size, self._compiled(module, size))
+            arch = architecture(spec.arch)
+            size = arch.input_size(config)
+            self._loaded[key] = Network(weight_id, config, module, self.compute, size, arch.output(config),
+                                        arch.condition_channels(config), self._compiled(module, size))
         return self._loaded[key]
 
     def _compiled(self, module: nn.Module, size: int | None):

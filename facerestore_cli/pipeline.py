@@ -19,6 +19,7 @@ import torch
 
 from facerestore_cli.device import empty_cache, is_out_of_memory
 from facerestore_cli.diffusion.noise import face_seed, seeded_generator
+from facerestore_cli.diffusion.samplers import StepEvent
 from facerestore_cli.errors import FacerestoreError
 from facerestore_cli.faces.masks import run_parsenet
 from facerestore_cli.interrupts import InterruptGuard, Interrupted
@@ -168,9 +169,9 @@ class Pipeline:
         if padding > 0:
             faces = torch.cat([faces, faces.new_zeros((padding, *faces.shape[1:]))])
             generators += [seeded_generator(face_seed(seed, "\0padding", i)) for i in range(padding)]
-        def on_step(event: dict) -> None:
+        def on_step(event: StepEvent) -> None:
             self.guard.check()
-            self.progress.step(event, len(batch))
+            self.progress.step(event.step, event.total, len(batch))
 
         with self.timings.measure("network", self.synchronize):
             result = self.models.restorer.restore(faces, generators, callback=on_step)

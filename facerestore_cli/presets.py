@@ -41,13 +41,13 @@ class NoiseSchedule:
 @dataclass(frozen=True)
 class Component:
     """One network of a preset: its weight id, whether a run may go without it, a config over its registry entry's,
-    the weight ids a knob chooses between, whether it takes a condition, and (a diffusion network) its schedule."""
+    the weight ids a knob chooses between, and (a diffusion network) its schedule. Whether it takes a condition is
+    its architecture's to say (archs/)."""
 
     weights: str
     optional: bool = False
     config: dict[str, Any] | None = None
     choices: dict[str, str] | None = None
-    conditional: bool | None = None
     schedule: NoiseSchedule | None = None
 
     def weight_ids(self) -> set[str]:

@@ -67,10 +67,10 @@ class Progress:
             self.faces_found += faces
         self._refresh()
 
-    def step(self, event: dict, batch_faces: int) -> None:
-        """A sampler step of the batch in flight (event: the sampler's callback, with `step` and `total`)."""
+    def step(self, step: int, total: int, batch_faces: int) -> None:
+        """Network evaluation `step` (from 0) of `total` for the batch in flight (a sampler's StepEvent)."""
         with self._lock:
-            self.batch_faces, self.batch_fraction = batch_faces, (event["step"] + 1) / max(1, event["total"])
+            self.batch_faces, self.batch_fraction = batch_faces, (step + 1) / max(1, total)
         self._refresh()
 
     def faces(self, n: int) -> None:

@@ -171,8 +171,8 @@ class _Forward:
     def found(self, faces: int) -> None:
         self.put("found", faces)
 
-    def step(self, event: dict, batch_faces: int) -> None:
-        self.put("step", ({"step": event["step"], "total": event["total"]}, batch_faces))
+    def step(self, step: int, total: int, batch_faces: int) -> None:
+        self.put("step", (step, total, batch_faces))
 
     def faces(self, n: int) -> None:
         self.put("faces", n)

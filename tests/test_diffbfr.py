@@ -85,12 +85,12 @@ def test_last_step_adds_no_noise_and_a_respaced_step_combines_the_betas():
 
 
 def test_truncated_timesteps():
-    assert schedule.truncated_timesteps(2000, 2000) == list(range(1999, -1, -1))
-    assert schedule.truncated_timesteps(1000, 3) == [999, 500, 0]
-    assert schedule.truncated_timesteps(100, 1) == [99]
-    assert schedule.truncated_timesteps(100, 100) == list(range(99, -1, -1))
+    assert schedule.timesteps(2000, 2000, "rounded") == list(range(1999, -1, -1))
+    assert schedule.timesteps(1000, 3, "rounded") == [999, 500, 0]
+    assert schedule.timesteps(100, 1, "rounded") == [99]
+    assert schedule.timesteps(100, 100, "rounded") == list(range(99, -1, -1))
     with pytest.raises(ValueError):
-        schedule.truncated_timesteps(10, 11)
+        schedule.timesteps(10, 11, "rounded")
 
 
 def test_full_chain_visits_every_step_with_its_own_beta():
@@ -104,7 +104,7 @@ def test_full_chain_visits_every_step_with_its_own_beta():
 
     gens = [seeded_generator(face_seed(1, "a", 0))]
     x = torch.zeros(1, 1, 1, 1)
-    out = ancestral_loop(model, x, schedule.truncated_timesteps(5, 5), abar, gens)
+    out = ancestral_loop(model, x, schedule.timesteps(5, 5, "rounded"), abar, gens)
     assert seen == [4, 3, 2, 1, 0]
     replay = [seeded_generator(face_seed(1, "a", 0))]
     expected = 0.0
@@ -133,8 +133,8 @@ class Spy(torch.nn.Module):
 
 def cascade(steps=None):
     compute = Compute(torch.device("cpu"), "fp32")
-    nets = [Network(name, {}, Spy(out), compute, size) for name, out, size in
-            (("irm1", 3, 8), ("irm2", 3, 32), ("tem", 6, 32))]
+    nets = [Network(name, {}, Spy(out), compute, size, meaning, condition) for name, out, size, meaning, condition in
+            (("irm1", 3, 8, "eps", 3), ("irm2", 3, 32, "eps", 3), ("tem", 6, 32, "eps+variance", 0))]
     params = type("P", (), steps or dict(TINY_DIFFBFR_STEPS))()
     return DiffBFRCascade(*nets, ABAR_IRM, ABAR_TEM, params, 32), [n.module for n in nets]
 
@@ -145,9 +145,9 @@ def test_stages_start_where_algorithm_1_says_and_hand_over_128_to_512():
     keys = [("a.png", 0), ("b.png", 1)]
     result = model.restore(faces, [seeded_generator(face_seed(4, *k)) for k in keys])
     s = TINY_DIFFBFR_STEPS
-    assert [c[1][0].item() for c in irm1.calls] == schedule.truncated_timesteps(2000, s["irm1_steps"])
-    assert [c[1][0].item() for c in irm2.calls] == schedule.truncated_timesteps(s["irm2_start"], s["irm2_steps"])
-    assert [c[1][0].item() for c in tem.calls] == schedule.truncated_timesteps(s["tem_start"], s["tem_steps"])
+    assert [c[1][0].item() for c in irm1.calls] == schedule.timesteps(2000, s["irm1_steps"], "rounded")
+    assert [c[1][0].item() for c in irm2.calls] == schedule.timesteps(s["irm2_start"], s["irm2_steps"], "rounded")
+    assert [c[1][0].item() for c in tem.calls] == schedule.timesteps(s["tem_start"], s["tem_steps"], "rounded")
     replay = [seeded_generator(face_seed(4, *k)) for k in keys]
     draw = lambda size: randn_per_face(replay, (3, size, size), "cpu")  # noqa: E731
     # IRM(-1): pure noise beside the LQ face resized to its 8 px

@@ -26,16 +26,16 @@ def test_alphas_cumprod_closed_form():
 
 
 def test_spread_below_reproduces_difface_ddim250_from_400():
-    ts = schedule.spread_below(400, 100)
+    ts = schedule.timesteps(400, 100, "floor")[::-1]
     assert ts == list(range(0, 400, 4))
-    assert schedule.spread_below(400, 20) == list(range(0, 400, 20))
-    assert len(schedule.spread_below(400, 7)) == 7
+    assert schedule.timesteps(400, 20, "floor")[::-1] == list(range(0, 400, 20))
+    assert len(schedule.timesteps(400, 7, "floor")[::-1]) == 7
     with pytest.raises(ValueError):
-        schedule.spread_below(400, 401)
+        schedule.timesteps(400, 401, "floor")[::-1]
 
 
 def test_fractional_respacing_matches_dr2():
-    ts = schedule.space_timesteps_fractional(1000, 100)
+    ts = schedule.timesteps(1000, 100, "rounded")[::-1]
     assert ts[:7] == [0, 10, 20, 30, 40, 50, 61]
     assert ts[-2:] == [989, 999] and len(ts) == 100
 
@@ -84,14 +84,14 @@ def test_ddim_loop_evaluates_model_once_per_timestep_with_original_t():
     abar = schedule.alphas_cumprod(schedule.linear_betas(1000))
     x = torch.zeros(2, 3, 4, 4)
     gens = [seeded_generator(face_seed(1, "a.jpg", i)) for i in (0, 1)]
-    ts = list(reversed(schedule.spread_below(400, 100)))
+    ts = schedule.timesteps(400, 100, "floor")
     ddim_loop(eps_model, x, ts, abar, eta=0.5, generators=gens)
     assert len(seen) == 100 and seen[0] == [396, 396] and seen[-1] == [0, 0]
 
 
 def test_ddim_loop_is_batch_invariant():
     abar = schedule.alphas_cumprod(schedule.linear_betas(1000))
-    ts = list(reversed(schedule.spread_below(400, 10)))
+    ts = schedule.timesteps(400, 10, "floor")
 
     def eps_model(x, t):
         return 0.1 * x + 0.01 * t.float().view(-1, 1, 1, 1)
@@ -169,14 +169,14 @@ def test_ddim_loop_at_difface_defaults_first_and_last_steps_by_hand():
     last step t = 0 → ᾱ_prev = 1 with no noise (x_prev = x̂0, clipped)."""
     eta, start_t, steps = difface_defaults()
     abar = schedule.alphas_cumprod(schedule.linear_betas(1000))
-    timesteps = list(reversed(schedule.spread_below(start_t, steps)))
+    timesteps = schedule.timesteps(start_t, steps, "floor")
     assert timesteps[:2] == [396, 392] and timesteps[-1] == 0 and len(timesteps) == 100
     keys = [("a.jpg", 0), ("a.jpg", 1)]
     x = torch.full((2, 3, 2, 2), 0.4)
     eps_value = 0.2
     seen = []
     ddim_loop(lambda x_t, t: torch.full_like(x_t, eps_value), x, timesteps, abar, eta,
-              [seeded_generator(face_seed(9, p, i)) for p, i in keys], callback=lambda e: seen.append(e["x"].clone()))
+              [seeded_generator(face_seed(9, p, i)) for p, i in keys], callback=lambda e: seen.append(e.x.clone()))
     z = torch.stack([torch.randn((3, 2, 2), generator=seeded_generator(face_seed(9, p, i))) for p, i in keys])
     a, a_prev, sigma = abar_by_hand(396), abar_by_hand(392), sigma_by_hand(396, 392, eta)
     x0 = (0.4 - math.sqrt(1 - a) * eps_value) / math.sqrt(a)

@@ -13,7 +13,7 @@ from facerestore_cli.diffusion.resize import contributions, lowpass, resize
 from facerestore_cli.diffusion.samplers import ddpm_step, dr2_loop, dr2_omega, dr2_refine, respaced_schedule
 
 ABAR = schedule.alphas_cumprod(schedule.linear_betas(1000))
-TS = schedule.space_timesteps_fractional(1000, 100)
+TS = schedule.timesteps(1000, 100, "rounded")[::-1]
 
 # MATLAB imresize cubic weights (a = -0.5), worked by hand: ×2 upscaling samples the kernel at ±0.25, ±0.75, ±1.25,
 # ±1.75; ×0.5 downscaling (antialiased) samples 0.5·cubic(0.5·d) at d = ±0.5, ±1.5, ±2.5, ±3.5.
@@ -311,8 +311,8 @@ def test_dr2_loop_callback_sees_every_step():
     events = []
     y = torch.zeros(1, 3, 8, 8)
     result = dr2_loop(toy_model, y, TS, ABAR, 2, 10, gens([("c.png", 0)]), callback=events.append)
-    assert [e["i"] for e in events] == list(range(20, 9, -1))
-    assert events[-1]["total"] == 11 and torch.equal(events[-1]["x0"], result)
+    assert [e.t for e in events] == [TS[i] for i in range(20, 9, -1)]
+    assert events[-1].total == 11 and torch.equal(events[-1].x0, result)
 
 
 def test_dr2_loop_is_batch_invariant():

@@ -8,7 +8,7 @@ from torch import nn
 
 from facerestore_cli.diffusion import schedule
 from facerestore_cli.diffusion.guidance import identity_guidance, identity_loss, make_guide, to_unit_range
-from facerestore_cli.diffusion.noise import face_generator, randn_per_face
+from facerestore_cli.diffusion.noise import face_seed, randn_per_face, seeded_generator
 from facerestore_cli.diffusion.samplers import ddim_loop, ddim_step, predict_x0
 from facerestore_cli.faces import masks
 from facerestore_cli.faces.id_masks import (
@@ -177,9 +177,9 @@ def old_ddim_loop(eps_model, x, timesteps, abar, eta, generators):
 
 def _loop_setup():
     abar = schedule.alphas_cumprod(schedule.linear_betas(1000))
-    ts = list(reversed(schedule.spread_below(400, 8)))
+    ts = schedule.timesteps(400, 8, "floor")
     keys = [("a.jpg", 0), ("b.jpg", 2)]
-    x = randn_per_face([face_generator(3, p, i) for p, i in keys], (3, 8, 8), "cpu")
+    x = randn_per_face([seeded_generator(face_seed(3, p, i)) for p, i in keys], (3, 8, 8), "cpu")
     return abar, ts, keys, x
 
 
@@ -188,9 +188,9 @@ def test_ddim_loop_without_guide_is_bit_identical_to_before():
     model = ToyUNet()
     with torch.no_grad():
         for eta in (0.0, 0.7):
-            old = old_ddim_loop(model, x, ts, abar, eta, [face_generator(3, p, i) for p, i in keys])
-            new = ddim_loop(model, x, ts, abar, eta, [face_generator(3, p, i) for p, i in keys])
-            zero = ddim_loop(model, x, ts, abar, eta, [face_generator(3, p, i) for p, i in keys],
+            old = old_ddim_loop(model, x, ts, abar, eta, [seeded_generator(face_seed(3, p, i)) for p, i in keys])
+            new = ddim_loop(model, x, ts, abar, eta, [seeded_generator(face_seed(3, p, i)) for p, i in keys])
+            zero = ddim_loop(model, x, ts, abar, eta, [seeded_generator(face_seed(3, p, i)) for p, i in keys],
                              guide=lambda x_t, eps, abar_t, t: torch.zeros_like(x_t))
             assert torch.equal(new, old) and torch.equal(zero, old)
 
@@ -201,8 +201,8 @@ def test_ddim_loop_guide_is_called_every_step_and_moves_the_result():
     target = embed(torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(5)))
     guide = make_guide(target, embed, uniform_mask(x.shape), 5.0, losses=losses)
     with torch.no_grad():
-        plain = ddim_loop(model, x, ts, abar, 0.7, [face_generator(3, p, i) for p, i in keys])
-        guided = ddim_loop(model, x, ts, abar, 0.7, [face_generator(3, p, i) for p, i in keys], guide=guide)
+        plain = ddim_loop(model, x, ts, abar, 0.7, [seeded_generator(face_seed(3, p, i)) for p, i in keys])
+        guided = ddim_loop(model, x, ts, abar, 0.7, [seeded_generator(face_seed(3, p, i)) for p, i in keys], guide=guide)
     assert len(losses) == len(ts) and all(loss.shape == (2,) for loss in losses)
     assert not torch.equal(guided, plain)
 

@@ -181,7 +181,7 @@ def test_difface_knobs_reach_ddim_loop_unchanged(tiny_env, tmp_path, monkeypatch
     code, _o, err = invoke("run", ALIGNED_LQ / "256.png", "-o", tmp_path / "out", "--preset", tiny_env, "--aligned",
                            "--steps", "7", "--eta", "0.25", "--start-t", "300", "-q")
     assert code == 0, err
-    assert seen == [{"timesteps": list(reversed(schedule.spread_below(300, 7))), "eta": 0.25, "faces": 1}]
+    assert seen == [{"timesteps": schedule.timesteps(300, 7, "floor"), "eta": 0.25, "faces": 1}]
     assert seen[0]["timesteps"][0] == 257 and len(seen[0]["timesteps"]) == 7
 
 

@@ -79,3 +79,37 @@ def test_run_refuses_a_preset_config_before_creating_anything(tiny_env, tmp_path
                                 preset, *extra)
         assert code == 2 and not (tmp_path / "out").exists(), err
         assert f"preset {preset}: component 'prior': unet config key 'num_head_channels' 48 must divide" in err
+
+
+def test_architecture_descriptors_say_what_a_network_gives_and_takes():
+    """Each architecture's descriptor, registered beside it: a diffusion UNet's output meaning and condition
+    channels follow its config (DifFace's ε+σ UNet, DiffBFR's conditional IRM, the TEM), and eps_model refuses a
+    network that does not predict ε or is given the wrong condition."""
+    import torch
+
+    from facerestore_cli.archs import EPS, EPS_VARIANCE, IMAGE, architecture
+    from facerestore_cli.device import Compute
+    from facerestore_cli.diffusion.samplers import eps_model
+    from facerestore_cli.networks import Network
+    from facerestore_cli.weights.registry import load_registry
+
+    registry = load_registry()
+    unet = architecture("unet")
+    expected = {"difface-unet": (EPS_VARIANCE, 0), "diffbfr-irm1": (EPS, 3), "diffbfr-irm2": (EPS, 3),
+                "diffbfr-tem": (EPS_VARIANCE, 0)}
+    for wid, (meaning, condition) in expected.items():
+        config = registry[wid].config
+        assert (unet.output(config), unet.condition_channels(config)) == (meaning, condition), wid
+    assert architecture("swinir_difface").output(registry["difface-swinir"].config) == IMAGE
+    assert architecture("swinir_difface").input_size(registry["difface-swinir"].config) == 512
+
+    compute = Compute(torch.device("cpu"), "fp32")
+    conditional = Network("irm", {}, torch.nn.Identity(), compute, 8, EPS, 3)
+    with pytest.raises(ValueError, match="takes 3 condition channels, 0 given"):
+        eps_model(conditional)
+    with pytest.raises(ValueError, match="predicts image"):
+        eps_model(Network("swinir", {}, torch.nn.Identity(), compute, 8))
+    x, cond = torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8)
+    identity_with_t = Network("irm", {}, type("M", (torch.nn.Module,), {"forward": lambda self, a, t: a})(),
+                              compute, 8, EPS, 3)
+    assert torch.equal(eps_model(identity_with_t, cond)(x, torch.zeros(1)), x)

@@ -103,7 +103,7 @@ def test_heartbeat_lines_come_while_a_photo_is_being_restored():
     progress = Progress(console, "plain", interval=0.3)
     progress.start(3, "cpu", "difface")
     progress.found(29)
-    progress.step({"step": 9, "total": 100}, 8)  # one batch of 8 faces, 10 % through its sampler
+    progress.step(9, 100, 8)  # one batch of 8 faces, 10 % through its sampler
     time.sleep(1.6)  # the heartbeat checks once a second
     progress.stop()
     lines = [line for line in console.file.getvalue().splitlines() if line.startswith("[")]
@@ -120,7 +120,7 @@ def test_eta_counts_faces_and_sampler_steps():
     progress.started -= 100.0  # 100 s in
     progress.found(4)
     progress.faces(2)
-    progress.step({"step": 49, "total": 100}, 2)  # the second batch is half done: 3 faces' worth in 100 s
+    progress.step(49, 100, 2)  # the second batch is half done: 3 faces' worth in 100 s
     done, expected, rate, left = progress.estimate()
     assert done == 3.0 and expected == 8.0  # 4 found + 1 photo unread at 4 faces per photo
     assert abs(rate - 0.03) < 0.001 and abs(left - 5 / 0.03) < 2
@@ -135,7 +135,7 @@ def test_terminal_bar_fits_80_columns():
     for _ in range(17):
         progress.found(29)
     progress.faces(480)
-    progress.step({"step": 50, "total": 100}, 8)
+    progress.step(50, 100, 8)
     progress.photo({"status": "restored", "input": "x.jpg", "faces": []})
     progress._rich.refresh()
     progress.stop()

@@ -176,7 +176,8 @@ def test_ipc_loss_has_an_arcface_term_with_a_gradient(tiny_ipc_home, monkeypatch
     from facerestore_cli.networks import NetworkLoader
     from facerestore_cli.device import Compute
     from facerestore_cli.presets import Component
-    from facerestore_cli.training.targets import TARGETS, restorer_loss
+    from facerestore_cli.training.losses import restorer_loss
+    from facerestore_cli.training.targets import TARGETS
     from facerestore_cli.weights.store import WeightStore
 
     arcface = NetworkLoader(WeightStore(), Compute(torch.device("cpu"), "fp32")).load(Component("arcface-ir-se50")).module

@@ -1,45 +1,73 @@
-"""Network registry: ``build_arch(name, config)``.
+"""Network architectures: one module per architecture, each registering a descriptor beside its builder with
+`@register_arch` (timm's `@register_model`, spandrel's descriptors): how it is built from a plain config dict, the
+square input size it was built for, what its output means and how many condition channels its input carries.
 
-Each entry maps an arch name (the ``arch`` field of a weight registry entry) to "module:function"; the
-module is imported only when that arch is built, so importing this package stays cheap. To add a network,
-add one line to ``ARCHS`` whose function takes the plain config dict and returns an ``nn.Module``, and one to
-``INPUT_SIZES``. A module may define ``check_config(config)``, raising ``ConfigProblem(key, rule)`` for a value the
-architecture cannot take: ``check_config`` below runs it (and ``build_arch`` before building), so a bad config is a
-usage error naming the key and the rule, not an error from deep inside the constructor.
+``MODULES`` says only where each architecture lives: its module is imported when the architecture is first asked
+for, so importing this package stays cheap (`--help` imports no torch). A module may define
+``check_config(config)``, raising ``ConfigProblem(key, rule)`` for a value the architecture cannot take:
+``check_config`` below runs it (and ``build_arch`` before building), so a bad config is a usage error naming the key
+and the rule, not an error from deep inside the constructor.
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
-from typing import TYPE_CHECKING, Any, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from facerestore_cli.errors import UsageError
 
 if TYPE_CHECKING:
     from torch import nn
 
-ARCHS: dict[str, str] = {
-    "unet": "facerestore_cli.archs.unet:build_unet",
-    "swinir_difface": "facerestore_cli.archs.swinir:build_swinir_difface",
-    "retinaface": "facerestore_cli.archs.retinaface:build_retinaface",
-    "parsenet": "facerestore_cli.archs.facexlib_nets:build_parsenet",
-    "sparnethd": "facerestore_cli.archs.sparnethd:build_sparnethd",
-    "arcface": "facerestore_cli.archs.facexlib_nets:build_arcface",
-    "rrdbnet": "facerestore_cli.archs.rrdbnet:build_rrdbnet",
+MODULES: dict[str, str] = {
+    "unet": "facerestore_cli.archs.unet",
+    "swinir_difface": "facerestore_cli.archs.swinir",
+    "retinaface": "facerestore_cli.archs.retinaface",
+    "parsenet": "facerestore_cli.archs.facexlib_nets",
+    "sparnethd": "facerestore_cli.archs.sparnethd",
+    "arcface": "facerestore_cli.archs.facexlib_nets",
+    "rrdbnet": "facerestore_cli.archs.rrdbnet",
 }
+# what a network's output means
+EPS, EPS_VARIANCE, IMAGE = "eps", "eps+variance", "image"  # ε̂; ε̂ then the learned-range variance; an image
+DETECTIONS, PARSING, EMBEDDING = "detections", "parsing", "embedding"
 
 
-# The square input size each network was built for, from its config (None: any size).
-INPUT_SIZES = {
-    "unet": lambda c: c["image_size"],
-    "swinir_difface": lambda c: c["img_size"] * c.get("unshuffle_scale", 8),
-    "sparnethd": lambda c: c["size"],
-    "parsenet": lambda c: c.get("in_size", 512),
-    "arcface": lambda c: 112,
-    "retinaface": lambda c: None,
-    "rrdbnet": lambda c: None,
-}
+@dataclass(frozen=True)
+class Architecture:
+    """What a network needs and gives, from its config: build(config) → nn.Module; input_size: the square size it
+    was built for (None: any); output: what it returns (EPS, EPS_VARIANCE, IMAGE, ...); condition_channels: the
+    channels of its input after the image's (an SR3-style condition)."""
+
+    name: str
+    build: Callable[[dict], Any]
+    input_size: Callable[[dict], int | None]
+    output: Callable[[dict], str]
+    condition_channels: Callable[[dict], int]
+
+
+_REGISTERED: dict[str, Architecture] = {}
+
+
+def register_arch(name: str, *, input_size: Callable[[dict], int | None], output: str | Callable[[dict], str],
+                  condition_channels: Callable[[dict], int] = lambda config: 0):
+    """Decorates an architecture's builder (config dict → nn.Module) with its descriptor."""
+    def register(build):
+        meaning = output if callable(output) else (lambda config: output)
+        _REGISTERED[name] = Architecture(name, build, input_size, meaning, condition_channels)
+        return build
+    return register
+
+
+def architecture(name: str) -> Architecture:
+    """The descriptor of architecture `name` (its module imported on first use)."""
+    if name not in MODULES:
+        raise UsageError(f"unknown network architecture {name!r}", hint=f"known: {', '.join(sorted(MODULES))}")
+    if name not in _REGISTERED:
+        importlib.import_module(MODULES[name])
+    return _REGISTERED[name]
 
 
 class ConfigProblem(ValueError):
@@ -83,8 +111,7 @@ def check_int_list(config: Mapping[str, Any], key: str, minimum: int = 1) -> lis
 def check_config(name: str, config: Mapping[str, Any], where: str) -> None:
     """Raise a UsageError naming `where` (e.g. "--model-config run.yaml"), the key and the rule when `config` cannot
     build network `name`; nothing is built."""
-    module = importlib.import_module(_target(name)[0])
-    check = getattr(module, "check_config", None)
+    check = getattr(importlib.import_module(architecture(name).build.__module__), "check_config", None)
     if check is None:
         return
     try:
@@ -93,24 +120,14 @@ def check_config(name: str, config: Mapping[str, Any], where: str) -> None:
         raise UsageError(f"{where}: {name} config key '{problem.key}' {problem.rule}") from None
 
 
-def _target(name: str) -> tuple[str, str]:
-    try:
-        module_name, function_name = ARCHS[name].split(":")
-    except KeyError:
-        raise UsageError(f"unknown network architecture {name!r}", hint=f"known: {', '.join(sorted(ARCHS))}") from None
-    return module_name, function_name
-
-
 def input_size(name: str, config: dict) -> int | None:
-    return INPUT_SIZES[name](config)
+    return architecture(name).input_size(config)
 
 
 def build_arch(name: str, config: dict) -> nn.Module:
     """Build network ``name`` from its config dict (on the current default device, e.g. ``meta``)."""
-    module_name, function_name = _target(name)
     check_config(name, config, "network config")
-    builder = getattr(importlib.import_module(module_name), function_name)
     try:
-        return builder(dict(config))
+        return architecture(name).build(dict(config))
     except (TypeError, ValueError) as exc:  # a rule no check_config states
         raise UsageError(f"bad config for network {name!r}: {exc}") from exc

@@ -13,8 +13,10 @@ from typing import Any, Mapping
 from torch import nn
 
 import facerestore_cli.compat  # noqa: F401  (must precede any facexlib import)
+from facerestore_cli.archs import EMBEDDING, PARSING, register_arch
 
 
+@register_arch("parsenet", input_size=lambda c: c.get("in_size", 512), output=PARSING)
 def build_parsenet(config: Mapping[str, Any] | None = None) -> nn.Module:
     """facexlib ParseNet as used for paste-back masks: 512 in, 512 out, 19 parsing classes."""
     from facexlib.parsing.parsenet import ParseNet
@@ -24,6 +26,7 @@ def build_parsenet(config: Mapping[str, Any] | None = None) -> nn.Module:
     return ParseNet(**cfg).eval()
 
 
+@register_arch("arcface", input_size=lambda c: 112, output=EMBEDDING)
 def build_arcface(config: Mapping[str, Any] | None = None) -> nn.Module:
     """facexlib's ArcFace ``Backbone`` (TreB1eN IR-SE50 by default): 112×112 in, 512-d L2-normalised out.
 

@@ -17,6 +17,8 @@ from torch import nn
 import facerestore_cli.compat  # noqa: F401  (must precede any facexlib import)
 from facexlib.detection.retinaface_net import FPN, SSH, MobileNetV1, make_bbox_head, make_class_head, make_landmark_head
 
+from facerestore_cli.archs import DETECTIONS, register_arch
+
 RETINAFACE_NETWORKS = ("mobile0.25", "resnet50")
 _COMMON = {"min_sizes": [[16, 32], [64, 128], [256, 512]], "steps": [8, 16, 32], "variance": [0.1, 0.2], "clip": False}
 CONFIGS = {  # facexlib's generate_config, the keys detection uses
@@ -113,6 +115,7 @@ class RetinaFace(nn.Module):
         return boxes, F.softmax(classes, dim=-1), landmarks
 
 
+@register_arch("retinaface", input_size=lambda c: None, output=DETECTIONS)
 def build_retinaface(config: Mapping[str, Any] | None = None) -> nn.Module:
     """RetinaFace on the CPU in eval mode; ``config["network"]`` is "mobile0.25" or "resnet50" (default)."""
     return RetinaFace((config or {}).get("network", "resnet50")).eval()

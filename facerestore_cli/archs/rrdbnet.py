@@ -11,10 +11,12 @@ from typing import Any, Mapping
 from torch import nn
 
 import facerestore_cli.compat  # noqa: F401  (must precede any basicsr import)
+from facerestore_cli.archs import IMAGE, register_arch
 
 REALESRGAN_CONFIG = {"num_in_ch": 3, "num_out_ch": 3, "num_feat": 64, "num_block": 23, "num_grow_ch": 32, "scale": 4}
 
 
+@register_arch("rrdbnet", input_size=lambda c: None, output=IMAGE)
 def build_rrdbnet(config: Mapping[str, Any] | None = None) -> nn.Module:
     """RRDBNet on the CPU in eval mode; RGB in [0, 1] in, `scale` times larger out."""
     from basicsr.archs.rrdbnet_arch import RRDBNet

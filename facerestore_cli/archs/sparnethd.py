@@ -37,6 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from facerestore_cli.archs import IMAGE, register_arch
+
 
 class NormLayer(nn.Module):
     """``norm`` is BatchNorm, InstanceNorm (affine), GroupNorm(32), per-pixel L2 ('pixel') or identity ('none')."""
@@ -241,6 +243,7 @@ class SPARNetHD(nn.Module):
         return self.out_conv(self.decoder(self.res_layers(self.encoder(x))))
 
 
+@register_arch("sparnethd", input_size=lambda c: c["size"], output=IMAGE)
 def build_sparnethd(config: dict) -> SPARNetHD:
     """Config keys: size, min_ch, max_ch, min_feat_size, res_depth, norm_type, relu_type, att_name,
     bottleneck_size (DR2's ``BaseModel`` names), optional ch_in (3) and spectral_norm (True)."""

@@ -20,7 +20,7 @@ from torch import nn
 import facerestore_cli.compat  # noqa: F401  (must precede any basicsr import)
 from basicsr.archs.swinir_arch import RSTB, PatchEmbed, PatchUnEmbed
 
-from facerestore_cli.archs import ConfigProblem, check_int, check_int_list, check_keys
+from facerestore_cli.archs import IMAGE, ConfigProblem, check_int, check_int_list, check_keys, register_arch
 
 RGB_MEAN = (0.4488, 0.4371, 0.4040)
 
@@ -156,6 +156,7 @@ def check_config(config: dict) -> None:
         raise ConfigProblem("upsampler", f"only 'nearest+conv' is implemented, not {config['upsampler']!r}")
 
 
+@register_arch("swinir_difface", input_size=lambda c: c["img_size"] * c.get("unshuffle_scale", 8), output=IMAGE)
 def build_swinir_difface(config: dict) -> SwinIRDifFace:
     """Build from a plain config dict (registry / preset YAML); unknown keys are an error."""
     return SwinIRDifFace(**config)

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from facerestore_cli.archs import ConfigProblem, check_int, check_int_list, check_keys
+from facerestore_cli.archs import EPS, EPS_VARIANCE, ConfigProblem, check_int, check_int_list, check_keys, register_arch
 
 
 def timestep_embedding(timesteps: torch.Tensor, dim: int, max_period: int = 10000) -> torch.Tensor:
@@ -332,6 +332,9 @@ def check_config(config: dict) -> None:
         raise ConfigProblem("dropout", f"must be a number in [0, 1), not {dropout!r}")
 
 
+@register_arch("unet", input_size=lambda c: c["image_size"],
+               output=lambda c: EPS_VARIANCE if c["out_channels"] == 2 * 3 else EPS,
+               condition_channels=lambda c: c["in_channels"] - 3)
 def build_unet(config: dict) -> UNetModel:
     """Build from a plain config dict (registry / preset YAML); unknown keys are an error."""
     return UNetModel(**config)

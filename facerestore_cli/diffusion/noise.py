@@ -3,15 +3,15 @@ never on which batch it lands in (diffusers-style per-sample generators)."""
 
 from __future__ import annotations
 
-import hashlib
 
 import torch
+
+from facerestore_cli.seeds import hashed_seed
 
 
 def face_seed(seed: int, relpath: str, face_index: int) -> int:
     """The 63-bit seed of one face's stream: sha256 of (run seed, input relative path, face index)."""
-    key = f"{seed}\0{relpath}\0{face_index}".encode()
-    return int.from_bytes(hashlib.sha256(key).digest()[:8], "little") & ((1 << 63) - 1)
+    return hashed_seed(seed, relpath, face_index)
 
 
 def seeded_generator(seed: int) -> torch.Generator:

@@ -6,6 +6,7 @@ and DDPM ancestral steps over a respaced process with learned-range variance plu
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -17,6 +18,38 @@ from facerestore_cli.diffusion.schedule import extract, q_sample
 EpsModel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 # guide(x_t, ε̂, ᾱ_t, t) → correction subtracted from the DDIM mean (t: the original integer timestep)
 Guide = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class StepEvent:
+    """What every sampler loop tells its callback after each network evaluation (diffusers' step outputs): the
+    evaluation's number and how many the loop makes, the original timestep, the new x and, where the step
+    computes one, its x̂_0."""
+
+    step: int
+    total: int
+    t: int
+    x: torch.Tensor
+    x0: torch.Tensor | None = None
+
+
+def eps_model(network: Callable[..., torch.Tensor], condition: torch.Tensor | None = None,
+              grad: bool = False) -> EpsModel:
+    """The ε-predictor of a diffusion network (k-diffusion's denoiser wrapper): x_t with the condition, when there
+    is one, concatenated on channels (SR3), and the first three output channels (a learned-range network's
+    variance channels follow them). A loaded Network (networks.py) is checked against its descriptor: it must
+    predict ε and take exactly the condition's channels; grad: its forward with autograd (guidance)."""
+    given = 0 if condition is None else condition.shape[1]
+    output, expected = getattr(network, "output", None), getattr(network, "condition_channels", given)
+    if output is not None and output not in ("eps", "eps+variance"):
+        raise ValueError(f"{network.weight_id} predicts {output}, not ε")
+    if expected != given:
+        raise ValueError(f"{network.weight_id} takes {expected} condition channels, {given} given")
+    run = network.forward if grad else network
+
+    def eps(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return run(x if condition is None else torch.cat([x, condition], dim=1), t)[:, :3]
+    return eps
 
 
 def predict_x0(x_t: torch.Tensor, eps: torch.Tensor, abar_t: torch.Tensor) -> torch.Tensor:
@@ -64,7 +97,7 @@ def ddim_loop(
     abar: torch.Tensor,
     eta: float,
     generators: list[torch.Generator],
-    callback: Callable[[dict], None] | None = None,
+    callback: Callable[[StepEvent], None] | None = None,
     guide: Guide | None = None,
 ) -> torch.Tensor:
     """Run DDIM from x (already noised to the level before timesteps[0]) down through `timesteps`
@@ -86,7 +119,7 @@ def ddim_loop(
         shift = None if guide is None else guide(x, eps, abar_t, t)
         x, x0 = ddim_step(x, eps, abar_t, abar_prev, eta, noise, shift=shift)
         if callback is not None:
-            callback({"i": i, "step": i, "t": t, "x": x, "x0": x0, "total": len(timesteps)})
+            callback(StepEvent(i, len(timesteps), t, x, x0))
     return x
 
 
@@ -105,9 +138,10 @@ def ancestral_step(x_t: torch.Tensor, eps: torch.Tensor, abar_t: torch.Tensor, a
 
 
 def ancestral_loop(eps_model: EpsModel, x: torch.Tensor, timesteps: list[int], abar: torch.Tensor,
-                   generators: list[torch.Generator], callback: Callable[[dict], None] | None = None) -> torch.Tensor:
+                   generators: list[torch.Generator],
+                   callback: Callable[[StepEvent], None] | None = None) -> torch.Tensor:
     """Algorithm 1's loop from x (at the level of timesteps[0]) down through descending 0-based `timesteps`
-    (`schedule.truncated_timesteps`), one model evaluation each, at the original timestep; ᾱ_prev of the last step
+    (`schedule.timesteps(..., "rounded")`), one model evaluation each, at the original timestep; ᾱ_prev of the last step
     is 1. The step's coefficients are computed in float64 (IRM's first β is 1e-6, below float32's resolution of
     1 − β) and applied in float32. Each face draws its z from its own generator, so a result does not depend on
     its batch."""
@@ -120,7 +154,7 @@ def ancestral_loop(eps_model: EpsModel, x: torch.Tensor, timesteps: list[int], a
         noise = None if last else randn_per_face(generators, tuple(x.shape[1:]), x.device)
         x = ancestral_step(x, eps, abar[t], abar_prev, noise)
         if callback is not None:
-            callback({"step": k, "t": t, "x": x, "total": len(timesteps)})
+            callback(StepEvent(k, len(timesteps), t, x))
     return x
 
 
@@ -224,7 +258,7 @@ def dr2_loop(
     n: int,
     tau: int,
     generators: list[torch.Generator],
-    callback: Callable[[dict], None] | None = None,
+    callback: Callable[[StepEvent], None] | None = None,
 ) -> torch.Tensor:
     """DR2's degradation remover (Wang et al. 2023, §3.3, Eq. 9–11), as the official `dr2_sample_loop` runs it.
 
@@ -249,10 +283,10 @@ def dr2_loop(
         if i == tau:
             _, x0 = ddpm_step(x, out, i, sched, None)
             if callback is not None:
-                callback({"i": i, "t": t, "x": x, "x0": x0, "step": step, "total": total})
+                callback(StepEvent(step, total, t, x, x0))
             return x0
         x, x0 = ddpm_step(x, out, i, sched, randn_per_face(generators, shape, x.device))
         x = dr2_refine(x, y, abar[i - 1], randn_per_face(generators, shape, x.device), n)
         if callback is not None:
-            callback({"i": i, "t": t, "x": x, "x0": x0, "step": step, "total": total})
+            callback(StepEvent(step, total, t, x, x0))
     raise AssertionError("unreachable: the loop returns at i == tau")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch
 
+from facerestore_cli.diffusion.noise import randn_per_face
 from facerestore_cli.errors import UsageError
 
 
@@ -29,37 +30,27 @@ def preset_alphas_cumprod(schedule) -> torch.Tensor:
     return alphas_cumprod(linear_betas(schedule.num_timesteps, schedule.beta_start, schedule.beta_end))
 
 
-def space_timesteps_fractional(num_timesteps: int, count: int) -> list[int]:
-    """Respacing of improved-diffusion `space_timesteps(T, [count])` for one section: `count` timesteps with
-    fractional stride (T−1)/(count−1), rounded. DR2 uses (1000, 100) → [0, 10, …, 50, 61, 71, …, 989, 999]."""
-    if count > num_timesteps:
-        raise ValueError(f"cannot take {count} steps out of {num_timesteps}")
+def timesteps(start: int, count: int, spacing: str) -> list[int]:
+    """The descending original timesteps a reverse chain of `count` network evaluations visits, from the chain's
+    start down to 0 (diffusers' `set_timesteps`, one spacing per paper):
+
+    floor    ⌊i·start/count⌋, i = count−1 … 0: `count` steps spread evenly below `start` (start itself not visited).
+             DifFace noises to --start-t and, for start 400 and 100 steps, visits {396, 392, …, 0}: exactly its
+             official `ddim250` respacing below t = 400.
+    rounded  round(k·(start−1)/(count−1)), k = count−1 … 0: from index start−1 (the paper's step N, 1-based, as in
+             DiffBFR's Algorithm 1 `for t = N, …, 1`) down to 0 with a fractional stride; count = start visits every
+             index. It is also improved-diffusion's `space_timesteps(T, [count])` for one section, which DR2 respaces
+             its 1000 steps with (ascending: [0, 10, …, 50, 61, 71, …, 989, 999]).
+    """
+    if not 1 <= count <= start:
+        raise ValueError(f"steps must be between 1 and the chain's start {start}, got {count}")
+    if spacing == "floor":
+        return [(i * start) // count for i in reversed(range(count))]
+    if spacing != "rounded":
+        raise ValueError(f"unknown timestep spacing '{spacing}'")
     if count == 1:
-        return [0]
-    stride = (num_timesteps - 1) / (count - 1)
-    return [round(i * stride) for i in range(count)]
-
-
-def spread_below(start_t: int, evaluations: int) -> list[int]:
-    """`evaluations` timesteps spread evenly over [0, start_t), ascending: t_i = ⌊i·start_t / N⌋.
-
-    For start_t = 400 and N = 100 this is {0, 4, …, 396}: exactly the timesteps DifFace's official
-    `ddim250` respacing visits after noising to t = 400 (respaced indices 99…0)."""
-    if not 1 <= evaluations <= start_t:
-        raise ValueError(f"steps must be between 1 and the start timestep {start_t}, got {evaluations}")
-    return [(i * start_t) // evaluations for i in range(evaluations)]
-
-
-def truncated_timesteps(start: int, steps: int) -> list[int]:
-    """The descending timestep indices (0-based) of a reverse chain that starts at the paper's step N = `start`
-    (1-based, as in DiffBFR's Algorithm 1: `for t = N, …, 1`, so indices N−1 … 0) with `steps` evaluations spread
-    evenly down to index 0. steps = start is the whole chain, every index once; fewer respace it (the sampler then
-    steps over the gaps with the combined β, improved-diffusion's SpacedDiffusion rule)."""
-    if not 1 <= steps <= start:
-        raise ValueError(f"steps must be between 1 and the chain's start {start}, got {steps}")
-    if steps == 1:
         return [start - 1]
-    return [round(k * (start - 1) / (steps - 1)) for k in reversed(range(steps))]
+    return [round(k * (start - 1) / (count - 1)) for k in reversed(range(count))]
 
 
 def extract(values: torch.Tensor, t: torch.Tensor | int, like: torch.Tensor) -> torch.Tensor:
@@ -72,3 +63,9 @@ def extract(values: torch.Tensor, t: torch.Tensor | int, like: torch.Tensor) -> 
 def q_sample(x0: torch.Tensor, abar_t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     """x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε — Ho et al. 2020, Eq. 4 (reparametrised); abar_t broadcastable to x0."""
     return abar_t.sqrt() * x0 + (1.0 - abar_t).sqrt() * noise
+
+
+def diffuse_to(x0: torch.Tensor, abar: torch.Tensor, index: int, generators: list[torch.Generator]) -> torch.Tensor:
+    """x_index ~ q(x_index | x0) (Ho et al. 2020, Eq. 4; diffusers' `add_noise`), each face's ε drawn from its own
+    generator, ᾱ taken in float32: where DifFace's chain starts (Eq. 11) and DiffBFR's truncated stages (Eq. 2)."""
+    return q_sample(x0, extract(abar, index, x0), randn_per_face(generators, tuple(x0.shape[1:]), x0.device))

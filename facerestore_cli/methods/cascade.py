@@ -9,11 +9,13 @@ clamped to [−1, 1] (the chains themselves are not clipped, as in Algorithm 1).
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from facerestore_cli.diffusion.noise import randn_per_face
-from facerestore_cli.diffusion.samplers import ancestral_loop
-from facerestore_cli.diffusion.schedule import extract, q_sample, truncated_timesteps
+from facerestore_cli.diffusion.samplers import ancestral_loop, eps_model
+from facerestore_cli.diffusion.schedule import diffuse_to, timesteps
 from facerestore_cli.methods.base import Restoration
 from facerestore_cli.networks import Network
 from facerestore_cli.pixels import resize_batch
@@ -29,30 +31,23 @@ class DiffBFRCascade:
 
     def restore(self, faces: torch.Tensor, generators: list[torch.Generator], callback=None) -> Restoration:
         p = self.p
-        stages = [truncated_timesteps(len(self.abar_irm), p.irm1_steps), truncated_timesteps(p.irm2_start, p.irm2_steps),
-                  truncated_timesteps(p.tem_start, p.tem_steps)]
+        stages = [timesteps(len(self.abar_irm), p.irm1_steps, "rounded"),
+                  timesteps(p.irm2_start, p.irm2_steps, "rounded"), timesteps(p.tem_start, p.tem_steps, "rounded")]
         report = _progress(callback, [len(s) for s in stages])
         lq = resize_batch(faces.to(self.irm1.compute.device, torch.float32), self.irm1.input_size) * 2.0 - 1.0
 
         x = randn_per_face(generators, tuple(lq.shape[1:]), lq.device)
-        x = ancestral_loop(lambda x, t: self.irm1(torch.cat([x, lq], dim=1), t)[:, :3], x, stages[0], self.abar_irm,
-                           generators, report(0))
+        x = ancestral_loop(eps_model(self.irm1, lq), x, stages[0], self.abar_irm, generators, report(0))
         condition = resize_batch(x.clamp(-1.0, 1.0), self.irm2.input_size, clamp=False).clamp(-1.0, 1.0)
 
-        y = self.diffuse(condition, self.abar_irm, stages[1][0], generators)
-        y = ancestral_loop(lambda y, t: self.irm2(torch.cat([y, condition], dim=1), t)[:, :3], y, stages[1],
-                           self.abar_irm, generators, report(1))
+        y = diffuse_to(condition, self.abar_irm, stages[1][0], generators)  # q(y′_N1 | ·), Eq. 2
+        y = ancestral_loop(eps_model(self.irm2, condition), y, stages[1], self.abar_irm, generators, report(1))
         estimate = resize_batch(y.clamp(-1.0, 1.0), self.tem.input_size, clamp=False).clamp(-1.0, 1.0)
 
-        z = self.diffuse(estimate, self.abar_tem, stages[2][0], generators)
-        z = ancestral_loop(lambda z, t: self.tem(z, t)[:, :3], z, stages[2], self.abar_tem, generators, report(2))
+        z = diffuse_to(estimate, self.abar_tem, stages[2][0], generators)  # q(y_N2 | y′_0)
+        z = ancestral_loop(eps_model(self.tem), z, stages[2], self.abar_tem, generators, report(2))
         out = resize_batch(((z + 1.0) / 2.0).clamp(0.0, 1.0), self.face_size)
         return Restoration(out, resize_batch((estimate + 1.0) / 2.0, self.face_size))
-
-    @staticmethod
-    def diffuse(x0: torch.Tensor, abar: torch.Tensor, index: int, generators) -> torch.Tensor:
-        """A truncated stage's start, q(x_N | x0) at the chain's first index N − 1 (Eq. 2)."""
-        return q_sample(x0, extract(abar, index, x0), randn_per_face(generators, tuple(x0.shape[1:]), x0.device))
 
 
 def _progress(callback, lengths: list[int]):
@@ -61,5 +56,5 @@ def _progress(callback, lengths: list[int]):
         if callback is None:
             return None
         offset, total = sum(lengths[:k]), sum(lengths)
-        return lambda event: callback({**event, "step": offset + event["step"], "total": total})
+        return lambda event: callback(dataclasses.replace(event, step=offset + event.step, total=total))
     return stage

@@ -9,9 +9,8 @@ from collections.abc import Callable
 
 import torch
 
-from facerestore_cli.diffusion.noise import randn_per_face
-from facerestore_cli.diffusion.samplers import EpsModel, Guide, ddim_loop
-from facerestore_cli.diffusion.schedule import extract, q_sample, spread_below
+from facerestore_cli.diffusion.samplers import EpsModel, Guide, ddim_loop, eps_model
+from facerestore_cli.diffusion.schedule import diffuse_to, timesteps
 from facerestore_cli.methods.base import Restoration
 from facerestore_cli.networks import Network
 from facerestore_cli.pixels import resize_batch
@@ -21,29 +20,29 @@ Guidance = Callable[[torch.Tensor, torch.Tensor, EpsModel], tuple[Guide | None, 
 
 
 class DiffusedEstimator:
-    """params: anything with `steps`, `eta` and `start_t` (difface's Params). A conditional prior gets the
-    estimate (in [−1, 1]) concatenated to its input, SR3-style (a trained conditional prior for ipc-guided)."""
+    """params: anything with `steps`, `eta` and `start_t` (difface's Params). A conditional prior (its descriptor
+    says it takes condition channels) gets the estimate (in [−1, 1]) concatenated to its input, SR3-style (a
+    trained conditional prior for ipc-guided)."""
 
     def __init__(self, estimator: Network, prior: Network, abar: torch.Tensor, params, face_size: int,
-                 conditional: bool = False, guidance: Guidance | None = None):
+                 guidance: Guidance | None = None):
         self.estimator, self.prior, self.abar = estimator, prior, abar
         self.steps, self.eta, self.start_t = params.steps, params.eta, params.start_t
-        self.face_size, self.conditional, self.guidance = face_size, conditional, guidance
+        self.face_size, self.guidance = face_size, guidance
 
     def restore(self, faces: torch.Tensor, generators: list[torch.Generator], callback=None) -> Restoration:
         lq = resize_batch(faces.to(self.estimator.compute.device, torch.float32), self.face_size)
         estimate = self.estimator(lq).clamp(0.0, 1.0)
         x0 = estimate * 2.0 - 1.0
 
-        def eps_with_grad(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return self.prior.forward(torch.cat([x, x0], dim=1) if self.conditional else x, t)[:, :3]
+        eps_with_grad = eps_model(self.prior, x0 if self.prior.condition_channels else None, grad=True)
 
         def eps(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():
                 return eps_with_grad(x, t)
 
         guide, info = self.guidance(estimate, lq, eps_with_grad) if self.guidance else (None, [])
-        x = q_sample(x0, extract(self.abar, self.start_t, x0), randn_per_face(generators, tuple(x0.shape[1:]), x0.device))
-        timesteps = list(reversed(spread_below(self.start_t, self.steps)))
-        x = ddim_loop(eps, x, timesteps, self.abar, self.eta, generators, callback, guide=guide)
+        x = diffuse_to(x0, self.abar, self.start_t, generators)
+        chain = timesteps(self.start_t, self.steps, "floor")
+        x = ddim_loop(eps, x, chain, self.abar, self.eta, generators, callback, guide=guide)
         return Restoration(((x + 1.0) / 2.0).clamp(0.0, 1.0), estimate, info)

@@ -54,12 +54,12 @@ def required_weights(preset, params: Params) -> list[str]:
 def build(preset, params: Params, networks):
     import dataclasses
 
-    from facerestore_cli.diffusion.schedule import preset_alphas_cumprod, space_timesteps_fractional
+    from facerestore_cli.diffusion.schedule import preset_alphas_cumprod, timesteps
     from facerestore_cli.methods.degradation_remover import DegradationRemover
 
     schedule = preset.schedule("prior")
     abar = preset_alphas_cumprod(schedule)
-    timesteps = space_timesteps_fractional(len(abar), schedule.respace)
+    respaced = timesteps(len(abar), schedule.respace, "rounded")[::-1]
     prior = networks.load(dataclasses.replace(preset.components["prior"], weights=prior_choices(preset)[params.prior]))
     enhancer = networks.load(preset.components["enhancer"]) if params.enhancer == "sparnethd" else None
-    return DegradationRemover(prior, enhancer, abar, timesteps, params, preset.face_size)
+    return DegradationRemover(prior, enhancer, abar, respaced, params, preset.face_size)

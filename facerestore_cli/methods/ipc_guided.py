@@ -41,7 +41,7 @@ def build(preset, params: Params, networks):
     guidance = _guidance(params, networks, parts) if params.guidance_scale > 0 else None
     return DiffusedEstimator(networks.load(parts["ipc"]), networks.load(parts["prior"]),
                              preset_alphas_cumprod(preset.schedule("prior")), params, preset.face_size,
-                             conditional=bool(parts["prior"].conditional), guidance=guidance)
+                             guidance=guidance)
 
 
 def _guidance(params: Params, networks, parts):

@@ -19,10 +19,11 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset, Sampler
 
 from facerestore_cli.degrade import MODELS, image_rng, resize_to
-from facerestore_cli.discover import IMAGE_SUFFIXES, sniff_image
+from facerestore_cli.discover import Discovery, folder_images
 from facerestore_cli.errors import UsageError
 from facerestore_cli.imageio import read_image
 from facerestore_cli.pixels import to_uint8
+from facerestore_cli.seeds import hashed_seed
 
 
 @dataclass
@@ -41,10 +42,8 @@ def list_faces(root: Path) -> Listing:
     if not root.is_dir():
         raise UsageError(f"--data {root} is not a folder")
     listing = Listing([], [])
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and not any(s.startswith(".") for s in p.relative_to(root).parts)):
-        rel = path.relative_to(root).as_posix()
-        if path.suffix.lower() not in IMAGE_SUFFIXES and sniff_image(path) is None:
-            continue
+    # sorted by path, folder parts first: the order resumes and epochs were made with
+    for path, rel in sorted(folder_images(Discovery(), root, recursive=True), key=lambda found: found[0]):
         try:
             with Image.open(path) as im:
                 im.verify()
@@ -60,8 +59,7 @@ def list_faces(root: Path) -> Listing:
 
 
 def sample_key(seed: int, epoch: int, rel: str) -> int:
-    digest = hashlib.sha256(f"train\0{seed}\0{epoch}\0{rel}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+    return hashed_seed("train", seed, epoch, rel)
 
 
 class Faces(Dataset):
@@ -87,8 +85,7 @@ class Faces(Dataset):
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
-    digest = hashlib.sha256(f"order\0{seed}\0{epoch}".encode()).digest()
-    return np.random.default_rng(int.from_bytes(digest[:8], "little")).permutation(n)
+    return np.random.default_rng(hashed_seed("order", seed, epoch, bits=64)).permutation(n)
 
 
 class Positions(Sampler):

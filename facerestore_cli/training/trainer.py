@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import json
 import os
 import sys
@@ -25,16 +24,18 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 
 from facerestore_cli.archs import build_arch, check_config, input_size
-from facerestore_cli.device import Compute
+from facerestore_cli.device import Compute, resolve
 from facerestore_cli.errors import UsageError
 from facerestore_cli.files import atomic_open, atomic_write_bytes
 from facerestore_cli.interrupts import InterruptGuard, Interrupted
 from facerestore_cli.networks import NetworkLoader
 from facerestore_cli.presets import Component
 from facerestore_cli.progress import duration
+from facerestore_cli.seeds import hashed_seed
 from facerestore_cli.training import checkpoints
 from facerestore_cli.training.data import Faces, Positions, list_faces
-from facerestore_cli.training.targets import TARGETS, diffusion_loss, restorer_loss, to_unit, validation_sample
+from facerestore_cli.training.losses import diffusion_loss, restorer_loss, to_unit, validation_sample
+from facerestore_cli.training.targets import TARGETS
 from facerestore_cli.weights.store import WeightStore
 
 @dataclass
@@ -73,11 +74,12 @@ class Trainer:
             raise UsageError(f"unknown training target '{cfg.target}'", hint=f"choose one of: {', '.join(TARGETS)}")
         self.cfg, self.say, self.target = cfg, say, TARGETS[cfg.target]
         self.world, self.rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
-        self.device = _device(cfg.device, int(os.environ.get("LOCAL_RANK", "0")))
+        # the run path's device and precision policy; under torchrun `auto` is this rank's GPU
+        local = f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if cfg.device == "auto" and torch.cuda.is_available() else None
+        self.compute = resolve(local or cfg.device, cfg.precision)
+        self.device, self.precision = self.compute.device, self.compute.precision
         if self.world > 1 and not dist.is_initialized():
             dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
-        self.precision = cfg.precision if cfg.precision != "auto" else (
-            "bf16" if self.device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32")
         spec = WeightStore().spec(self.target.weight_id)
         self.config = {**spec.config, **cfg.model_config}
         check_config(spec.arch, self.config, f"--model-config {cfg.model_config_file or ''}".rstrip())
@@ -170,7 +172,7 @@ class Trainer:
             hq, lq, keys = next(batches)
             hq, lq = to_unit(hq.to(self.device)), to_unit(lq.to(self.device))
             sync = micro == cfg.grad_accum - 1 or self.world == 1
-            with (contextlib.nullcontext() if sync else self.net.no_sync()), self._autocast():
+            with (contextlib.nullcontext() if sync else self.net.no_sync()), self.compute.autocast():
                 if self.target.kind == "diffusion":
                     loss = diffusion_loss(self.target, self.net, self.abar, hq, lq, keys, self.size, cfg.loss)
                 else:
@@ -233,7 +235,7 @@ class Trainer:
         items = [faces[(i, -1)] for i in range(count)]
         hq = torch.stack([it[0] for it in items]).to(self.device)
         lq = torch.stack([it[1] for it in items]).to(self.device)
-        with self._autocast():
+        with self.compute.autocast():
             out = validation_sample(self.target, self.ema, self.abar, to_unit(lq), self.size, self.cfg.seed)
         side = hq.shape[-1]
         out = torch.nn.functional.interpolate(out.float(), size=(side, side), mode="bicubic", antialias=True).clamp(0, 1)
@@ -258,12 +260,6 @@ class Trainer:
         with atomic_open(path, "w") as handle:
             handle.write("".join(line + "\n" for line in kept))
 
-    def _autocast(self):
-        if self.precision == "fp32":
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=torch.bfloat16 if self.precision == "bf16" else torch.float16)
-
-
 def _bar(total: int, done: int):
     """A Rich bar on a terminal (plain lines at --log-every otherwise)."""
     from rich.console import Console
@@ -275,13 +271,7 @@ def _bar(total: int, done: int):
     return bar
 
 
-def _device(name: str, local_rank: int) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
-    return torch.device(name)
-
-
 def _step_seed(seed: int, step: int) -> int:
-    return int.from_bytes(hashlib.sha256(f"step\0{seed}\0{step}".encode()).digest()[:8], "little") & ((1 << 63) - 1)
+    return hashed_seed("step", seed, step)
 
 
