@@ -19,7 +19,8 @@ class RunCommand:
 
     inputs: list[Path] | None = setting(default=None, argument=True, metavar="PHOTO|FOLDER...", whole_run=True,
                                         help="Image files and/or folders.")
-    recursive: bool = setting("-r", "--recursive", default=False, panel=IO, whole_run=True, help="Descend into sub-folders.")
+    recursive: bool = setting("-r", "--recursive", default=False, panel=IO, whole_run=True,
+                              help="Descend into sub-folders.")
     files_from: str | None = setting("--files-from", default=None, panel=IO, metavar="FILE|-", whole_run=True,
                                      help="Read input paths from FILE (one per line), '-' for stdin.")
     base: Path | None = setting("--base", default=None, panel=IO, metavar="DIR", whole_run=True,

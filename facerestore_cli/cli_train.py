@@ -78,8 +78,8 @@ def _make_command(target: str):
         lr: float = typer.Option(1e-4, "--lr", metavar="X", help="AdamW learning rate after warm-up."),
         warmup: int = typer.Option(1000, "--warmup", min=0, metavar="N", help="Steps of linear learning-rate warm-up."),
         precision: str = typer.Option("auto", "--precision", metavar="auto|fp32|bf16|fp16",
-                                      help="Autocast, as `run --precision` chooses it (auto: bf16 on a GPU that has it, else "
-                                           "fp16; fp32 on the CPU); fp16 uses a gradient scaler."),
+                                      help="Autocast, as `run --precision` chooses it (auto: bf16 on a GPU that has "
+                                           "it, else fp16; fp32 on the CPU); fp16 uses a gradient scaler."),
         seed: int = typer.Option(0, "--seed", metavar="N", help="Initialisation, data order, degradations and noise."),
         loss: str = typer.Option("l1", "--loss", metavar="l1|l2", help="L1 (Table 6) or squared error (Eq. 8/9)."),
         model_config: Optional[Path] = typer.Option(None, "--model-config", metavar="FILE.yaml",

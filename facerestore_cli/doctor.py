@@ -31,7 +31,8 @@ def findings() -> dict:
     except Exception as exc:  # doctor reports, never crashes
         facts["problems"].append(f"torch import failed: {exc}")
     root = home()
-    facts["cache"] = {"path": str(root), "offline": offline_from_environment(), "home_from_env": bool(os.environ.get("FACERESTORE_HOME"))}
+    facts["cache"] = {"path": str(root), "offline": offline_from_environment(),
+                      "home_from_env": bool(os.environ.get("FACERESTORE_HOME"))}
     try:
         (root / "weights").mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=root / "weights"):

@@ -56,9 +56,10 @@ class Ledger:
             **o.shaping(RESTORATION), **o.shaping(OUTPUT),
         })
 
-    def loaded(self, weights: dict[str, str | None], compute, batch_size: int) -> None:
-        """The models are loaded: weight hashes just recorded (first use of a file) enter the signature."""
-        self.weights, self.device, self.precision = weights, compute.describe(), compute.precision
+    def loaded(self, weights: dict[str, str | None], device: str, precision: str, batch_size: int) -> None:
+        """The models are loaded (on `device`, described for records, at `precision`): weight hashes just
+        recorded (first use of a file) enter the signature."""
+        self.weights, self.device, self.precision = weights, device, precision
         self.batch_size = batch_size
         self.signature = self._signature()
 

@@ -4,6 +4,7 @@ end): its flag, help and what it means for a run are declared there and nowhere 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,11 +12,11 @@ from typing import Any
 from facerestore_cli.errors import UsageError
 from facerestore_cli.faces import DEFAULT_DETECTOR, DETECTOR_WEIGHTS
 from facerestore_cli.faces.settings import FaceSettings
-from facerestore_cli.methods import Method
+from facerestore_cli.methods import Method, method_for
 from facerestore_cli.methods.params import MethodParams
 from facerestore_cli.presets import Preset
-from facerestore_cli.settings import (ARCHIVAL, DEVICE, EXTRAS, FACES, IO, METHOD, OUTPUT, RESTORATION, Setting, setting,
-                                      settings_of)
+from facerestore_cli.settings import (ARCHIVAL, DEVICE, EXTRAS, FACES, IO, METHOD, OUTPUT, RESTORATION, Setting,
+                                      setting, settings_of)
 from facerestore_cli.shards import parse_shard
 from facerestore_cli.weights.store import offline_from_environment
 
@@ -121,6 +122,15 @@ class RunOptions:
     save_compare: bool = setting("--save-compare", default=False, panel=EXTRAS,
                                  help="Also write input | restored sheets per face under OUT/_compare/.")
     command_line: tuple[str, ...] = ()  # the options the command line gave, as words (bench's start-up probe)
+
+    def __getstate__(self) -> dict:
+        """What another process (a device worker, a Ray actor) unpickles: a preset file's method module and its
+        Params class live in a module made at run time, so they travel as the preset and the parameters' values."""
+        return {**self.__dict__, "method": None, "params": dataclasses.asdict(self.params)}
+
+    def __setstate__(self, state: dict) -> None:
+        method = method_for(state["preset"])
+        self.__dict__.update({**state, "method": method, "params": method.Params(**state["params"])})
 
     def check(self) -> None:
         """Rules between options."""

@@ -16,6 +16,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from facerestore_cli import __version__
+from facerestore_cli.errors import FacerestoreError
 from facerestore_cli.background import enlarge, resize
 from facerestore_cli.faces import masks
 from facerestore_cli.faces.align import estimate_affine, paste_faces, warp_face
@@ -124,6 +125,22 @@ def resized_picture(picture, rgb, alpha, scale: int):
     stays."""
     dpi = None if picture.dpi is None or scale == 1 else (picture.dpi[0] * scale, picture.dpi[1] * scale)
     return dataclasses.replace(picture, rgb=rgb, alpha=alpha, dpi=dpi)
+
+
+def read_failure(exc: Exception) -> str:
+    """A photo's failure reason when reading it raised exc (a FacerestoreError or an OSError)."""
+    return exc.message if isinstance(exc, FacerestoreError) else f"cannot read: {exc.strerror or exc}"
+
+
+def restore_failure(exc: Exception) -> str:
+    """A photo's failure reason when restoring its faces raised exc (a FacerestoreError or a device's error)."""
+    reason = exc.message if isinstance(exc, FacerestoreError) else f"device error: {exc}".splitlines()[0]
+    return f"restoration failed: {reason}"
+
+
+def write_failure(exc: Exception, dest: Path) -> str:
+    """A photo's failure reason when pasting, encoding or writing it to dest raised exc."""
+    return exc.message if isinstance(exc, FacerestoreError) else f"cannot write {dest}: {exc.strerror or exc}"
 
 
 class PhotoWriter:

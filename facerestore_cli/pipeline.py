@@ -27,7 +27,7 @@ from facerestore_cli.ledger import Outcomes
 from facerestore_cli.models import Models
 from facerestore_cli.options import RunOptions, io_workers
 from facerestore_cli.overlap import Prefetch, Sequencer
-from facerestore_cli.photos import Face, Photo, PhotoReader, PhotoWriter
+from facerestore_cli.photos import Face, Photo, PhotoReader, PhotoWriter, read_failure, restore_failure, write_failure
 from facerestore_cli.pixels import resize_batch, to_tensor
 from facerestore_cli.timings import StageTimer
 
@@ -90,11 +90,8 @@ class Pipeline:
             self.guard.check()
             try:
                 photo = outcome.get()
-            except FacerestoreError as exc:
-                self._failed_to_read(job, exc.message)
-                continue
-            except OSError as exc:
-                self._failed_to_read(job, f"cannot read: {exc.strerror or exc}")
+            except (FacerestoreError, OSError) as exc:
+                self._failed_to_read(job, read_failure(exc))
                 continue
             self.progress.found(len(photo.faces))
             if not photo.faces:
@@ -121,13 +118,13 @@ class Pipeline:
         except Interrupted:
             raise  # not a failure: the batch's photos are left unrecorded, so the next run does them
         except (FacerestoreError, RuntimeError) as exc:
-            reason = exc.message if isinstance(exc, FacerestoreError) else f"device error: {exc}".splitlines()[0]
+            reason = restore_failure(exc)
             failed = {id(photo): photo for photo, _face in batch}
             kept = [(photo, face) for photo, face in queue if id(photo) not in failed]
             queue.clear()
             queue.extend(kept)
             for photo in failed.values():
-                self.sequencer.now(lambda photo=photo: self.ledger.fail(photo.job, f"restoration failed: {reason}", photo))
+                self.sequencer.now(lambda photo=photo: self.ledger.fail(photo.job, reason, photo))
             return
         for photo, _face in batch:
             photo.pending -= 1
@@ -203,10 +200,8 @@ class Pipeline:
         def record(outcome) -> None:
             try:
                 status, reason, extras = outcome.get()
-            except FacerestoreError as exc:
-                self.ledger.fail(photo.job, exc.message, photo)
-            except OSError as exc:
-                self.ledger.fail(photo.job, f"cannot write {photo.job.dest}: {exc.strerror or exc}", photo)
+            except (FacerestoreError, OSError) as exc:
+                self.ledger.fail(photo.job, write_failure(exc, photo.job.dest), photo)
             else:
                 self.ledger.done(photo, status, reason, extras)
 

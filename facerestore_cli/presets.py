@@ -87,18 +87,21 @@ def _typed(cls, data: Any, where: str):
     hints = typing.get_type_hints(cls)
     values = {}
     for name, value in data.items():
-        kind = typing.get_origin(hints[name]) or hints[name]
-        kinds = [typing.get_origin(a) or a for a in typing.get_args(hints[name])] if kind in (types.UnionType, typing.Union) else [kind]
+        hint = hints[name]
+        union = typing.get_origin(hint) in (types.UnionType, typing.Union)
+        kinds = [typing.get_origin(a) or a for a in typing.get_args(hint)] if union else [typing.get_origin(hint) or hint]
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
         if value is None and type(None) in kinds:
             values[name] = None
         elif NoiseSchedule in kinds:
             values[name] = _typed(NoiseSchedule, value, f"{where}.{name}")
-        elif float in kinds and isinstance(value, (int, float)) and not isinstance(value, bool):
+        elif float in kinds and number:
             values[name] = float(value)
-        elif any(isinstance(value, k) and not (k is int and isinstance(value, bool)) for k in kinds if k is not type(None)):
+        elif any(isinstance(value, k) and (k is bool or not isinstance(value, bool)) for k in kinds):
             values[name] = value
         else:
-            raise UsageError(f"{where}.{name} must be {' or '.join(k.__name__ for k in kinds)}, got {value!r}")
+            shown = " or ".join(k.__name__ for k in kinds if k is not type(None))
+            raise UsageError(f"{where}.{name} must be {shown}, got {value!r}")
     missing = [f.name for f in fields.values() if f.default is dataclasses.MISSING and f.name not in values]
     if missing:
         raise UsageError(f"{where} must name its {', '.join(missing)}")

@@ -10,11 +10,12 @@ a local run does. A photo whose stage fails becomes a failed record; a block los
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
-from types import SimpleNamespace
 
 from facerestore_cli.errors import FacerestoreError, UsageError
-from facerestore_cli.workers import portable, strip_pixels, unpacked
+from facerestore_cli.photos import read_failure, restore_failure, write_failure
+from facerestore_cli.workers import strip_pixels
 
 
 def _ray():
@@ -47,7 +48,7 @@ def restore_with_ray(opts, ledger, guard, jobs, weights_after_load) -> None:
     from facerestore_cli.weights.store import home
 
     # the actors' weights cache is the driver's (FACERESTORE_HOME must name the same files on every node)
-    settings = {"opts": portable(opts), "threads": torch.get_num_threads(),
+    settings = {"opts": opts, "threads": torch.get_num_threads(),
                 "device": "cuda" if gpus else "cpu", "home": str(home())}
     by_rel = {job.rel: job for job in jobs}
     rows = ray.data.from_items([{"job": pickle.dumps(job)} for job in jobs], override_num_blocks=max(1, len(jobs)))
@@ -62,8 +63,7 @@ def restore_with_ray(opts, ledger, guard, jobs, weights_after_load) -> None:
         kind, job, payload = pickle.loads(row["outcome"])
         if not loaded:
             device, precision = payload["compute"]
-            compute = SimpleNamespace(describe=lambda: f"ray: {device}", precision=precision)
-            ledger.loaded(weights_after_load(), compute, payload["batch_size"])
+            ledger.loaded(weights_after_load(), f"ray: {device}", precision, payload["batch_size"])
             loaded = True
         by_rel.pop(job.rel, None)
         photo = payload.get("photo")
@@ -87,7 +87,7 @@ def _models(settings: dict):
     from facerestore_cli.weights.store import WeightStore
 
     torch.set_num_threads(settings["threads"])  # CPU kernels' results depend on the thread count
-    opts = unpacked(settings["opts"], device=settings["device"])
+    opts = dataclasses.replace(settings["opts"], device=settings["device"])
     compute = resolve(opts.device, opts.precision, opts.compile, opts.channels_last)
     return opts, load_models(opts, compute, WeightStore(settings["home"], offline=opts.offline))
 
@@ -129,7 +129,7 @@ def _detector(settings: dict):
     from facerestore_cli.weights.store import WeightStore
 
     torch.set_num_threads(settings["threads"])
-    opts = unpacked(settings["opts"])
+    opts = settings["opts"]
     if opts.aligned:
         return None
     networks = NetworkLoader(WeightStore(settings["home"], offline=opts.offline), resolve("cpu", "fp32"))
@@ -143,7 +143,7 @@ class _Read:
         from facerestore_cli.photos import PhotoReader
         from facerestore_cli.timings import StageTimer
 
-        self.reader = PhotoReader(unpacked(settings["opts"]), _detector(settings), StageTimer())
+        self.reader = PhotoReader(settings["opts"], _detector(settings), StageTimer())
 
     def __call__(self, row: dict) -> dict:
         job = pickle.loads(row["job"])
@@ -151,8 +151,7 @@ class _Read:
         try:
             return {"job": row["job"], "photo": pickle.dumps(outcome.get()), "error": ""}
         except (FacerestoreError, OSError) as exc:
-            reason = exc.message if isinstance(exc, FacerestoreError) else f"cannot read: {exc.strerror or exc}"
-            return {"job": row["job"], "photo": b"", "error": reason}
+            return {"job": row["job"], "photo": b"", "error": read_failure(exc)}
 
 
 class _Restore:
@@ -180,8 +179,7 @@ class _Restore:
             try:
                 self.pipeline.restore_with_retry([(photos[i], face) for i, face in chunk])
             except (FacerestoreError, RuntimeError) as exc:
-                reason = exc.message if isinstance(exc, FacerestoreError) else f"device error: {exc}".splitlines()[0]
-                errors.update({i: f"restoration failed: {reason}" for i, _f in chunk})
+                errors.update({i: restore_failure(exc) for i, _f in chunk})
         for i, photo in photos.items():
             if i not in errors and self.opts.faces.upscale > 1 and not self.opts.aligned:
                 photo.enlarged = self.writer.enlarged(photo.picture)
@@ -198,7 +196,7 @@ class _Write:
         from facerestore_cli.photos import PhotoWriter
         from facerestore_cli.timings import StageTimer
 
-        self.writer = PhotoWriter(unpacked(settings["opts"]), StageTimer())
+        self.writer = PhotoWriter(settings["opts"], StageTimer())
 
     def __call__(self, row: dict) -> dict:
         job = pickle.loads(row["job"])
@@ -209,10 +207,7 @@ class _Write:
         try:
             finish = self.writer.finish if photo.faces else self.writer.copy_through
             status, reason, extras = finish(photo)
-        except FacerestoreError as exc:
-            return _outcome("failed", job, reason=exc.message, photo=_light(photo), **run)
-        except OSError as exc:
-            reason = f"cannot write {job.dest}: {exc.strerror or exc}"
-            return _outcome("failed", job, reason=reason, photo=_light(photo), **run)
+        except (FacerestoreError, OSError) as exc:
+            return _outcome("failed", job, reason=write_failure(exc, job.dest), photo=_light(photo), **run)
         return _outcome("done", job, status=status, reason=reason, extras=extras, photo=_light(photo), **run)
 

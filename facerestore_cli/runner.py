@@ -76,7 +76,8 @@ def _run_locked(opts, progress, jobs, compute, store, ledger: Ledger, timings, l
                 require_weights(opts, store)
             if todo and not compute.workers and opts.engine == "local":
                 models = loaded or load_models(opts, compute, store)
-                ledger.loaded(weight_hashes(opts, store), models.compute, models.batch_size)
+                ledger.loaded(weight_hashes(opts, store), models.compute.describe(), models.compute.precision,
+                              models.batch_size)
         except BaseException:
             ledger.abandon()
             raise

@@ -3,9 +3,10 @@
 allowed values, and what it means for a run: whether it shapes the output (and so enters the rerun signature and
 the records), whether it applies only to whole photos (refused with --aligned), whether it only says where results
 go or how a run talks (`bench` leaves it out) and whether it concerns the run's inputs as a whole (bench's start-up
-probe, which runs one photo, leaves it out). Everything else is derived from the fields: the Typer signatures of `run` and `bench`
-(cli_signature.py), a preset block with flags over it resolved into the frozen dataclass (`merge`), the rerun
-signature and records (ledger.py), the command line of bench's start-up probe. A new run flag is one field.
+probe, which runs one photo, leaves it out). Everything else is derived from the fields: the Typer signatures of
+`run` and `bench` (cli_signature.py), a preset block with flags over it resolved into the frozen dataclass
+(`merge`), the rerun signature and records (ledger.py), the command line of bench's start-up probe. A new run flag
+is one field.
 
 Nothing here imports torch or typer: `run --help` reads every declaration.
 """

@@ -36,20 +36,6 @@ def device_list(spec: str) -> list[str]:
     return devices
 
 
-def portable(opts):
-    """RunOptions another process can unpickle: a preset file's method module and its Params class live in a module
-    made at run time, so they travel as the preset (already there) and the parameters' values."""
-    return dataclasses.replace(opts, method=None, params=dataclasses.asdict(opts.params))
-
-
-def unpacked(opts, **changes):
-    """The RunOptions `portable` packed, with the method and its Params made again in this process."""
-    from facerestore_cli.methods import method_for
-
-    method = method_for(opts.preset)
-    return dataclasses.replace(opts, method=method, params=method.Params(**opts.params), **changes)
-
-
 def restore_on_devices(opts, compute, ledger, guard, jobs, weights_after_load) -> None:
     """Restore `jobs` with one worker per device of compute.workers; outcomes go to `ledger` as the workers report
     them. weights_after_load: the run's weight hashes, called once the first worker has loaded (and hashed) them."""
@@ -63,7 +49,7 @@ def restore_on_devices(opts, compute, ledger, guard, jobs, weights_after_load) -
     for _ in devices:
         todo.put(None)
     workers = [context.Process(target=_worker, name=f"facerestore-{device}", daemon=True,
-                               args=(k, device, portable(opts), todo, results, torch.get_num_threads()))
+                               args=(k, device, opts, todo, results, torch.get_num_threads()))
                for k, device in enumerate(devices)]
     for worker in workers:
         worker.start()
@@ -108,7 +94,7 @@ class _Parent:
     def handle(self, kind: str, k: int, payload) -> None:
         progress = self.ledger.progress
         if kind == "loaded" and not self.loaded:
-            self.ledger.loaded(self.weights_after_load(), self.compute, payload)
+            self.ledger.loaded(self.weights_after_load(), self.compute.describe(), self.compute.precision, payload)
             self.loaded = True
         elif kind == "took":
             self.taken[k][payload.rel] = payload
@@ -203,7 +189,7 @@ def _worker(k: int, device: str, opts, todo, results, threads: int) -> None:
     def put(kind, payload=None):
         results.put((kind, k, payload))
 
-    opts = unpacked(opts, device=device)
+    opts = dataclasses.replace(opts, device=device)
     try:
         compute = resolve(device, opts.precision, opts.compile, opts.channels_last)
         models = load_models(opts, compute, WeightStore(offline=opts.offline))

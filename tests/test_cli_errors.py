@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import yaml
 from PIL import Image
 
@@ -126,3 +127,35 @@ def test_unexpected_error_is_one_line_without_debug(monkeypatch, tmp_path, capsy
     monkeypatch.setattr(runner, "run", boom)
     code, _out, err = run_cli(capsys, "run", PHOTOS / "old-portrait-01.jpg", "-o", tmp_path / "o")
     assert code == 1 and "kaboom" in err and "Traceback" not in err and "--debug" in err
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d["components"]["prior"].update(optional="yes"), "component 'prior'.optional must be bool, got 'yes'"),
+    (lambda d: d["components"]["prior"].update(wieghts="x"), "component 'prior': unknown key(s) wieghts"),
+    (lambda d: d["components"]["prior"]["schedule"].update(num_timesteps=True),
+     "component 'prior'.schedule.num_timesteps must be int, got True"),
+    (lambda d: d["faces"].update(blend="half"), "faces.blend (--blend) must be a number, got 'half'"),
+    (lambda d: d["faces"].update(upscale=3), "faces.upscale (--upscale) must be one of 1, 2, 4, got 3"),
+    (lambda d: d["components"]["prior"].pop("schedule"), "component 'prior' needs a `schedule:`"),
+])
+def test_preset_values_are_typed_and_named(tmp_path, capsys, change, message):
+    """A preset's components, schedules and face settings are checked against their types when it loads: a wrong
+    value is a usage error naming the file, the component or block, the key and the rule."""
+    data = yaml.safe_load((REPO / "presets" / "difface.yaml").read_text())
+    change(data)
+    preset = tmp_path / "p.yaml"
+    preset.write_text(yaml.safe_dump(data))
+    code, _out, err = run_cli(capsys, "run", tmp_path, "-o", tmp_path / "out", "--preset", preset, "--dry-run")
+    assert code == 2 and f"preset {preset}" in err and message in err, err
+
+
+def test_a_preset_with_the_former_top_level_schedule_still_loads(tmp_path):
+    """Presets written before schedules moved into components keep working: a top-level `schedule:` is the
+    `prior` component's."""
+    from facerestore_cli.presets import load_builtin, load_file
+
+    data = yaml.safe_load((REPO / "presets" / "dr2.yaml").read_text())
+    data["schedule"] = data["components"]["prior"].pop("schedule")
+    preset = tmp_path / "old.yaml"
+    preset.write_text(yaml.safe_dump(data))
+    assert load_file(preset).schedule("prior") == load_builtin("dr2").schedule("prior")

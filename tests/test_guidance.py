@@ -296,3 +296,36 @@ def test_build_id_mask_dispatch_and_uniform():
     for bad in (dict(kind="parsing"), dict(kind="proxy", estimate=est), dict(kind="learned", shape=est.shape)):
         with pytest.raises(ValueError):
             build_id_mask(**bad)
+
+
+def test_a_conditional_prior_gets_the_estimate_beside_x_t():
+    """ipc-guided's Eq. 5 prior: a UNet whose descriptor says it takes 3 condition channels (in_channels 6) sees
+    [y_t, 2·g_φ(x) − 1] at every step; an unconditional one sees y_t alone."""
+    from types import SimpleNamespace
+
+    from facerestore_cli.device import Compute
+    from facerestore_cli.methods.diffused_estimator import DiffusedEstimator
+    from facerestore_cli.networks import Network
+
+    class Spy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def forward(self, x, t):
+            self.seen.append(x.clone())
+            return torch.zeros(x.shape[0], 6, *x.shape[2:])
+
+    compute = Compute(torch.device("cpu"), "fp32")
+    estimator = Network("ipc", {}, nn.Identity(), compute, 8)
+    abar = schedule.alphas_cumprod(schedule.linear_betas(1000))
+    params = SimpleNamespace(steps=3, eta=0.0, start_t=30)
+    faces = torch.rand(2, 3, 8, 8)
+    gens = [seeded_generator(face_seed(1, "a", i)) for i in range(2)]
+    for condition, channels in ((3, 6), (0, 3)):
+        spy = Spy()
+        prior = Network("prior", {}, spy, compute, 8, "eps+variance", condition)
+        DiffusedEstimator(estimator, prior, abar, params, 8).restore(faces, gens)
+        assert len(spy.seen) == 3 and all(x.shape[1] == channels for x in spy.seen)
+        if condition:
+            assert all(torch.allclose(x[:, 3:], faces * 2 - 1) for x in spy.seen)

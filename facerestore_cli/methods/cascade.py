@@ -27,10 +27,10 @@ class DiffBFRCascade:
     def __init__(self, irm1: Network, irm2: Network, tem: Network, abar_irm: torch.Tensor, abar_tem: torch.Tensor,
                  params, face_size: int):
         self.irm1, self.irm2, self.tem = irm1, irm2, tem
-        self.abar_irm, self.abar_tem, self.p, self.face_size = abar_irm, abar_tem, params, face_size
+        self.abar_irm, self.abar_tem, self.params, self.face_size = abar_irm, abar_tem, params, face_size
 
     def restore(self, faces: torch.Tensor, generators: list[torch.Generator], callback=None) -> Restoration:
-        p = self.p
+        p = self.params
         stages = [timesteps(len(self.abar_irm), p.irm1_steps, "rounded"),
                   timesteps(p.irm2_start, p.irm2_steps, "rounded"), timesteps(p.tem_start, p.tem_steps, "rounded")]
         report = _progress(callback, [len(s) for s in stages])

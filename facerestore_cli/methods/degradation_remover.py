@@ -19,7 +19,7 @@ class DegradationRemover:
     def __init__(self, prior: Network, enhancer: Network | None, abar: torch.Tensor, timesteps: list[int], params,
                  face_size: int):
         self.prior, self.enhancer, self.abar, self.timesteps = prior, enhancer, abar, timesteps
-        self.n, self.tau, self.face_size = params.dr2_n, params.dr2_tau, face_size
+        self.params, self.face_size = params, face_size
 
     def enhance(self, coarse: torch.Tensor) -> torch.Tensor:
         """Coarse x̂0 in [-1, 1] at the prior's size → [0, 1] at the face size. As in the official dr2e.py, the
@@ -31,5 +31,6 @@ class DegradationRemover:
 
     def restore(self, faces: torch.Tensor, generators: list[torch.Generator], callback=None) -> Restoration:
         y = resize_batch(faces.to(self.prior.compute.device, torch.float32), self.prior.input_size) * 2.0 - 1.0
-        coarse = dr2_loop(self.prior, y, self.timesteps, self.abar, self.n, self.tau, generators, callback)
+        coarse = dr2_loop(self.prior, y, self.timesteps, self.abar, self.params.dr2_n, self.params.dr2_tau,
+                          generators, callback)
         return Restoration(self.enhance(coarse.clamp(-1.0, 1.0)))

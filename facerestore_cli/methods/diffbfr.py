@@ -1,7 +1,7 @@
 """DiffBFR (Qiu et al. 2023): a cascaded Identity Restoration Module (a conditional DDPM at 128 from pure noise,
 then a conditional DDPM at 512 started truncated at N1 from the upsampled result) and a Texture Enhancement Module
 (an unconditional DDPM started truncated at N2 from the IRM output), Algorithm 1; the sampling core is in
-cascade.py. Fewer steps than a stage's chain respace it (schedule.truncated_timesteps)."""
+cascade.py. Fewer steps than a stage's chain respace it (schedule.timesteps(..., "rounded"))."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ class Params(MethodParams):
     refused = {
         "--steps": "DiffBFR's stages take --irm1-steps, --irm2-steps and --tem-steps",
         "--eta": "DiffBFR samples with ancestral DDPM steps, σ² = β (Algorithm 1: no η)",
-        "--start-t": "DiffBFR's truncated stages start at --irm2-start (N1) and --tem-start (N2)",
+        "--start-t": "DiffBFR's truncated stages start at --irm2-start-t (N1) and --tem-start-t (N2)",
     }
 
     irm1_steps: int = knob("--irm1-steps", "IRM(-1) evaluations from pure noise (2000 = the paper's whole chain).",

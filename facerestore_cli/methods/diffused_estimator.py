@@ -27,7 +27,7 @@ class DiffusedEstimator:
     def __init__(self, estimator: Network, prior: Network, abar: torch.Tensor, params, face_size: int,
                  guidance: Guidance | None = None):
         self.estimator, self.prior, self.abar = estimator, prior, abar
-        self.steps, self.eta, self.start_t = params.steps, params.eta, params.start_t
+        self.params = params
         self.face_size, self.guidance = face_size, guidance
 
     def restore(self, faces: torch.Tensor, generators: list[torch.Generator], callback=None) -> Restoration:
@@ -42,7 +42,7 @@ class DiffusedEstimator:
                 return eps_with_grad(x, t)
 
         guide, info = self.guidance(estimate, lq, eps_with_grad) if self.guidance else (None, [])
-        x = diffuse_to(x0, self.abar, self.start_t, generators)
-        chain = timesteps(self.start_t, self.steps, "floor")
-        x = ddim_loop(eps, x, chain, self.abar, self.eta, generators, callback, guide=guide)
+        p = self.params
+        x = diffuse_to(x0, self.abar, p.start_t, generators)
+        x = ddim_loop(eps, x, timesteps(p.start_t, p.steps, "floor"), self.abar, p.eta, generators, callback, guide=guide)
         return Restoration(((x + 1.0) / 2.0).clamp(0.0, 1.0), estimate, info)

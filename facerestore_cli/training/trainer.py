@@ -75,8 +75,8 @@ class Trainer:
         self.cfg, self.say, self.target = cfg, say, TARGETS[cfg.target]
         self.world, self.rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
         # the run path's device and precision policy; under torchrun `auto` is this rank's GPU
-        local = f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if cfg.device == "auto" and torch.cuda.is_available() else None
-        self.compute = resolve(local or cfg.device, cfg.precision)
+        rank_gpu = cfg.device == "auto" and torch.cuda.is_available()
+        self.compute = resolve(f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if rank_gpu else cfg.device, cfg.precision)
         self.device, self.precision = self.compute.device, self.compute.precision
         if self.world > 1 and not dist.is_initialized():
             dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
