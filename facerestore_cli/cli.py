@@ -58,6 +58,7 @@ def build_app(args: list[str] | None = None) -> typer.Typer:
     """The command line; `run` and `bench` get the knobs of every method they may run (args: the command line, to
     find the method of a --preset file; only read for those commands, so other commands load no preset)."""
     from facerestore_cli.cli_bench import bench_command
+    from facerestore_cli.cli_eval import eval_app
     from facerestore_cli.cli_run import run_settings
     from facerestore_cli.cli_signature import command
     from facerestore_cli.cli_train import degrade, train_app
@@ -79,6 +80,11 @@ def build_app(args: list[str] | None = None) -> typer.Typer:
     app.add_typer(weights_app, name="weights", help="List, show, fetch, verify and import model weights.")
     app.add_typer(report_app, name="report", help="Fold the shards of a split run into one state and report.")
     app.command()(degrade)
+    evaluation, epilog = eval_app(args or [])
+    if epilog is None:
+        app.add_typer(evaluation, name="eval", help="Measure restorations (see `facerestore eval --help`).")
+    else:
+        app.command(name="eval", epilog=epilog)(evaluation)
     app.add_typer(train_app, name="train", help="Train the networks no one publishes weights for; export them.")
     return app
 

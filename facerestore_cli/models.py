@@ -11,12 +11,11 @@ from facerestore_cli.device import measure_batch_size
 from facerestore_cli.errors import WeightsError
 from facerestore_cli.faces import DETECTOR_WEIGHTS
 from facerestore_cli.faces.detect import FaceDetector
-from facerestore_cli.faces.identity import IdentityScorer
+from facerestore_cli.faces.identity import IDENTITY_WEIGHTS, IdentityScorer
 from facerestore_cli.networks import NetworkLoader
 from facerestore_cli.presets import BACKGROUND, PASTE_PARSER, Component
 from facerestore_cli.readiness import installed_detector
 
-IDENTITY_WEIGHTS = "arcface-ir-se50"
 
 
 def needed_weights(opts) -> list[str]:

@@ -270,3 +270,40 @@ def tiny_diffbfr_home(tiny_ipc_home, tmp_path_factory) -> Path:
 def tiny_diffbfr_env(tiny_diffbfr_home, monkeypatch) -> Path:
     use_home(monkeypatch, tiny_diffbfr_home)
     return tiny_diffbfr_home / "diffbfr-tiny.yaml"
+
+
+# -- eval's networks -------------------------------------------------------------------------------------------
+def write_metric_weights(weights_dir: Path) -> None:
+    """eval's networks: torchvision AlexNet and pytorch-fid's Inception with seeded default initialisation in their
+    official layouts, LPIPS's real v0.1 linear layers (the lpips package ships them), a random ArcFace, and the
+    real RetinaFace mobile0.25."""
+    import os
+
+    import lpips
+    import torch
+
+    from facerestore_cli.archs import build_arch
+
+    weights_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(31)
+    torch.save(build_arch("tv_alexnet", {"num_classes": 1000}).state_dict(), weights_dir / "alexnet-owt-7be5be79.pth")
+    torch.manual_seed(32)
+    inception = build_arch("fid_inception", {"num_classes": 1008}).train()
+    for layer in inception.modules():  # BatchNorm statistics of random images, so pool3 features are not ~0
+        if isinstance(layer, torch.nn.BatchNorm2d):
+            layer.momentum = None
+    with torch.no_grad():
+        inception(torch.rand(4, 3, 299, 299))
+    torch.save(inception.eval().state_dict(), weights_dir / "pt_inception-2015-12-05-6726825d.pth")
+    shutil.copy(Path(os.path.dirname(lpips.__file__)) / "weights" / "v0.1" / "alex.pth",
+                weights_dir / "lpips_v0.1_alex.pth")
+    write_random_arcface(weights_dir)
+    shutil.copy(RETINA_MOBILE, weights_dir / RETINA_MOBILE.name)
+
+
+@pytest.fixture(scope="session")
+def metric_home(tmp_path_factory) -> Path:
+    require_shared()
+    home = tmp_path_factory.mktemp("facerestore-home-eval")
+    write_metric_weights(home / "weights")
+    return home

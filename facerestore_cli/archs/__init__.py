@@ -29,6 +29,10 @@ MODULES: dict[str, str] = {
     "sparnethd": "facerestore_cli.archs.sparnethd",
     "arcface": "facerestore_cli.archs.facexlib_nets",
     "rrdbnet": "facerestore_cli.archs.rrdbnet",
+    "tv_alexnet": "facerestore_cli.archs.metric_nets",
+    "tv_vgg16": "facerestore_cli.archs.metric_nets",
+    "lpips_linear": "facerestore_cli.archs.metric_nets",
+    "fid_inception": "facerestore_cli.archs.metric_nets",
 }
 # what a network's output means
 EPS, EPS_VARIANCE, IMAGE = "eps", "eps+variance", "image"  # ε̂; ε̂ then the learned-range variance; an image

@@ -42,6 +42,8 @@ ARCFACE_CHANNEL_ORDER = "BGR"
 EMBEDDING_DIM = 512
 
 
+IDENTITY_WEIGHTS = "arcface-ir-se50"  # the ArcFace of identity scores, guidance and `eval`
+
 def _fit_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """2×3 least-squares similarity (rotation, uniform scale, shift) taking src points onto dst, float64."""
     rows, rhs = [], []
