@@ -4,7 +4,7 @@ PYTHON ?= python3
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install --constraint constraints.txt
 
-.PHONY: install test pinned bench-cpu clean
+.PHONY: install test pinned bench-cpu quality clean
 
 install: $(VENV)/.installed
 
@@ -23,6 +23,10 @@ test: install
 # Regenerate tests/pinned/*.npz (each preset's fixed-seed output) on purpose; see the README's development section.
 pinned: install
 	$(PY) tests/pinned_outputs.py --write
+
+# A CelebA-Test-style quality table on your aligned HQ faces: make quality HQ=DIR [METHODS="difface dr2"].
+quality: install
+	FACERESTORE=$(VENV)/bin/facerestore bash benchmarks/quality.sh "$(HQ)" $(METHODS)
 
 # The CPU benchmarks behind the README's performance table (benchmarks/results/cpu-<date>/).
 bench-cpu: install

@@ -76,6 +76,7 @@ def eval_command(
     allow_missing: bool = typer.Option(False, "--allow-missing", metavar="",
                                        help="Measure the pairs there are; say how many were left out (exit 0)."),
     json_out: bool = typer.Option(False, "--json", metavar="", help="The result as one JSON object on stdout."),
+    markdown: bool = typer.Option(False, "--markdown", metavar="", help="The table in Markdown on stdout."),
     per_image: Optional[Path] = typer.Option(None, "--per-image", metavar="FILE.jsonl",
                                              help="Also write one JSON line per image."),
     device: str = typer.Option("auto", "--device", metavar="DEVICE", help="auto, cpu, cuda or cuda:N."),
@@ -90,6 +91,8 @@ def eval_command(
     from facerestore_cli.evaluation.measure import EvalSettings
     from facerestore_cli.faces import DETECTOR_WEIGHTS
 
+    if json_out and markdown:
+        raise UsageError("--json and --markdown both want stdout", hint="choose one")
     if lpips_net not in ("alex", "vgg"):
         raise UsageError(f"--lpips-net must be alex or vgg, not '{lpips_net}'")
     if detector not in DETECTOR_WEIGHTS:
@@ -110,11 +113,11 @@ def eval_command(
 
     result = evaluate(settings, [Path(r) for r in restored or []], truth, inputs, run, fid_ref, device, per_image,
                       allow_missing, lambda total: _progress(total, quiet))
-    return _report(result, names, json_out)
+    return _report(result, names, json_out, markdown)
 
 
-def _report(result: dict, names: list[str], json_out: bool) -> int:
-    from facerestore_cli.evaluation.table import describe
+def _report(result: dict, names: list[str], json_out: bool, markdown: bool) -> int:
+    from facerestore_cli.evaluation.table import describe, markdown_table
 
     console = _stderr()
     for row in result["rows"]:
@@ -124,7 +127,7 @@ def _report(result: dict, names: list[str], json_out: bool) -> int:
     if json_out:
         typer.echo(json.dumps(result, ensure_ascii=False))
     elif result["measured"]:
-        typer.echo(describe(result["rows"], names))
+        typer.echo((markdown_table if markdown else describe)(result["rows"], names))
     else:
         left = sum(row["left_out"] for row in result["rows"])
         console.print(f"error: nothing measured: {left} file(s) have no partner (listed above)", markup=False)

@@ -296,7 +296,7 @@ def write_metric_weights(weights_dir: Path) -> None:
         inception(torch.rand(4, 3, 299, 299))
     torch.save(inception.eval().state_dict(), weights_dir / "pt_inception-2015-12-05-6726825d.pth")
     shutil.copy(Path(os.path.dirname(lpips.__file__)) / "weights" / "v0.1" / "alex.pth",
-                weights_dir / "lpips_v0.1_alex.pth")
+                weights_dir / "alex.pth")
     write_random_arcface(weights_dir)
     shutil.copy(RETINA_MOBILE, weights_dir / RETINA_MOBILE.name)
 

@@ -238,3 +238,30 @@ def test_a_runs_faces_are_judged_against_their_inputs(tiny_env, metric_home, tmp
         assert all(line["niqe"] > 0 for line in lines)
         means[blend] = json.loads(out_text)["rows"][0]["metrics"]["ids-in"]
     assert means["0"] > 0.95 and means["0"] - means["1"] > 0.02, means
+
+
+def test_quality_script_writes_a_table_with_its_commands(tiny_home, metric_home, tmp_path):
+    """benchmarks/quality.sh on three faces: degrade, restore with the tiny preset at its default and two more
+    --start-t values, measure; table.md holds one row per restored set and the command lines that made them."""
+    import subprocess
+    import sys
+
+    home = tmp_path / "home" / "weights"
+    home.mkdir(parents=True)
+    for file in [*(tiny_home / "weights").iterdir(), *(metric_home / "weights").iterdir()]:
+        if not (home / file.name).exists():
+            os.symlink(file, home / file.name)
+    preset = shutil.copy(tiny_home / "difface-tiny.yaml", tmp_path / "difface-tiny.yaml")
+    hq = write_set(tmp_path / "hq", faces(256)[:3])
+    results = tmp_path / "results"
+    env = {**os.environ, "FACERESTORE": str(Path(sys.executable).parent / "facerestore"), "OUT": str(results),
+           "FACERESTORE_HOME": str(home.parent), "FACERESTORE_OFFLINE": "1", "METRICS": "psnr,ssim,lpips,ids,niqe"}
+    done = subprocess.run(["bash", str(REPO / "benchmarks" / "quality.sh"), str(hq), str(preset)], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    table = (results / "table.md").read_text()
+    rows = [line for line in table.splitlines() if line.startswith(f"| {results}/restored/")]
+    assert [row.split(" | ")[0].rsplit("/", 1)[1] for row in rows] == \
+        ["difface-tiny", "difface-tiny_--start-t_300", "difface-tiny_--start-t_500"]
+    assert all(row.split(" | ")[1] == "3" for row in rows) and "PSNR↑" in table and "LPIPS↓" in table
+    assert "degrade" in table and table.count(" run ") == 3 and " eval " in table

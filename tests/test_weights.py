@@ -28,8 +28,10 @@ EXPECTED_IDS = {
     "difface-unet", "difface-swinir", "retinaface-resnet50", "retinaface-mobile0.25", "parsenet",
     "arcface-ir-se50", "dr2-unet", "dr2-sparnethd", "p2-ffhq", "diffbfr-irm1", "diffbfr-irm2", "diffbfr-tem",
     "ipc-swinir", "estimator-swinir", "realesrgan-x2plus", "realesrgan-x4plus",
+    "lpips-alexnet", "lpips-vgg16", "lpips-alex-linear", "lpips-vgg-linear", "fid-inception",
 }
-KNOWN_ARCHS = {"unet", "swinir_difface", "retinaface", "parsenet", "arcface", "sparnethd", "rrdbnet"}
+KNOWN_ARCHS = {"unet", "swinir_difface", "retinaface", "parsenet", "arcface", "sparnethd", "rrdbnet", "tv_alexnet",
+               "tv_vgg16", "lpips_linear", "fid_inception"}
 
 
 # -- loopback HTTP server ------------------------------------------------------------------------------------
@@ -180,6 +182,14 @@ def test_registry_pins_only_known_facts():
     assert registry["retinaface-mobile0.25"].config == {"network": "mobile0.25"}
     assert registry["p2-ffhq"].config == registry["dr2-unet"].config
     assert "pan.baidu.com" in registry["dr2-unet"].obtain
+    # the LPIPS linear layers' hashes are the lpips 0.1.4 package's own files (its official distribution)
+    import lpips
+
+    shipped = Path(lpips.__file__).parent / "weights" / "v0.1"
+    for net in ("alex", "vgg"):
+        spec = registry[f"lpips-{net}-linear"]
+        assert spec.sha256 == hashlib.sha256((shipped / spec.file).read_bytes()).hexdigest()
+        assert spec.size == (shipped / spec.file).stat().st_size
 
 
 def test_load_registry_names_the_bad_entry(tmp_path):

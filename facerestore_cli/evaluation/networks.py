@@ -67,5 +67,5 @@ def require(store, ids: list[str]) -> None:
     try:
         store.require(ids)
     except WeightsError as exc:
-        exc.hint = (exc.hint or "") + " (eval never downloads: `facerestore weights fetch ID` first)"
+        exc.hint = f"{exc.hint} (eval never downloads)" if exc.hint else "eval never downloads: facerestore weights fetch ID"
         raise

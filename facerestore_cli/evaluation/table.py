@@ -35,6 +35,18 @@ def describe(rows: list, names: list[str]) -> str:
     return "\n".join(lines)
 
 
+def markdown_table(rows: list, names: list[str]) -> str:
+    """The same table in Markdown (for results files), every value with four significant decimals."""
+    head = "| set | n | " + " | ".join(METRICS[n].label + METRICS[n].arrow for n in names) + " |"
+    lines = [head, "|" + " --- |" * (len(names) + 2)]
+    for row in rows:
+        lines.append(f"| {row['name']} | {row['pairs']} | " + " | ".join(_number(row["metrics"][n]) for n in names)
+                     + " |")
+    for row in rows:
+        lines += [f"\n{row['name']}: {note}" for note in row.get("notes", [])]
+    return "\n".join(lines)
+
+
 def _number(value) -> str:
     if value is None:
         return "–"
