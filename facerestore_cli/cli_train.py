@@ -33,24 +33,39 @@ def degrade(
     keep_scale: bool = typer.Option(False, "--keep-scale", metavar="", help="Keep the downscaled size (default: "
                                                                              "back to the input size)."),
     recursive: bool = typer.Option(False, "-r", "--recursive", metavar="", help="Descend into sub-folders."),
+    dr2_scale: Optional[int] = typer.Option(None, "--dr2-scale", metavar="4|8|16",
+                                            help="With --model dr2: one of DR2's test sets, r fixed (§4.1)."),
+    dr2_split: Optional[str] = typer.Option(None, "--dr2-split", metavar="mild|medium|severe",
+                                            help="With --model dr2: the split fixed (§4.1)."),
 ) -> int:
     """Degrade HQ faces with a paper's synthetic model (a CelebA-Test-style set from your own faces); the parameters
     drawn for each image go to OUT/degradations.jsonl."""
-    from facerestore_cli.degrade import MODELS, degrade_files
+    from facerestore_cli.degrade import DR2_SCALES, DR2_SPLITS, MODELS, degrade_files, dr2_test_set
     from facerestore_cli.discover import discover
     from facerestore_cli.files import atomic_open
 
     if model not in MODELS:
         raise UsageError(f"unknown degradation model '{model}'", hint=f"choose one of: {', '.join(MODELS)}")
+    chosen = MODELS[model]
+    if (dr2_scale is not None or dr2_split is not None) and model != "dr2":
+        raise UsageError("--dr2-scale and --dr2-split fix DR2's test sets: they need --model dr2")
+    if (dr2_scale is None) != (dr2_split is None):
+        raise UsageError("DR2's test sets fix both: give --dr2-scale and --dr2-split",
+                         hint="e.g. --dr2-scale 16 --dr2-split severe")
+    if dr2_scale is not None:
+        if dr2_scale not in DR2_SCALES or dr2_split not in DR2_SPLITS:
+            raise UsageError(f"--dr2-scale must be one of {', '.join(map(str, DR2_SCALES))} and --dr2-split one of "
+                             f"{', '.join(DR2_SPLITS)}")
+        chosen = dr2_test_set(dr2_scale, dr2_split)
     found = discover(list(inputs), output, recursive=recursive)
     if not found.jobs:
         raise NoInputsError("no input images found" + (f": skipped {found.skipped_note()}" if found.skipped_note() else ""))
-    records = degrade_files(found.jobs, MODELS[model], seed, keep_scale, _say)
+    records = degrade_files(found.jobs, chosen, seed, keep_scale, _say)
     output.mkdir(parents=True, exist_ok=True)
     with atomic_open(output / "degradations.jsonl", "w") as handle:
         handle.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
     failed = sum(r["status"] == "failed" for r in records)
-    _say(f"done: {len(records) - failed} degraded ({MODELS[model].equation}), {failed} failed → {output}")
+    _say(f"done: {len(records) - failed} degraded ({chosen.equation}), {failed} failed → {output}")
     return 1 if failed else 0
 
 

@@ -16,6 +16,7 @@ so a degradation is the same on every run and machine."""
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -26,6 +27,7 @@ import numpy as np
 from facerestore_cli.seeds import hashed_seed
 
 GRAY_PROBABILITY_DIFFBFR = 0.01
+DR2_SCALES = (4, 8, 16)  # DR2 §4.1: the 4×, 8× and 16× tasks
 DR2_SPLITS = {"mild": ((3, 5), (5, 20), (60, 80)), "medium": ((5, 7), (15, 40), (40, 60)),
               "severe": ((7, 9), (25, 50), (30, 40))}
 
@@ -121,10 +123,10 @@ def _difface(rng: np.random.Generator) -> dict:
             "quality": int(rng.integers(30, 101))}
 
 
-def _dr2(rng: np.random.Generator) -> dict:
-    split = str(rng.choice(list(DR2_SPLITS)))
+def _dr2(rng: np.random.Generator, scale: int | None = None, split: str | None = None) -> dict:
+    split = split or str(rng.choice(list(DR2_SPLITS)))
     (b0, b1), (n0, n1), (q0, q1) = DR2_SPLITS[split]
-    return {"split": split, "scale": int(rng.choice([4, 8, 16])), "blur": float(rng.uniform(b0, b1)),
+    return {"split": split, "scale": scale or int(rng.choice(DR2_SCALES)), "blur": float(rng.uniform(b0, b1)),
             "noise": float(rng.uniform(n0, n1)), "noise_kind": str(rng.choice(["gaussian", "laplace", "poisson"])),
             "quality": int(rng.integers(q0, q1 + 1))}
 
@@ -134,6 +136,14 @@ MODELS = {
     "difface": Degradation("difface", "DifFace Eq. 17", _difface),
     "dr2": Degradation("dr2", "DR2 Eq. 13", _dr2),
 }
+
+
+def dr2_test_set(scale: int, split: str) -> Degradation:
+    """One of DR2's nine CelebA-Test sets (§4.1, Eq. 13): the scale r and the split fixed, σ, δ, q and the noise kind
+    drawn per image."""
+    if scale not in DR2_SCALES or split not in DR2_SPLITS:
+        raise ValueError(f"DR2's test sets take r in {DR2_SCALES} and a split in {tuple(DR2_SPLITS)}")
+    return Degradation(f"dr2-{scale}x-{split}", "DR2 Eq. 13, §4.1", functools.partial(_dr2, scale=scale, split=split))
 
 
 def degrade_files(jobs, model: Degradation, seed: int, keep_scale: bool, warn: Callable[[str], None]) -> list[dict]:

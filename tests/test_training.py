@@ -9,8 +9,10 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 import yaml
 from PIL import Image
@@ -63,6 +65,68 @@ def test_degrade_is_deterministic_and_records_its_parameters(tmp_path):
     assert Image.open(outs[0] / names[0]).size == Image.open(ALIGNED_LQ / names[0]).size  # back to the input size
     code, _o, _e = invoke("degrade", ALIGNED_LQ, "-o", tmp_path / "c", "--model", "diffbfr", "--seed", "4")
     assert (tmp_path / "c" / names[0]).read_bytes() != (outs[0] / names[0]).read_bytes()
+
+
+# model → parameter → (low, high) of its paper's ranges (degrade.py's docstring cites each equation)
+RANGES = {"diffbfr": {"blur": (0.1, 10), "scale": (0.8, 8), "noise": (0, 20), "quality": (60, 100)},
+          "difface": {"blur": (0.1, 15), "scale": (0.8, 32), "noise": (0, 20), "quality": (30, 100)}}
+
+
+@pytest.mark.parametrize("model", ["diffbfr", "difface", "dr2"])
+def test_degradation_parameters_stay_inside_their_papers_ranges_and_cover_them(model):
+    """Over 500 draws every sampled parameter lies inside its paper's range, and the draws reach both ends of it
+    (within 5 % of its width; a whole-number range exactly); DR2 draws every split and every r, each split's σ, δ,
+    q inside that split's ranges; DiffBFR's gray draws are rare (probability 0.01)."""
+    from facerestore_cli.degrade import DR2_SCALES, DR2_SPLITS, MODELS, image_rng
+
+    draws = [MODELS[model].sample(image_rng(0, f"face{i}.png")) for i in range(500)]
+    if model == "dr2":
+        assert {d["split"] for d in draws} == set(DR2_SPLITS) and {d["scale"] for d in draws} == set(DR2_SCALES)
+        assert {d["noise_kind"] for d in draws} == {"gaussian", "laplace", "poisson"}
+        ranges = {split: dict(zip(("blur", "noise", "quality"), bounds)) for split, bounds in DR2_SPLITS.items()}
+        groups = {split: [d for d in draws if d["split"] == split] for split in DR2_SPLITS}
+    else:
+        ranges, groups = {model: RANGES[model]}, {model: draws}
+        gray = sum(d.get("gray", False) for d in draws)
+        assert (0 < gray < 20) if model == "diffbfr" else gray == 0
+    for group, bounds in ranges.items():
+        for name, (low, high) in bounds.items():
+            values = [d[name] for d in groups[group]]
+            assert low <= min(values) and max(values) <= high, (group, name)
+            slack = 0 if name == "quality" else 0.05 * (high - low)
+            assert min(values) <= low + slack and max(values) >= high - slack, (group, name, min(values), max(values))
+
+
+def test_dr2s_nine_test_sets_are_reproducible(tmp_path):
+    """`degrade --model dr2 --dr2-scale R --dr2-split S` fixes r and the split (DR2 §4.1): every image of the set
+    has them, its σ, δ, q in the split's ranges, the LQ at 1/r with --keep-scale, the same bytes on a rerun."""
+    from facerestore_cli.degrade import DR2_SCALES, DR2_SPLITS, dr2_test_set, image_rng
+
+    for scale in DR2_SCALES:
+        for split, ((b0, b1), (n0, n1), (q0, q1)) in DR2_SPLITS.items():
+            for i in range(40):
+                d = dr2_test_set(scale, split).sample(image_rng(1, f"f{i}.png"))
+                assert (d["scale"], d["split"]) == (scale, split)
+                assert b0 <= d["blur"] <= b1 and n0 <= d["noise"] <= n1 and q0 <= d["quality"] <= q1
+    require_shared()
+    outs = []
+    for run in ("a", "b"):
+        code, _o, err = invoke("degrade", ALIGNED_LQ, "-o", tmp_path / run, "--model", "dr2", "--dr2-scale", "16",
+                               "--dr2-split", "severe", "--keep-scale")
+        assert code == 0, err
+        outs.append(tmp_path / run)
+    records = [json.loads(line) for line in (outs[0] / "degradations.jsonl").read_text().splitlines()]
+    assert {(r["params"]["scale"], r["params"]["split"]) for r in records} == {(16, "severe")}
+    for record in records:
+        name = Path(record["output"]).name
+        assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes()
+        source = Image.open(Path(record["input"])).size
+        assert Image.open(outs[0] / name).size == tuple(round(side / 16) for side in source)
+    for args, message in ((("--model", "diffbfr", "--dr2-scale", "4", "--dr2-split", "mild"), "need --model dr2"),
+                          (("--model", "dr2", "--dr2-scale", "4"), "give --dr2-scale and --dr2-split"),
+                          (("--model", "dr2", "--dr2-scale", "5", "--dr2-split", "mild"), "--dr2-scale must be one of")):
+        code, _o, err = invoke("degrade", ALIGNED_LQ, "-o", tmp_path / "bad", *args)
+        assert code == 2 and message in err and not (tmp_path / "bad").exists(), err
 
 
 def test_degrade_keep_scale_and_the_other_models(tmp_path):
