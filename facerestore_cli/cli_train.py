@@ -92,6 +92,11 @@ def _make_command(target: str):
         grad_accum: int = typer.Option(1, "--grad-accum", min=1, metavar="N", help="Forwards per optimizer step."),
         lr: float = typer.Option(1e-4, "--lr", metavar="X", help="AdamW learning rate after warm-up."),
         warmup: int = typer.Option(1000, "--warmup", min=0, metavar="N", help="Steps of linear learning-rate warm-up."),
+        lr_schedule: str = typer.Option("constant", "--lr-schedule", metavar="constant|cosine",
+                                        help="After warm-up: constant, or cosine annealing to --lr-min at --steps "
+                                             "(DifFace §IV-A: 1e-4 → 1e-6)."),
+        lr_min: Optional[float] = typer.Option(None, "--lr-min", metavar="X",
+                                               help="Where --lr-schedule cosine ends (default 1e-6)."),
         precision: str = typer.Option("auto", "--precision", metavar="auto|fp32|bf16|fp16",
                                       help="Autocast, as `run --precision` chooses it (auto: bf16 on a GPU that has "
                                            "it, else fp16; fp32 on the CPU); fp16 uses a gradient scaler."),
@@ -113,10 +118,15 @@ def _make_command(target: str):
 
         if loss not in ("l1", "l2"):
             raise UsageError(f"--loss must be l1 or l2, not '{loss}'")
+        if lr_schedule not in ("constant", "cosine"):
+            raise UsageError(f"--lr-schedule must be constant or cosine, not '{lr_schedule}'")
+        if lr_min is not None and lr_schedule != "cosine":
+            raise UsageError("--lr-min is where --lr-schedule cosine ends: it needs --lr-schedule cosine")
         if grad_checkpointing not in ("auto", "on", "off"):
             raise UsageError(f"--grad-checkpointing must be auto, on or off, not '{grad_checkpointing}'")
         cfg = TrainConfig(target=target, data=data, run=run, steps=steps, batch_size=batch_size, grad_accum=grad_accum,
-                          lr=lr, warmup=warmup, precision=precision, seed=seed, loss=loss,
+                          lr=lr, warmup=warmup, lr_schedule=lr_schedule, lr_min=1e-6 if lr_min is None else lr_min,
+                          precision=precision, seed=seed, loss=loss,
                           model_config=_model_config(model_config), model_config_file=model_config,
                           grad_checkpointing={"auto": None, "on": True, "off": False}[grad_checkpointing],
                           resume=resume, checkpoint_every=checkpoint_every, sample_every=sample_every,

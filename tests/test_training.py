@@ -352,12 +352,14 @@ def test_ctrl_c_saves_a_checkpoint_that_resume_continues(tmp_path):
 MUST_MATCH = {"batch_size": ("--batch-size", "2", "batch_size"), "grad_accum": ("--grad-accum", "2", "grad_accum"),
               "lr": ("--lr", "1e-3", "lr"), "warmup": ("--warmup", "7", "warmup"),
               "precision": ("--precision", "bf16", "precision"), "seed": ("--seed", "1", "seed"),
-              "loss": ("--loss", "l2", "loss"), "model_config": ("--model-config", "wider", "config")}
+              "loss": ("--loss", "l2", "loss"), "model_config": ("--model-config", "wider", "config"),
+              "lr_schedule": ("--lr-schedule", "cosine", "lr_schedule")}
 # train option → (flag, a changed value): checkpoints.MAY_CHANGE_ON_RESUME
 MAY_CHANGE = {"steps": ("--steps", "2"), "checkpoint_every": ("--checkpoint-every", "5"),
               "sample_every": ("--sample-every", "5"), "log_every": ("--log-every", "5"), "workers": ("--workers", "1"),
               "device": ("--device", "auto"), "grad_checkpointing": ("--grad-checkpointing", "on")}
-RESUME_SPECIAL = {"data", "run", "resume"}  # the run itself, its data (fingerprint: test above), and the flag
+# the run itself, its data (fingerprint: test above), the flag, and --lr-min (part of lr_schedule: test below)
+RESUME_SPECIAL = {"data", "run", "resume", "lr_min"}
 
 
 def test_every_train_option_is_classified_for_resume(tmp_path):
@@ -390,3 +392,24 @@ def test_every_train_option_is_classified_for_resume(tmp_path):
         code, _o, err = resume(flag, value)
         assert code == 0, (name, err)
     assert "nothing to train: " in err and "is at step 2 (--steps 1)" in err
+
+
+def test_cosine_learning_rate_anneals_to_lr_min_and_fixes_its_end_on_resume():
+    """Warm-up, then cosine from --lr down to --lr-min at --steps (DifFace §IV-A's schedule); constant stays at --lr.
+    A cosine run's end is part of its settings: resuming it with another --lr-min or --steps is refused."""
+    from facerestore_cli.errors import UsageError
+    from facerestore_cli.training.checkpoints import check_resume
+    from facerestore_cli.training.trainer import TrainConfig, learning_rate
+
+    cosine = TrainConfig("difface-estimator", Path("d"), Path("r"), steps=110, warmup=10, lr=1e-4,
+                         lr_schedule="cosine", lr_min=1e-6)
+    rates = [learning_rate(cosine, step) for step in range(120)]
+    assert rates[0] == pytest.approx(1e-5) and rates[9] == pytest.approx(1e-4) and rates[10] == pytest.approx(1e-4)
+    assert rates[60] == pytest.approx((1e-4 + 1e-6) / 2) and rates[110] == pytest.approx(1e-6) == rates[119]
+    assert all(a >= b for a, b in zip(rates[10:], rates[11:]))
+    constant = TrainConfig("difface-estimator", Path("d"), Path("r"), steps=110, warmup=10, lr=1e-4)
+    assert [learning_rate(constant, step) for step in range(10, 120)] == [1e-4] * 110
+    state = {"target": "t", "settings": {"lr_schedule": "cosine to 1e-06 at step 110"}}
+    for changed in ("cosine to 1e-05 at step 110", "cosine to 1e-06 at step 200"):
+        with pytest.raises(UsageError, match="lr_schedule"):
+            check_resume(state, "t", {"lr_schedule": changed}, None, Path("run/checkpoints/step-1.pt"))

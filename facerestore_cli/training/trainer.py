@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import math
 import os
 import sys
 import time
@@ -48,6 +49,8 @@ class TrainConfig:
     grad_accum: int = 1
     lr: float = 1e-4
     warmup: int = 1000
+    lr_schedule: str = "constant"  # or "cosine": from lr after warm-up down to lr_min at --steps (SGDR, no restart)
+    lr_min: float = 1e-6
     weight_decay: float = 0.0
     clip: float = 1.0
     ema_decay: float = 0.9999
@@ -100,6 +103,8 @@ class Trainer:
                          "weight_decay": cfg.weight_decay, "clip": cfg.clip, "ema_decay": cfg.ema_decay,
                          "precision": self.precision, "seed": cfg.seed, "loss": cfg.loss,
                          "identity_weight": self.identity_weight}
+        if cfg.lr_schedule == "cosine":  # its horizon is --steps: a cosine run resumes only to the same end
+            self.settings["lr_schedule"] = f"cosine to {cfg.lr_min:g} at step {cfg.steps}"
         self._resume_or_start()
         self.net = torch.nn.parallel.DistributedDataParallel(self.model) if self.world > 1 else self.model
 
@@ -180,7 +185,7 @@ class Trainer:
                 self.scaler.scale(loss / cfg.grad_accum).backward()
             total += loss.item() / cfg.grad_accum
         for group in self.optimizer.param_groups:
-            group["lr"] = cfg.lr * min(1.0, (self.step + 1) / max(1, cfg.warmup))
+            group["lr"] = learning_rate(cfg, self.step)
         self.scaler.unscale_(self.optimizer)
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip)
         self.scaler.step(self.optimizer)
@@ -259,6 +264,16 @@ class Trainer:
         kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= self.step]
         with atomic_open(path, "w") as handle:
             handle.write("".join(line + "\n" for line in kept))
+
+def learning_rate(cfg: TrainConfig, step: int) -> float:
+    """The learning rate of optimizer step `step` (from 0): linear warm-up to cfg.lr, then constant, or cosine
+    annealing (Loshchilov & Hutter's SGDR without restarts, as DifFace §IV-A trains its estimator: 1e-4 → 1e-6)
+    down to cfg.lr_min at cfg.steps."""
+    if step < cfg.warmup or cfg.lr_schedule == "constant":
+        return cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup))
+    progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    return cfg.lr_min + (cfg.lr - cfg.lr_min) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
 
 def _bar(total: int, done: int):
     """A Rich bar on a terminal (plain lines at --log-every otherwise)."""
