@@ -101,6 +101,8 @@ def _make_command(target: str):
                                       help="Autocast, as `run --precision` chooses it (auto: bf16 on a GPU that has "
                                            "it, else fp16; fp32 on the CPU); fp16 uses a gradient scaler."),
         seed: int = typer.Option(0, "--seed", metavar="N", help="Initialisation, data order, degradations and noise."),
+        hflip: bool = typer.Option(True, "--hflip/--no-hflip",
+                                   help="Mirror each sample with probability 1/2 (DiffBFR §5.1)."),
         loss: str = typer.Option("l1", "--loss", metavar="l1|l2", help="L1 (Table 6) or squared error (Eq. 8/9)."),
         model_config: Optional[Path] = typer.Option(None, "--model-config", metavar="FILE.yaml",
                                                     help="Override the network's config (keys of its registry entry)."),
@@ -126,7 +128,7 @@ def _make_command(target: str):
             raise UsageError(f"--grad-checkpointing must be auto, on or off, not '{grad_checkpointing}'")
         cfg = TrainConfig(target=target, data=data, run=run, steps=steps, batch_size=batch_size, grad_accum=grad_accum,
                           lr=lr, warmup=warmup, lr_schedule=lr_schedule, lr_min=1e-6 if lr_min is None else lr_min,
-                          precision=precision, seed=seed, loss=loss,
+                          precision=precision, seed=seed, hflip=hflip, loss=loss,
                           model_config=_model_config(model_config), model_config_file=model_config,
                           grad_checkpointing={"auto": None, "on": True, "off": False}[grad_checkpointing],
                           resume=resume, checkpoint_every=checkpoint_every, sample_every=sample_every,

@@ -353,7 +353,7 @@ MUST_MATCH = {"batch_size": ("--batch-size", "2", "batch_size"), "grad_accum": (
               "lr": ("--lr", "1e-3", "lr"), "warmup": ("--warmup", "7", "warmup"),
               "precision": ("--precision", "bf16", "precision"), "seed": ("--seed", "1", "seed"),
               "loss": ("--loss", "l2", "loss"), "model_config": ("--model-config", "wider", "config"),
-              "lr_schedule": ("--lr-schedule", "cosine", "lr_schedule")}
+              "lr_schedule": ("--lr-schedule", "cosine", "lr_schedule"), "hflip": ("--no-hflip", None, "hflip")}
 # train option → (flag, a changed value): checkpoints.MAY_CHANGE_ON_RESUME
 MAY_CHANGE = {"steps": ("--steps", "2"), "checkpoint_every": ("--checkpoint-every", "5"),
               "sample_every": ("--sample-every", "5"), "log_every": ("--log-every", "5"), "workers": ("--workers", "1"),
@@ -381,7 +381,8 @@ def test_every_train_option_is_classified_for_resume(tmp_path):
 
     def resume(flag: str, value: str):
         options = {**base, flag: values.get(value, value)}
-        return invoke("train", "diffbfr-irm1", *(str(x) for item in options.items() for x in item), "--resume")
+        return invoke("train", "diffbfr-irm1", *(str(x) for item in options.items() for x in item if x is not None),
+                      "--resume")
 
     code, _o, err = invoke("train", "diffbfr-irm1", *(str(x) for item in base.items() for x in item))
     assert code == 0, err
@@ -413,3 +414,30 @@ def test_cosine_learning_rate_anneals_to_lr_min_and_fixes_its_end_on_resume():
     for changed in ("cosine to 1e-05 at step 110", "cosine to 1e-06 at step 200"):
         with pytest.raises(UsageError, match="lr_schedule"):
             check_resume(state, "t", {"lr_schedule": changed}, None, Path("run/checkpoints/step-1.pt"))
+
+
+def test_training_pairs_are_flipped_and_gray_together(tmp_path):
+    """With hflip about half the samples are mirrored (HQ and LQ alike, drawn from each sample's key), the rest
+    untouched; a sample whose DiffBFR degradation came out gray has a gray HQ too (gray_pairs), never a colour one."""
+    from facerestore_cli.degrade import image_rng
+    from facerestore_cli.training.data import Faces, list_faces, sample_key
+
+    require_shared()
+    listing = list_faces(ALIGNED_LQ)
+    plain = Faces(listing, 64, "diffbfr", 0)
+    flipped = Faces(listing, 64, "diffbfr", 0, hflip=True, gray_pairs=True)
+    mirrored = 0
+    for epoch in range(40):
+        a, b = plain[(0, epoch)][0], flipped[(0, epoch)][0]
+        if torch.equal(a, b):
+            continue
+        assert torch.equal(b, a.flip(-1)) or b[0].equal(b[1])  # mirrored (or grayed: checked below)
+        mirrored += 1
+    assert 10 <= mirrored <= 30
+    rel = listing.rels[0]
+    epoch = next(e for e in range(5000)
+                 if Faces(listing, 64, "diffbfr", 0).model.sample(image_rng(sample_key(0, e, rel), rel))["gray"])
+    hq, lq, _key = flipped[(0, epoch)]
+    assert lq[0].equal(lq[1]) and hq[0].equal(hq[1]) and hq[1].equal(hq[2])
+    color = plain[(0, epoch)][0]
+    assert not color[0].equal(color[1])  # without gray_pairs the same draw keeps a colour HQ

@@ -21,6 +21,10 @@ MAY_CHANGE_ON_RESUME = ("steps", "checkpoint_every", "sample_every", "log_every"
                         "grad_checkpointing")
 
 
+# settings added after the first checkpoints were written: what a checkpoint without them ran with
+ADDED_SINCE = {"hflip": False, "gray_pairs": False}
+
+
 def checkpoint_dir(run: Path) -> Path:
     return run / "checkpoints"
 
@@ -51,8 +55,8 @@ def check_resume(state: dict, target: str, settings: dict, data_fingerprint: str
     if state["target"] != target:
         raise UsageError(f"{path.parent.parent} holds checkpoints of {state['target']}, not {target}",
                          hint="choose another -o RUN folder for this target")
-    changed = [f"{key}: {state['settings'].get(key)!r} → {value!r}" for key, value in settings.items()
-               if state["settings"].get(key) != value]
+    before = {**ADDED_SINCE, **state["settings"]}
+    changed = [f"{key}: {before.get(key)!r} → {value!r}" for key, value in settings.items() if before.get(key) != value]
     if changed:
         may = ", ".join("--" + name.replace("_", "-") for name in MAY_CHANGE_ON_RESUME)
         raise UsageError(f"cannot resume {path}: the run's settings changed ({'; '.join(changed)})",

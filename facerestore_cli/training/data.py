@@ -18,7 +18,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset, Sampler
 
-from facerestore_cli.degrade import MODELS, image_rng, resize_to
+from facerestore_cli.degrade import MODELS, image_rng, resize_to, to_gray
 from facerestore_cli.discover import Discovery, folder_images
 from facerestore_cli.errors import UsageError
 from facerestore_cli.imageio import read_image
@@ -63,10 +63,15 @@ def sample_key(seed: int, epoch: int, rel: str) -> int:
 
 
 class Faces(Dataset):
-    """Item (index, epoch) → (HQ uint8 [3, S, S], LQ uint8 [3, S, S] at the same size, key)."""
+    """Item (index, epoch) → (HQ uint8 [3, S, S], LQ uint8 [3, S, S] at the same size, key). hflip: each sample is
+    mirrored with probability 1/2 (DiffBFR §5.1 augments with the horizontal flip), drawn from its key; gray_pairs:
+    a sample whose degradation made the LQ gray gets a gray HQ too (DiffBFR's gray probability is for colour
+    adaptation: a gray input should not be taught to invent colour)."""
 
-    def __init__(self, listing: Listing, size: int, degradation: str, seed: int):
+    def __init__(self, listing: Listing, size: int, degradation: str, seed: int, hflip: bool = False,
+                 gray_pairs: bool = False):
         self.listing, self.size, self.model, self.seed = listing, size, MODELS[degradation], seed
+        self.hflip, self.gray_pairs = hflip, gray_pairs
 
     def __len__(self) -> int:
         return len(self.listing.files)
@@ -80,7 +85,11 @@ class Faces(Dataset):
             raise RuntimeError(f"cannot read training image {self.listing.files[index]}: {exc}") from exc
         hq = resize_to(hq, (self.size, self.size)) if hq.shape[:2] != (self.size, self.size) else hq
         key = sample_key(self.seed, epoch, rel)
-        lq, _params = self.model(hq, image_rng(key, rel))
+        if self.hflip and hashed_seed("flip", key) & 1:
+            hq = np.ascontiguousarray(hq[:, ::-1])
+        lq, params = self.model(hq, image_rng(key, rel))
+        if self.gray_pairs and params.get("gray"):
+            hq = np.clip(np.rint(to_gray(hq.astype(np.float32))), 0, 255).astype(np.uint8)
         return torch.from_numpy(hq).permute(2, 0, 1), torch.from_numpy(lq).permute(2, 0, 1), key
 
 

@@ -49,6 +49,7 @@ class TrainConfig:
     grad_accum: int = 1
     lr: float = 1e-4
     warmup: int = 1000
+    hflip: bool = True  # mirror each sample with probability 1/2 (DiffBFR §5.1)
     lr_schedule: str = "constant"  # or "cosine": from lr after warm-up down to lr_min at --steps (SGDR, no restart)
     lr_min: float = 1e-6
     weight_decay: float = 0.0
@@ -102,7 +103,7 @@ class Trainer:
                          "grad_accum": cfg.grad_accum, "world": self.world, "lr": cfg.lr, "warmup": cfg.warmup,
                          "weight_decay": cfg.weight_decay, "clip": cfg.clip, "ema_decay": cfg.ema_decay,
                          "precision": self.precision, "seed": cfg.seed, "loss": cfg.loss,
-                         "identity_weight": self.identity_weight}
+                         "identity_weight": self.identity_weight, "hflip": cfg.hflip, "gray_pairs": True}
         if cfg.lr_schedule == "cosine":  # its horizon is --steps: a cosine run resumes only to the same end
             self.settings["lr_schedule"] = f"cosine to {cfg.lr_min:g} at step {cfg.steps}"
         self._resume_or_start()
@@ -125,6 +126,8 @@ class Trainer:
                 raise UsageError(f"--resume: {self.cfg.run} holds no checkpoint to resume from")
             return
         state = checkpoints.load(found)
+        if "gray_pairs" not in state["settings"]:  # a run started before gray LQ got gray HQ: it goes on without
+            self.settings["gray_pairs"] = False
         checkpoints.check_resume(state, self.cfg.target, self.settings, self.listing.fingerprint(), found)
         if not self.cfg.resume:
             raise UsageError(f"{self.cfg.run} already holds this run (step {state['step']})",
@@ -143,7 +146,8 @@ class Trainer:
         if self.rank == 0 and self.listing.skipped:
             self.say(f"skipped {len(self.listing.skipped)} unreadable file(s), e.g. {self.listing.skipped[0][0]}: "
                      f"{self.listing.skipped[0][1]}")
-        data = DataLoader(Faces(self.listing, self.size * self.target.upscale, self.target.degradation, cfg.seed),
+        data = DataLoader(Faces(self.listing, self.size * self.target.upscale, self.target.degradation, cfg.seed,
+                                cfg.hflip, self.settings["gray_pairs"]),
                           batch_size=cfg.batch_size, num_workers=cfg.workers,
                           sampler=Positions(len(self.listing.files), cfg.seed, cfg.batch_size, self.consumed,
                                             self.rank, self.world))
@@ -236,7 +240,8 @@ class Trainer:
     def save_samples(self) -> Path:
         """RUN/samples/step-NNNNNNNN.png: per fixed validation face, LQ | the EMA network's restoration | HQ."""
         count = min(self.cfg.samples, len(self.listing.files))
-        faces = Faces(self.listing, self.size * self.target.upscale, self.target.degradation, self.cfg.seed)
+        faces = Faces(self.listing, self.size * self.target.upscale, self.target.degradation, self.cfg.seed,
+                      gray_pairs=self.settings["gray_pairs"])
         items = [faces[(i, -1)] for i in range(count)]
         hq = torch.stack([it[0] for it in items]).to(self.device)
         lq = torch.stack([it[1] for it in items]).to(self.device)
