@@ -103,6 +103,15 @@ def _make_command(target: str):
         seed: int = typer.Option(0, "--seed", metavar="N", help="Initialisation, data order, degradations and noise."),
         hflip: bool = typer.Option(True, "--hflip/--no-hflip",
                                    help="Mirror each sample with probability 1/2 (DiffBFR §5.1)."),
+        condition: Optional[str] = typer.Option(None, "--condition", metavar="irm1|lq",
+                                                help="diffbfr-irm2: condition on IRM(-1) samples (Eq. 9; the default "
+                                                     "when IRM(-1) weights exist) or on the LQ face (a stand-in)."),
+        irm1: Optional[str] = typer.Option(None, "--irm1", metavar="RUN|ID",
+                                           help="diffbfr-irm2: the IRM(-1) to sample (a run folder or a weight id; "
+                                                "default diffbfr-irm1)."),
+        irm1_steps: Optional[int] = typer.Option(None, "--irm1-steps", min=1, metavar="N",
+                                                 help="diffbfr-irm2: IRM(-1) evaluations per sample (default: the "
+                                                      "diffbfr preset's, 2000)."),
         loss: str = typer.Option("l1", "--loss", metavar="l1|l2", help="L1 (Table 6) or squared error (Eq. 8/9)."),
         model_config: Optional[Path] = typer.Option(None, "--model-config", metavar="FILE.yaml",
                                                     help="Override the network's config (keys of its registry entry)."),
@@ -120,6 +129,12 @@ def _make_command(target: str):
 
         if loss not in ("l1", "l2"):
             raise UsageError(f"--loss must be l1 or l2, not '{loss}'")
+        if target != "diffbfr-irm2" and (condition, irm1, irm1_steps) != (None, None, None):
+            raise UsageError("--condition, --irm1 and --irm1-steps choose diffbfr-irm2's condition")
+        if condition not in (None, "irm1", "lq"):
+            raise UsageError(f"--condition must be irm1 or lq, not '{condition}'")
+        if condition == "lq" and (irm1, irm1_steps) != (None, None):
+            raise UsageError("--irm1 and --irm1-steps need --condition irm1")
         if lr_schedule not in ("constant", "cosine"):
             raise UsageError(f"--lr-schedule must be constant or cosine, not '{lr_schedule}'")
         if lr_min is not None and lr_schedule != "cosine":
@@ -128,7 +143,8 @@ def _make_command(target: str):
             raise UsageError(f"--grad-checkpointing must be auto, on or off, not '{grad_checkpointing}'")
         cfg = TrainConfig(target=target, data=data, run=run, steps=steps, batch_size=batch_size, grad_accum=grad_accum,
                           lr=lr, warmup=warmup, lr_schedule=lr_schedule, lr_min=1e-6 if lr_min is None else lr_min,
-                          precision=precision, seed=seed, hflip=hflip, loss=loss,
+                          precision=precision, seed=seed, hflip=hflip, condition=condition, irm1=irm1,
+                          irm1_steps=irm1_steps, loss=loss,
                           model_config=_model_config(model_config), model_config_file=model_config,
                           grad_checkpointing={"auto": None, "on": True, "off": False}[grad_checkpointing],
                           resume=resume, checkpoint_every=checkpoint_every, sample_every=sample_every,

@@ -18,7 +18,7 @@ import yaml
 from PIL import Image
 
 from archival_helpers import invoke
-from conftest import ALIGNED_LQ, REPO, TINY_IRM1, TINY_IRM2, require_shared
+from conftest import ALIGNED_LQ, REPO, TINY_IRM1, TINY_IRM2, require_shared, use_home
 from facerestore_cli.degrade import MODELS, add_noise, image_rng
 
 TINY_SWINIR_64 = {"img_size": 8, "embed_dim": 12, "depths": [2], "num_heads": [2], "window_size": 4, "mlp_ratio": 2.0}
@@ -220,8 +220,9 @@ def test_export_import_and_run_diffbfr(tiny_home, tmp_path, monkeypatch):
     shutil.copytree(tiny_home, home)
     monkeypatch.setenv("FACERESTORE_HOME", str(home))
     monkeypatch.setenv("FACERESTORE_OFFLINE", "1")
-    for target, config in (("diffbfr-irm1", TINY_IRM1), ("diffbfr-irm2", TINY_IRM2)):
-        code, _o, err = train(tmp_path, target, tmp_path / target, config, "--steps", "2", "--batch-size", "2")
+    irm2_on_irm1 = ("--irm1", tmp_path / "diffbfr-irm1", "--irm1-steps", "2")  # its run folder holds the tiny config
+    for target, config, more in (("diffbfr-irm1", TINY_IRM1, ()), ("diffbfr-irm2", TINY_IRM2, irm2_on_irm1)):
+        code, _o, err = train(tmp_path, target, tmp_path / target, config, "--steps", "2", "--batch-size", "2", *more)
         assert code == 0, err
         code, _o, err = invoke("train", "export", tmp_path / target)
         assert code == 0 and f"{target}: exported the EMA weights" in err, err
@@ -313,7 +314,7 @@ def test_training_refuses_bad_data_and_runs_with_reasons(tmp_path):
                           "--steps", "2", "--lr", "1e-3", "--resume")
     assert code == 2 and "the run's settings changed (lr: 0.0002 → 0.001)" in err
     code, _o, err = train(tmp_path, "diffbfr-irm2", tmp_path / "r2", TINY_IRM2, "--data", few, "--batch-size", "1",
-                          "--resume")
+                          "--resume", "--condition", "lq")
     assert code == 2 and "holds checkpoints of diffbfr-irm1, not diffbfr-irm2" in err
     code, _o, err = train(tmp_path, "diffbfr-irm1", tmp_path / "r3", TINY_IRM1, "--data", few, "--resume")
     assert code == 2 and "holds no checkpoint to resume from" in err
@@ -359,7 +360,8 @@ MAY_CHANGE = {"steps": ("--steps", "2"), "checkpoint_every": ("--checkpoint-ever
               "sample_every": ("--sample-every", "5"), "log_every": ("--log-every", "5"), "workers": ("--workers", "1"),
               "device": ("--device", "auto"), "grad_checkpointing": ("--grad-checkpointing", "on")}
 # the run itself, its data (fingerprint: test above), the flag, and --lr-min (part of lr_schedule: test below)
-RESUME_SPECIAL = {"data", "run", "resume", "lr_min"}
+# and diffbfr-irm2's condition options (refused for other targets; its `condition` setting: the IRM(-2) test)
+RESUME_SPECIAL = {"data", "run", "resume", "lr_min", "condition", "irm1", "irm1_steps"}
 
 
 def test_every_train_option_is_classified_for_resume(tmp_path):
@@ -437,7 +439,89 @@ def test_training_pairs_are_flipped_and_gray_together(tmp_path):
     rel = listing.rels[0]
     epoch = next(e for e in range(5000)
                  if Faces(listing, 64, "diffbfr", 0).model.sample(image_rng(sample_key(0, e, rel), rel))["gray"])
-    hq, lq, _key = flipped[(0, epoch)]
+    hq, lq, _key, _condition = flipped[(0, epoch)]
     assert lq[0].equal(lq[1]) and hq[0].equal(hq[1]) and hq[1].equal(hq[2])
     color = plain[(0, epoch)][0]
     assert not color[0].equal(color[1])  # without gray_pairs the same draw keeps a colour HQ
+
+
+def test_irm2_trains_on_irm1_samples_as_run_feeds_them(tmp_path, tiny_home, monkeypatch):
+    """train diffbfr-irm2 --irm1 RUN: each face's condition is IRM(-1)'s sample of its LQ, bit for bit what the
+    cascade feeds IRM(-2) at run time for that face, weights, seed and steps; made once (a second epoch and a resume
+    read the cache, make none); another --irm1-steps on --resume is refused; without IRM(-1) weights the error
+    names the alternatives."""
+    from facerestore_cli.archs import architecture, build_arch
+    from facerestore_cli.device import Compute
+    from facerestore_cli.diffusion.noise import seeded_generator
+    from facerestore_cli.methods.cascade import DiffBFRCascade, irm2_condition
+    from facerestore_cli.networks import Network
+    from facerestore_cli.presets import load_builtin
+    from facerestore_cli.training import checkpoints
+    from facerestore_cli.training.conditions import ConditionCache, condition_seed
+    from facerestore_cli.training.data import Faces, list_faces
+
+    require_shared()
+    use_home(monkeypatch, tiny_home)
+    code, _o, err = train(tmp_path, "diffbfr-irm2", tmp_path / "none", TINY_IRM2, "--steps", "1")
+    assert code == 2 and "no IRM(-1) weights were found" in err and "--condition lq" in err, err
+    code, _o, err = train(tmp_path, "diffbfr-irm1", tmp_path / "irm1", TINY_IRM1, "--steps", "1", "--batch-size", "1")
+    assert code == 0, err
+    run = tmp_path / "irm2"
+    faces_n = len(list_faces(ALIGNED_LQ).files)
+    args = ("--irm1", tmp_path / "irm1", "--irm1-steps", "2", "--batch-size", "2")
+    code, _o, err = train(tmp_path, "diffbfr-irm2", run, TINY_IRM2, "--steps", str(faces_n), *args)  # two epochs
+    assert code == 0 and f"IRM(-1) conditions: making {faces_n} of {faces_n} (2 steps each)" in err, err
+    cached = sorted((run / "irm1-conditions").glob("*.pt"))
+    stamps = [p.stat().st_mtime_ns for p in cached]
+    assert len(cached) == faces_n
+    code, _o, err = train(tmp_path, "diffbfr-irm2", run, TINY_IRM2, "--steps", str(faces_n + 1), *args, "--resume")
+    assert code == 0 and "IRM(-1) conditions: making" not in err, err
+    assert [p.stat().st_mtime_ns for p in sorted((run / "irm1-conditions").glob("*.pt"))] == stamps
+    code, _o, err = train(tmp_path, "diffbfr-irm2", run, TINY_IRM2, "--steps", "9", "--irm1", tmp_path / "irm1",
+                          "--irm1-steps", "3", "--batch-size", "2", "--resume")
+    assert code == 2 and "(condition: " in err, err
+
+    state = checkpoints.load(checkpoints.latest(tmp_path / "irm1"))
+    config, arch, compute = state["settings"]["config"], architecture("unet"), Compute(torch.device("cpu"), "fp32")
+    module = build_arch("unet", config)
+    module.load_state_dict(state["ema"])
+    irm1 = Network("irm1", config, module.eval(), compute, arch.input_size(config), "eps", 3)
+
+    class Spy(torch.nn.Module):
+        def __init__(self, out):
+            super().__init__()
+            self.out, self.seen = out, []
+
+        def forward(self, x, t):
+            self.seen.append(x.clone())
+            return torch.zeros(x.shape[0], self.out, *x.shape[2:])
+
+    irm2, tem = Spy(3), Spy(6)
+    preset = load_builtin("diffbfr")
+    params = type("P", (), {"irm1_steps": 2, "irm2_start": 2, "irm2_steps": 1, "tem_start": 2, "tem_steps": 1})()
+    cascade = DiffBFRCascade(irm1, Network("irm2", {}, irm2, compute, 128, "eps", 3),
+                             Network("tem", {}, tem, compute, 128, "eps+variance", 0),
+                             preset_alphas(preset, "irm1"), preset_alphas(preset, "tem"), params, 128)
+    faces = Faces(list_faces(ALIGNED_LQ), 128, "diffbfr", 0)
+    cache = ConditionCache(run, _sha_of(tmp_path / "irm1"), 2)
+    for index in (0, faces_n - 1):
+        rel, draw = faces.condition_key(index)
+        lq = torch.from_numpy(faces.pair(index, draw)[1]).permute(2, 0, 1)[None].float() / 255.0
+        irm2.seen.clear()  # `run --batch-size 2` pads a lone face with a blank one
+        cascade.restore(torch.cat([lq, torch.zeros_like(lq)]), [seeded_generator(condition_seed(rel, draw)),
+                                                                seeded_generator(7)])
+        assert cache.path(rel, draw) in cached
+        assert torch.equal(irm2_condition(cache.load(rel, draw)[None], 128), irm2.seen[0][:1, 3:]), index
+
+
+def preset_alphas(preset, role):
+    from facerestore_cli.diffusion.schedule import preset_alphas_cumprod
+
+    return preset_alphas_cumprod(preset.schedule(role))
+
+
+def _sha_of(run):
+    from facerestore_cli.files import sha256_file
+    from facerestore_cli.training import checkpoints
+
+    return sha256_file(checkpoints.latest(run)).hexdigest()

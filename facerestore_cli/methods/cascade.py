@@ -34,11 +34,8 @@ class DiffBFRCascade:
         stages = [timesteps(len(self.abar_irm), p.irm1_steps, "rounded"),
                   timesteps(p.irm2_start, p.irm2_steps, "rounded"), timesteps(p.tem_start, p.tem_steps, "rounded")]
         report = _progress(callback, [len(s) for s in stages])
-        lq = resize_batch(faces.to(self.irm1.compute.device, torch.float32), self.irm1.input_size) * 2.0 - 1.0
-
-        x = randn_per_face(generators, tuple(lq.shape[1:]), lq.device)
-        x = ancestral_loop(eps_model(self.irm1, lq), x, stages[0], self.abar_irm, generators, report(0))
-        condition = resize_batch(x.clamp(-1.0, 1.0), self.irm2.input_size, clamp=False).clamp(-1.0, 1.0)
+        x = irm1_sample(self.irm1, faces, self.abar_irm, stages[0], generators, report(0))
+        condition = irm2_condition(x, self.irm2.input_size)
 
         y = diffuse_to(condition, self.abar_irm, stages[1][0], generators)  # q(y′_N1 | ·), Eq. 2
         y = ancestral_loop(eps_model(self.irm2, condition), y, stages[1], self.abar_irm, generators, report(1))
@@ -48,6 +45,20 @@ class DiffBFRCascade:
         z = ancestral_loop(eps_model(self.tem), z, stages[2], self.abar_tem, generators, report(2))
         out = resize_batch(((z + 1.0) / 2.0).clamp(0.0, 1.0), self.face_size)
         return Restoration(out, resize_batch((estimate + 1.0) / 2.0, self.face_size))
+
+
+def irm1_sample(irm1: Network, faces01: torch.Tensor, abar: torch.Tensor, chain: list[int], generators,
+                callback=None) -> torch.Tensor:
+    """x̃′_0: IRM(-1)'s whole reverse chain from pure noise at its size, conditioned on the LQ faces ([0, 1], any
+    size) resized to it (Algorithm 1); in [−1, 1], unclamped. `train diffbfr-irm2` conditions on the same."""
+    lq = resize_batch(faces01.to(irm1.compute.device, torch.float32), irm1.input_size) * 2.0 - 1.0
+    x = randn_per_face(generators, tuple(lq.shape[1:]), lq.device)
+    return ancestral_loop(eps_model(irm1, lq), x, chain, abar, generators, callback)
+
+
+def irm2_condition(irm1_output: torch.Tensor, size: int) -> torch.Tensor:
+    """IRM(-2)'s condition (Eq. 9): x̃′_0 clamped, resized to IRM(-2)'s size, clamped."""
+    return resize_batch(irm1_output.clamp(-1.0, 1.0), size, clamp=False).clamp(-1.0, 1.0)
 
 
 def _progress(callback, lengths: list[int]):

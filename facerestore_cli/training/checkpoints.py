@@ -22,7 +22,7 @@ MAY_CHANGE_ON_RESUME = ("steps", "checkpoint_every", "sample_every", "log_every"
 
 
 # settings added after the first checkpoints were written: what a checkpoint without them ran with
-ADDED_SINCE = {"hflip": False, "gray_pairs": False}
+ADDED_SINCE = {"hflip": False, "gray_pairs": False, "condition": "lq"}
 
 
 def checkpoint_dir(run: Path) -> Path:

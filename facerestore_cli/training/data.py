@@ -63,34 +63,49 @@ def sample_key(seed: int, epoch: int, rel: str) -> int:
 
 
 class Faces(Dataset):
-    """Item (index, epoch) → (HQ uint8 [3, S, S], LQ uint8 [3, S, S] at the same size, key). hflip: each sample is
-    mirrored with probability 1/2 (DiffBFR §5.1 augments with the horizontal flip), drawn from its key; gray_pairs:
-    a sample whose degradation made the LQ gray gets a gray HQ too (DiffBFR's gray probability is for colour
-    adaptation: a gray input should not be taught to invent colour)."""
+    """Item (index, epoch) → (HQ uint8 [3, S, S], LQ uint8 [3, S, S] at the same size, key, condition). hflip: each
+    sample is mirrored with probability 1/2 (DiffBFR §5.1 augments with the horizontal flip), drawn from its key;
+    gray_pairs: a sample whose degradation made the LQ gray gets a gray HQ too (DiffBFR's gray probability is for
+    colour adaptation: a gray input should not be taught to invent colour). conditions: a ConditionCache
+    (conditions.py): each face's degradation is drawn once, not per epoch, and its cached IRM(-1) sample comes with
+    it (mirrored with the pair); otherwise the condition is an empty tensor."""
 
     def __init__(self, listing: Listing, size: int, degradation: str, seed: int, hflip: bool = False,
-                 gray_pairs: bool = False):
+                 gray_pairs: bool = False, conditions=None):
         self.listing, self.size, self.model, self.seed = listing, size, MODELS[degradation], seed
-        self.hflip, self.gray_pairs = hflip, gray_pairs
+        self.hflip, self.gray_pairs, self.conditions = hflip, gray_pairs, conditions
 
     def __len__(self) -> int:
         return len(self.listing.files)
 
-    def __getitem__(self, item: tuple[int, int]):
-        index, epoch = item
+    def condition_key(self, index: int) -> tuple[str, int]:
+        """(relative path, degradation draw) of a face whose degradation is drawn once."""
+        rel = self.listing.rels[index]
+        return rel, sample_key(self.seed, 0, rel)
+
+    def pair(self, index: int, draw: int) -> tuple[np.ndarray, np.ndarray]:
+        """(HQ, LQ) uint8 H×W×3 of face `index` degraded with draw `draw`, unmirrored."""
         rel = self.listing.rels[index]
         try:
             hq = to_uint8(read_image(self.listing.files[index]).rgb)
         except Exception as exc:  # noqa: BLE001 - a file that passed the header check but fails to decode
             raise RuntimeError(f"cannot read training image {self.listing.files[index]}: {exc}") from exc
         hq = resize_to(hq, (self.size, self.size)) if hq.shape[:2] != (self.size, self.size) else hq
-        key = sample_key(self.seed, epoch, rel)
-        if self.hflip and hashed_seed("flip", key) & 1:
-            hq = np.ascontiguousarray(hq[:, ::-1])
-        lq, params = self.model(hq, image_rng(key, rel))
+        lq, params = self.model(hq, image_rng(draw, rel))
         if self.gray_pairs and params.get("gray"):
             hq = np.clip(np.rint(to_gray(hq.astype(np.float32))), 0, 255).astype(np.uint8)
-        return torch.from_numpy(hq).permute(2, 0, 1), torch.from_numpy(lq).permute(2, 0, 1), key
+        return hq, lq
+
+    def __getitem__(self, item: tuple[int, int]):
+        index, epoch = item
+        rel = self.listing.rels[index]
+        key = sample_key(self.seed, epoch, rel)
+        draw = self.condition_key(index)[1] if self.conditions is not None else key
+        hq, lq = (torch.from_numpy(image).permute(2, 0, 1) for image in self.pair(index, draw))
+        condition = self.conditions.load(rel, draw) if self.conditions is not None else torch.zeros(0)
+        if self.hflip and hashed_seed("flip", key) & 1:
+            hq, lq, condition = hq.flip(-1), lq.flip(-1), condition.flip(-1) if condition.numel() else condition
+        return hq.contiguous(), lq.contiguous(), key, condition.contiguous()
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:

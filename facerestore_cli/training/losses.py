@@ -29,15 +29,18 @@ def condition_of(target: Target, lq01: torch.Tensor, size: int) -> torch.Tensor 
     return None
 
 
-def diffusion_loss(target: Target, model, abar: torch.Tensor, hq01, lq01, keys, size: int, loss: str):
+def diffusion_loss(target: Target, model, abar: torch.Tensor, hq01, lq01, keys, size: int, loss: str,
+                   condition: torch.Tensor | None = None):
     """ε-prediction loss of one batch: each sample's timestep and noise come from its own key, so a sample's loss
-    does not depend on its batch, its rank, or a resume."""
+    does not depend on its batch, its rank, or a resume. condition: IRM(-2)'s from IRM(-1) samples (conditions.py),
+    else the target's own from the LQ."""
     x0 = resize_batch(hq01, size) * 2 - 1
     generators = [seeded_generator(int(k)) for k in keys]
     t = torch.stack([torch.randint(0, len(abar), (), generator=g) for g in generators]).to(x0.device)
     eps = randn_per_face(generators, tuple(x0.shape[1:]), x0.device)
     x_t = q_sample(x0, extract(abar, t, x0), eps)
-    pred = eps_model(model, condition_of(target, lq01, size))(x_t, t).float()
+    cond = condition if condition is not None else condition_of(target, lq01, size)
+    pred = eps_model(model, cond)(x_t, t).float()
     return F.l1_loss(pred, eps) if loss == "l1" else F.mse_loss(pred, eps)
 
 
@@ -55,14 +58,15 @@ def restorer_loss(target: Target, model, hq01, lq01, size: int, loss: str, arcfa
 
 
 @torch.no_grad()
-def validation_sample(target: Target, model, abar, lq01, size: int, seed: int, steps: int = 20) -> torch.Tensor:
+def validation_sample(target: Target, model, abar, lq01, size: int, seed: int, steps: int = 20,
+                      condition: torch.Tensor | None = None) -> torch.Tensor:
     """A picture of where training is: the network's restoration of fixed LQ faces, [0, 1] at `size` (diffusion:
     a short respaced Algorithm 1 chain — IRM(-1) from noise, IRM(-2) and the TEM truncated at the diffbfr preset's
     N1 and N2)."""
     if target.kind == "restorer":
         return model(resize_batch(lq01, size)).float().clamp(0, 1)
     generators = [seeded_generator(seed + i) for i in range(lq01.shape[0])]
-    cond = condition_of(target, lq01, size)
+    cond = condition if condition is not None else condition_of(target, lq01, size)
     if target.start is None:
         start = len(abar)
         x = randn_per_face(generators, (3, size, size), lq01.device)

@@ -2,8 +2,8 @@
 
     diffbfr-irm1       DiffBFR IRM(-1), Eq. 8: ε-prediction at 128, conditioned on the LQ face at 128; ground truth
                        x′0 = [y0]↓4 (the HQ face at 128)
-    diffbfr-irm2       DiffBFR IRM(-2), Eq. 9: ε-prediction at 512 conditioned on an image at 128 resized to 512;
-                       Eq. 9's is x̃′0, a sample of IRM(-1) (what `run` feeds it), here a stand-in: the LQ face
+    diffbfr-irm2       DiffBFR IRM(-2), Eq. 9: ε-prediction at 512 conditioned on x̃′0, IRM(-1)'s sample of the
+                       face's LQ (conditions.py), resized to 512; with --condition lq the LQ face at 128 ("lq128")
     diffbfr-tem        DiffBFR TEM, Eq. 11: unconditional ε-prediction at 512 (its variance channels are not trained:
                        Algorithm 1 does not use them)
     ipc                Diffuse and Restore's IPC g_φ, Eq. 4: SwinIR with L1 + λ·(1 − cos(f_arc(g_φ(x)), f_arc(y0)))

@@ -24,16 +24,19 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
-from facerestore_cli.archs import build_arch, check_config, input_size
+from facerestore_cli.archs import architecture, build_arch, check_config, input_size
 from facerestore_cli.device import Compute, resolve
+from facerestore_cli.diffusion.schedule import preset_alphas_cumprod
+from facerestore_cli.methods.cascade import irm2_condition
 from facerestore_cli.errors import UsageError
-from facerestore_cli.files import atomic_open, atomic_write_bytes
+from facerestore_cli.files import atomic_open, atomic_write_bytes, sha256_file
 from facerestore_cli.interrupts import InterruptGuard, Interrupted
-from facerestore_cli.networks import NetworkLoader
-from facerestore_cli.presets import Component
+from facerestore_cli.networks import Network, NetworkLoader
+from facerestore_cli.presets import Component, load_builtin
 from facerestore_cli.progress import duration
 from facerestore_cli.seeds import hashed_seed
 from facerestore_cli.training import checkpoints
+from facerestore_cli.training.conditions import ConditionCache
 from facerestore_cli.training.data import Faces, Positions, list_faces
 from facerestore_cli.training.losses import diffusion_loss, restorer_loss, to_unit, validation_sample
 from facerestore_cli.training.targets import TARGETS
@@ -50,6 +53,9 @@ class TrainConfig:
     lr: float = 1e-4
     warmup: int = 1000
     hflip: bool = True  # mirror each sample with probability 1/2 (DiffBFR §5.1)
+    condition: str | None = None  # diffbfr-irm2: "irm1" (Eq. 9; default when IRM(-1) weights exist) or "lq"
+    irm1: str | None = None  # diffbfr-irm2's IRM(-1): a RUN folder or a weight id (default diffbfr-irm1)
+    irm1_steps: int | None = None  # its chain's evaluations (default: the diffbfr preset's irm1_steps)
     lr_schedule: str = "constant"  # or "cosine": from lr after warm-up down to lr_min at --steps (SGDR, no restart)
     lr_min: float = 1e-6
     weight_decay: float = 0.0
@@ -106,6 +112,7 @@ class Trainer:
                          "identity_weight": self.identity_weight, "hflip": cfg.hflip, "gray_pairs": True}
         if cfg.lr_schedule == "cosine":  # its horizon is --steps: a cosine run resumes only to the same end
             self.settings["lr_schedule"] = f"cosine to {cfg.lr_min:g} at step {cfg.steps}"
+        self.conditions = self._irm1_conditions() if cfg.target == "diffbfr-irm2" else None
         self._resume_or_start()
         self.net = torch.nn.parallel.DistributedDataParallel(self.model) if self.world > 1 else self.model
 
@@ -118,6 +125,52 @@ class Trainer:
         store = WeightStore()
         store.require(["arcface-ir-se50"])
         return NetworkLoader(store, Compute(self.device, "fp32")).load(Component("arcface-ir-se50")).module
+
+    def _irm1_conditions(self) -> ConditionCache | None:
+        """diffbfr-irm2's condition: IRM(-1) samples (Eq. 9) from --irm1 (a RUN folder, or a weight id, default
+        diffbfr-irm1), or with --condition lq the LQ face at 128 (a stand-in). Sets the run's `condition` setting."""
+        cfg, store = self.cfg, WeightStore()
+        source = cfg.irm1 or "diffbfr-irm1"
+        from_run = Path(source).is_dir()
+        available = from_run or store.is_present(source)
+        choice = cfg.condition or ("irm1" if available else None)
+        if choice is None:
+            raise UsageError("train diffbfr-irm2 conditions on IRM(-1) samples (DiffBFR Eq. 9), and no IRM(-1) "
+                             "weights were found (diffbfr-irm1 is not in the weights cache)",
+                             hint="train and export diffbfr-irm1 first, or pass --irm1 RUN_FOLDER or --irm1 ID; "
+                                  "--condition lq trains on the LQ face at 128 instead (a stand-in)")
+        self.settings["condition"] = choice
+        if choice == "lq":
+            return None
+        if not available:
+            raise UsageError(f"--irm1 {source}: neither an IRM(-1) run folder nor weights in the cache",
+                             hint="facerestore weights list, or point --irm1 at a train diffbfr-irm1 RUN folder")
+        self.irm1, sha = self._load_irm1(source, from_run, store)
+        steps = cfg.irm1_steps or int(load_builtin("diffbfr").parameters["irm1_steps"])
+        self.abar_irm1 = preset_alphas_cumprod(load_builtin("diffbfr").schedule("irm1"))
+        self.settings["condition"] = f"irm1 {sha[:16]}, {steps} steps"
+        return ConditionCache(cfg.run, sha, steps)
+
+    def _load_irm1(self, source: str, from_run: bool, store) -> tuple[Network, str]:
+        """IRM(-1) as a Network in fp32 on this device, and its weights' sha256 (a run's: its newest checkpoint's)."""
+        compute = Compute(self.device, "fp32")
+        if not from_run:
+            store.require([source])
+            network = NetworkLoader(store, compute).load(Component(source))
+            return network, store.recorded_sha256(source)
+        found = checkpoints.latest(Path(source))
+        if found is None:
+            raise UsageError(f"--irm1 {source} holds no checkpoint", hint="train diffbfr-irm1 into it first")
+        state = checkpoints.load(found)
+        if state["target"] != "diffbfr-irm1":
+            raise UsageError(f"--irm1 {source} is a {state['target']} run, not diffbfr-irm1")
+        config, arch = state["settings"]["config"], architecture("unet")
+        module = build_arch("unet", config)
+        module.load_state_dict(state["ema"])
+        module = module.eval().requires_grad_(False).to(self.device)
+        network = Network(str(found), config, module, compute, arch.input_size(config), arch.output(config),
+                          arch.condition_channels(config))
+        return network, sha256_file(found).hexdigest()
 
     def _resume_or_start(self) -> None:
         found = checkpoints.latest(self.cfg.run)
@@ -146,8 +199,14 @@ class Trainer:
         if self.rank == 0 and self.listing.skipped:
             self.say(f"skipped {len(self.listing.skipped)} unreadable file(s), e.g. {self.listing.skipped[0][0]}: "
                      f"{self.listing.skipped[0][1]}")
-        data = DataLoader(Faces(self.listing, self.size * self.target.upscale, self.target.degradation, cfg.seed,
-                                cfg.hflip, self.settings["gray_pairs"]),
+        faces = Faces(self.listing, self.size * self.target.upscale, self.target.degradation, cfg.seed, cfg.hflip,
+                      self.settings["gray_pairs"], self.conditions)
+        if self.conditions is not None:
+            if self.rank == 0:
+                self.conditions.fill(faces, self.irm1, self.abar_irm1, cfg.batch_size, self.say)
+            if self.world > 1:
+                dist.barrier()
+        data = DataLoader(faces,
                           batch_size=cfg.batch_size, num_workers=cfg.workers,
                           sampler=Positions(len(self.listing.files), cfg.seed, cfg.batch_size, self.consumed,
                                             self.rank, self.world))
@@ -178,12 +237,13 @@ class Trainer:
         torch.manual_seed(_step_seed(cfg.seed, self.step))  # dropout, if configured: a function of the step
         total = 0.0
         for micro in range(cfg.grad_accum):
-            hq, lq, keys = next(batches)
+            hq, lq, keys, conditions = next(batches)
             hq, lq = to_unit(hq.to(self.device)), to_unit(lq.to(self.device))
+            condition = irm2_condition(conditions.to(self.device), self.size) if conditions.numel() else None
             sync = micro == cfg.grad_accum - 1 or self.world == 1
             with (contextlib.nullcontext() if sync else self.net.no_sync()), self.compute.autocast():
                 if self.target.kind == "diffusion":
-                    loss = diffusion_loss(self.target, self.net, self.abar, hq, lq, keys, self.size, cfg.loss)
+                    loss = diffusion_loss(self.target, self.net, self.abar, hq, lq, keys, self.size, cfg.loss, condition)
                 else:
                     loss = restorer_loss(self.target, self.net, hq, lq, self.size, cfg.loss, self.arcface)
                 self.scaler.scale(loss / cfg.grad_accum).backward()
@@ -241,12 +301,15 @@ class Trainer:
         """RUN/samples/step-NNNNNNNN.png: per fixed validation face, LQ | the EMA network's restoration | HQ."""
         count = min(self.cfg.samples, len(self.listing.files))
         faces = Faces(self.listing, self.size * self.target.upscale, self.target.degradation, self.cfg.seed,
-                      gray_pairs=self.settings["gray_pairs"])
+                      gray_pairs=self.settings["gray_pairs"], conditions=self.conditions)
         items = [faces[(i, -1)] for i in range(count)]
         hq = torch.stack([it[0] for it in items]).to(self.device)
         lq = torch.stack([it[1] for it in items]).to(self.device)
         with self.compute.autocast():
-            out = validation_sample(self.target, self.ema, self.abar, to_unit(lq), self.size, self.cfg.seed)
+            condition = None if self.conditions is None else irm2_condition(
+                torch.stack([it[3] for it in items]).to(self.device), self.size)
+            out = validation_sample(self.target, self.ema, self.abar, to_unit(lq), self.size, self.cfg.seed,
+                                    condition=condition)
         side = hq.shape[-1]
         out = torch.nn.functional.interpolate(out.float(), size=(side, side), mode="bicubic", antialias=True).clamp(0, 1)
         rows = [torch.cat([to_unit(lq[i]), out[i], to_unit(hq[i])], dim=2) for i in range(count)]
