@@ -28,7 +28,8 @@ def _say(text: str) -> None:
 def degrade(
     inputs: List[Path] = typer.Argument(..., metavar="PHOTO|FOLDER...", help="HQ face images and/or folders."),
     output: Path = typer.Option(..., "-o", "--output", metavar="DIR", help="Where the LQ images go (PNG)."),
-    model: str = typer.Option(..., "--model", metavar="diffbfr|difface|dr2", help="Whose degradation model (Eq.)."),
+    model: str = typer.Option(..., "--model", metavar="diffbfr|difface|dr2|dnr",
+                              help="Whose degradation model (Eq.): dnr is Diffuse and Restore's."),
     seed: int = typer.Option(0, "--seed", help="Each image's degradation is drawn from (seed, its relative path)."),
     keep_scale: bool = typer.Option(False, "--keep-scale", metavar="", help="Keep the downscaled size (default: "
                                                                              "back to the input size)."),

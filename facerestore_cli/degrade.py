@@ -5,6 +5,9 @@
              0.01 is GFPGAN's, whose degradation model the paper cites)
     difface  DifFace Eq. 17:  y = {[(x ∗ k_l)↓s + n_σ]_JPEG_q}↑s, l ∈ [0.1, 15], s ∈ [0.8, 32], σ ∈ [0, 20],
              q ∈ [30, 100]
+    dnr      Diffuse and Restore Eq. 10 (§4.1): y = ((x ⊗ k)↓s + n_σ)_q, σ ∈ [0, 20], s ∈ [1, 32], q ∈ [30, 90], resized
+             back; the paper names a blur kernel k without its width: chosen here a Gaussian of σ_k ∈ [0.1, 10],
+             the range of DiffBFR's Eq. 13 above
     dr2      DR2 Eq. 13 (its CelebA-Test synthesis; DR2 itself trains on HQ faces only): r ∈ {4, 8, 16}, a split
              mild / medium / severe with σ, δ, q from {3:5, 5:20, 60:80} / {5:7, 15:40, 40:60} / {7:9, 25:50, 30:40},
              and noise Gaussian, Laplace or Poisson
@@ -123,6 +126,11 @@ def _difface(rng: np.random.Generator) -> dict:
             "quality": int(rng.integers(30, 101))}
 
 
+def _dnr(rng: np.random.Generator) -> dict:
+    return {"blur": float(rng.uniform(0.1, 10)), "scale": float(rng.uniform(1, 32)), "noise": float(rng.uniform(0, 20)),
+            "quality": int(rng.integers(30, 91))}
+
+
 def _dr2(rng: np.random.Generator, scale: int | None = None, split: str | None = None) -> dict:
     split = split or str(rng.choice(list(DR2_SPLITS)))
     (b0, b1), (n0, n1), (q0, q1) = DR2_SPLITS[split]
@@ -135,6 +143,7 @@ MODELS = {
     "diffbfr": Degradation("diffbfr", "DiffBFR Eq. 13", _diffbfr),
     "difface": Degradation("difface", "DifFace Eq. 17", _difface),
     "dr2": Degradation("dr2", "DR2 Eq. 13", _dr2),
+    "dnr": Degradation("dnr", "Diffuse and Restore Eq. 10", _dnr),
 }
 
 

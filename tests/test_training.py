@@ -69,10 +69,11 @@ def test_degrade_is_deterministic_and_records_its_parameters(tmp_path):
 
 # model → parameter → (low, high) of its paper's ranges (degrade.py's docstring cites each equation)
 RANGES = {"diffbfr": {"blur": (0.1, 10), "scale": (0.8, 8), "noise": (0, 20), "quality": (60, 100)},
-          "difface": {"blur": (0.1, 15), "scale": (0.8, 32), "noise": (0, 20), "quality": (30, 100)}}
+          "difface": {"blur": (0.1, 15), "scale": (0.8, 32), "noise": (0, 20), "quality": (30, 100)},
+          "dnr": {"blur": (0.1, 10), "scale": (1, 32), "noise": (0, 20), "quality": (30, 90)}}
 
 
-@pytest.mark.parametrize("model", ["diffbfr", "difface", "dr2"])
+@pytest.mark.parametrize("model", ["diffbfr", "difface", "dr2", "dnr"])
 def test_degradation_parameters_stay_inside_their_papers_ranges_and_cover_them(model):
     """Over 500 draws every sampled parameter lies inside its paper's range, and the draws reach both ends of it
     (within 5 % of its width; a whole-number range exactly); DR2 draws every split and every r, each split's σ, δ,
@@ -132,7 +133,7 @@ def test_dr2s_nine_test_sets_are_reproducible(tmp_path):
 def test_degrade_keep_scale_and_the_other_models(tmp_path):
     require_shared()
     source = sorted(ALIGNED_LQ.glob("*.png"))[0]
-    for model, equation in (("difface", "DifFace Eq. 17"), ("dr2", "DR2 Eq. 13")):
+    for model, equation in (("difface", "DifFace Eq. 17"), ("dnr", "Diffuse and Restore Eq. 10"), ("dr2", "DR2 Eq. 13")):
         code, _o, err = invoke("degrade", source, "-o", tmp_path / model, "--model", model, "--keep-scale")
         assert code == 0, err
         record = json.loads((tmp_path / model / "degradations.jsonl").read_text())
