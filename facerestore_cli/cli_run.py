@@ -75,8 +75,7 @@ def prepare_run(ctx: typer.Context, v: dict):
     options = {s.name: s.parse(v[s.dest]) if s.parse and v[s.dest] is not None else v[s.dest]
                for s in RUN_SETTINGS}
     words = [w for s in given if not (s.run_only or s.whole_run) for w in s.line_args(v[s.dest])]
-    words += [w for flag, value in v["knobs"].items() if value is not None
-              for w in ([flag] if value is True else [flag, str(value)])]
+    words += [w for knob in chosen.Params.knobs() for w in knob.line_args(v["knobs"].get(knob.flag))]
     opts = RunOptions(preset=preset, method=chosen, params=params, faces=faces, command_line=tuple(words), **options)
     opts.check()
     listed = [Path(p) for p in read_list(v["files_from"], null_separated=v["null"])] if v["files_from"] is not None else []

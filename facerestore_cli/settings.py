@@ -104,8 +104,6 @@ def setting(*flags: str, help: str = "", panel: str = "", default: Any = datacla
             "choices": tuple(choices) if choices else None, "old": old, "shapes": shapes, "record_as": record_as,
             "photo_only": photo_only, "run_only": run_only, "whole_run": whole_run, "parse": parse,
             "preset_default": preset_default, "argument": argument}
-    if isinstance(default, (list, dict)):
-        return dataclasses.field(default_factory=lambda: type(default)(default), metadata={_KEY: meta})
     return dataclasses.field(default=default, metadata={_KEY: meta})
 
 
@@ -189,7 +187,3 @@ def coerce(spec: Setting, value: Any, where: str) -> Any:
         raise UsageError(f"{where} must be {spec.describe_range()}, got {value!r}")
     return value
 
-
-def command_line(specs: tuple[Setting, ...], values: Mapping[str, Any]) -> list[str]:
-    """The words that give these values (name → value) on the command line."""
-    return [word for spec in specs if spec.name in values for word in spec.line_args(values[spec.name])]

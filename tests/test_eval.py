@@ -112,7 +112,7 @@ def test_lpips_and_fid_features_equal_the_packages_own(eval_env, tmp_path, monke
     assert torch.allclose(ours, theirs, atol=1e-6) and theirs.abs().max() > 0
 
     folder = write_set(tmp_path / "set", faces(64)[:4])
-    evaluator = Evaluator(EvalSettings(("fid",), batch_size=3), loader)
+    evaluator = Evaluator(EvalSettings(("fid",), batch_size=4), loader)  # pytorch-fid's batch below: one kernel shape
     mu, sigma = evaluator.set_statistics(sorted(folder.glob("*.png")), lambda n: None)
     model = InceptionV3([InceptionV3.BLOCK_INDEX_BY_DIM[2048]]).eval()
     mu2, sigma2 = calculate_activation_statistics(sorted(str(p) for p in folder.glob("*.png")), model, 4, 2048, "cpu", 0)
@@ -141,6 +141,11 @@ def test_identical_images_measure_identical_and_rows_pair_by_name(eval_env, tmp_
     assert len(lines) == 2 * len(images) and {line["file"] for line in lines} == {f"face{i}" for i in range(5)}
     code, table, _err = invoke("eval", same, noisy, "--gt", truth, "--metrics", "psnr,ssim,niqe", "-q")
     assert code == 0 and max(len(line) for line in table.splitlines()) <= 80 and "PSNR↑" in table and "inf" in table
+    small = write_set(tmp_path / "small", faces(128)[:2])
+    code, out, err = invoke("eval", small, "--metrics", "niqe", "--json", "-q")  # NIQE needs two 96-px blocks
+    row = json.loads(out)["rows"][0]
+    assert code == 0 and row["metrics"]["niqe"] is None and row["notes"] == [
+        "NIQE leaves out 2 of 2 images, smaller than two 96-px blocks, where NIQE fits nothing"], err
 
 
 def test_landmarks_identity_to_input_and_fid_end_to_end(eval_env, tmp_path):

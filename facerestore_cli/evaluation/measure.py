@@ -63,19 +63,19 @@ def read_rgb(path: Path) -> np.ndarray:
 
 
 def _tensor(images: list[np.ndarray], device) -> torch.Tensor:
-    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).to(device, torch.float32) / 255.0
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous().to(device, torch.float32) / 255.0
 
 
 class Evaluator:
     """The chosen metrics with their networks loaded (networks: evaluation/networks.py); fid_reference: the
     reference set's (μ, Σ), set before rows are measured for FID."""
 
-    def __init__(self, settings: EvalSettings, loader=None):
+    def __init__(self, settings: EvalSettings, loader):
         from facerestore_cli.evaluation import networks
 
         self.settings, self.fid_reference = settings, None
         chosen = set(settings.metrics)
-        self.device = loader.compute.device if loader is not None else torch.device("cpu")
+        self.device = loader.compute.device
         self.lpips = networks.lpips_model(loader, settings.lpips_net) if "lpips" in chosen else None
         self.arcface = None
         if chosen & {"ids", "deg", "ids-in"}:
@@ -104,6 +104,12 @@ class Evaluator:
                     result.add(metric, record.get(metric))
                 on_image({"row": name, **record})
             result.pairs += len(batch)
+        reasons = {"niqe": "smaller than two 96-px blocks, where NIQE fits nothing",
+                   "lmd": "without a face RetinaFace finds in the restored image and in the ground truth"}
+        for metric, why in reasons.items():
+            left = result.pairs - result.counts.get(metric, 0)
+            if metric in self.settings.metrics and left:
+                result.notes.append(f"{m.METRICS[metric].label} leaves out {left} of {result.pairs} images, {why}")
         if moments is not None and moments.count >= 2:
             result.fid_images = moments.count
             try:

@@ -57,9 +57,9 @@ class FaceCropper:
 
     def _image(self, path: Path) -> np.ndarray:
         if path not in self._cached:
-            self._cached = {path: read_rgb(path), **{k: v for k, v in self._cached.items() if k != path}}
-            while len(self._cached) > 2:  # the input and the output of the photo at hand
-                self._cached.pop(next(reversed(self._cached)))
+            if len(self._cached) == 2:  # keep the input and the output of the photo at hand
+                self._cached.pop(next(iter(self._cached)))
+            self._cached[path] = read_rgb(path)
         return self._cached[path]
 
     def __call__(self, face: RunFace):

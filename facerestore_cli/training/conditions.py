@@ -13,7 +13,7 @@ import torch
 
 from facerestore_cli.diffusion.noise import seeded_generator
 from facerestore_cli.diffusion.schedule import timesteps
-from facerestore_cli.files import atomic_write_bytes
+from facerestore_cli.files import atomic_open
 from facerestore_cli.seeds import hashed_seed
 
 FOLDER = "irm1-conditions"
@@ -69,15 +69,8 @@ class ConditionCache:
             with torch.no_grad():
                 samples = irm1_sample(irm1, lq, abar, chain, generators).float().cpu()[:len(indices)]
             for (rel, key), sample in zip(keys, samples):
-                buffer = _serialized(sample.clone())
-                atomic_write_bytes(self.path(rel, key), buffer)
+                with atomic_open(self.path(rel, key), "wb", encoding=None) as handle:
+                    torch.save(sample.clone(), handle)
             self.made += len(indices)
             say(f"IRM(-1) conditions: {min(start + batch, len(missing))}/{len(missing)}")
 
-
-def _serialized(tensor: torch.Tensor) -> bytes:
-    import io
-
-    buffer = io.BytesIO()
-    torch.save(tensor, buffer)
-    return buffer.getvalue()

@@ -146,8 +146,9 @@ class Trainer:
             raise UsageError(f"--irm1 {source}: neither an IRM(-1) run folder nor weights in the cache",
                              hint="facerestore weights list, or point --irm1 at a train diffbfr-irm1 RUN folder")
         self.irm1, sha = self._load_irm1(source, from_run, store)
-        steps = cfg.irm1_steps or int(load_builtin("diffbfr").parameters["irm1_steps"])
-        self.abar_irm1 = preset_alphas_cumprod(load_builtin("diffbfr").schedule("irm1"))
+        diffbfr = load_builtin("diffbfr")
+        steps = cfg.irm1_steps or int(diffbfr.parameters["irm1_steps"])
+        self.abar_irm1 = preset_alphas_cumprod(diffbfr.schedule("irm1"))
         self.settings["condition"] = f"irm1 {sha[:16]}, {steps} steps"
         return ConditionCache(cfg.run, sha, steps)
 
