@@ -110,6 +110,8 @@ class Evaluator:
             left = result.pairs - result.counts.get(metric, 0)
             if metric in self.settings.metrics and left:
                 result.notes.append(f"{m.METRICS[metric].label} leaves out {left} of {result.pairs} images, {why}")
+        if moments is not None and moments.count < 2:
+            result.notes.append(f"FID not computed: it needs at least 2 images, the set has {moments.count}")
         if moments is not None and moments.count >= 2:
             result.fid_images = moments.count
             try:
