@@ -28,8 +28,10 @@ def _say(text: str) -> None:
 def degrade(
     inputs: List[Path] = typer.Argument(..., metavar="PHOTO|FOLDER...", help="HQ face images and/or folders."),
     output: Path = typer.Option(..., "-o", "--output", metavar="DIR", help="Where the LQ images go (PNG)."),
-    model: str = typer.Option(..., "--model", metavar="diffbfr|difface|dr2|dnr",
-                              help="Whose degradation model (Eq.): dnr is Diffuse and Restore's."),
+    model: str = typer.Option(..., "--model", metavar="MODEL",
+                              help="Whose degradation: diffbfr (DiffBFR Eq. 13), difface (DifFace Eq. 17), "
+                                   "difface-celeba-test (DifFace's test set, Appendix A), dr2 (DR2 Eq. 13), dnr "
+                                   "(Diffuse and Restore Eq. 10)."),
     seed: int = typer.Option(0, "--seed", help="Each image's degradation is drawn from (seed, its relative path)."),
     keep_scale: bool = typer.Option(False, "--keep-scale", metavar="", help="Keep the downscaled size (default: "
                                                                              "back to the input size)."),

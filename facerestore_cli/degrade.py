@@ -8,11 +8,15 @@
     dnr      Diffuse and Restore Eq. 10 (§4.1): y = ((x ⊗ k)↓s + n_σ)_q, σ ∈ [0, 20], s ∈ [1, 32], q ∈ [30, 90], resized
              back; the paper names a blur kernel k without its width: chosen here a Gaussian of σ_k ∈ [0.1, 10],
              the range of DiffBFR's Eq. 13 above
+    difface-celeba-test
+             DifFace's CelebA-Test (Appendix A): Eq. 17 with s ∈ {4, 8, 16, 20, …, 40}, σ ∈ {1, 5, 10, 15, 20},
+             q ∈ {30, 40, …, 70} and an anisotropic Gaussian k of covariance Σ = UΛUᵀ (Eq. 18), θ ∈ {0, π/4, π/2,
+             3π/4}, l_x, l_y ∈ {4, 8, 12, 16}: each drawn uniformly from its set
     dr2      DR2 Eq. 13 (its CelebA-Test synthesis; DR2 itself trains on HQ faces only): r ∈ {4, 8, 16}, a split
              mild / medium / severe with σ, δ, q from {3:5, 5:20, 60:80} / {5:7, 15:40, 40:60} / {7:9, 25:50, 30:40},
              and noise Gaussian, Laplace or Poisson
 
-k is an isotropic Gaussian kernel of the given standard deviation (pixels of the HQ image), ↓/↑ bicubic resizing,
+k is (but for difface-celeba-test) an isotropic Gaussian kernel of the given standard deviation (pixels of the HQ image), ↓/↑ bicubic resizing,
 n additive noise of the given standard deviation on the 0–255 scale, JPEG the codec at quality q. Every parameter is
 sampled uniformly from its range (q and r's choices as integers) by a generator seeded from (seed, relative path),
 so a degradation is the same on every run and machine."""
@@ -46,6 +50,19 @@ def gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
     """Convolution with an isotropic Gaussian of standard deviation sigma (kernel 2·⌈3σ⌉ + 1, reflected border)."""
     radius = max(1, math.ceil(3 * sigma))
     return cv2.GaussianBlur(image, (2 * radius + 1, 2 * radius + 1), sigma, borderType=cv2.BORDER_REFLECT_101)
+
+
+def anisotropic_blur(image: np.ndarray, lx: float, ly: float, theta: float) -> np.ndarray:
+    """Convolution with the Gaussian of covariance Σ = U Λ Uᵀ, U the rotation by θ, Λ = diag(l_x², l_y²) (DifFace
+    Appendix A, Eq. 18); kernel 2·⌈3·max(l_x, l_y)⌉ + 1 a side, normalised to sum 1, reflected border."""
+    u = np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]])
+    inverse = np.linalg.inv(u @ np.diag([lx * lx, ly * ly]) @ u.T)
+    radius = math.ceil(3 * max(lx, ly))
+    ax = np.arange(-radius, radius + 1, dtype=np.float64)
+    xy = np.stack(np.meshgrid(ax, ax, indexing="xy"), axis=-1)  # [..., (x, y)]
+    kernel = np.exp(-0.5 * np.einsum("...i,ij,...j->...", xy, inverse, xy))
+    kernel = (kernel / kernel.sum()).astype(np.float32)
+    return cv2.filter2D(image, -1, kernel, borderType=cv2.BORDER_REFLECT_101)
 
 
 def resize_by(image: np.ndarray, scale: float) -> np.ndarray:
@@ -101,7 +118,9 @@ class Degradation:
         """HQ RGB uint8 → LQ RGB uint8: blur, downscale, noise, JPEG, (gray), and back to the HQ size unless
         keep_scale."""
         h, w = hq.shape[:2]
-        image = gaussian_blur(hq.astype(np.float32), params["blur"])
+        image = hq.astype(np.float32)
+        kernel = params.get("kernel")
+        image = anisotropic_blur(image, **kernel) if kernel else gaussian_blur(image, params["blur"])
         image = resize_by(image, params["scale"])
         image = add_noise(image, params["noise"], params.get("noise_kind", "gaussian"), rng)
         image = jpeg(image, params["quality"])
@@ -126,6 +145,17 @@ def _difface(rng: np.random.Generator) -> dict:
             "quality": int(rng.integers(30, 101))}
 
 
+DIFFACE_CELEBA_TEST = {"scale": (4, 8, 16, 20, 24, 28, 32, 36, 40), "noise": (1, 5, 10, 15, 20),
+                       "quality": (30, 40, 50, 60, 70), "theta": (0.0, math.pi / 4, math.pi / 2, 3 * math.pi / 4),
+                       "lx": (4, 8, 12, 16), "ly": (4, 8, 12, 16)}
+
+
+def _difface_celeba_test(rng: np.random.Generator) -> dict:
+    pick = {name: values[int(rng.integers(len(values)))] for name, values in DIFFACE_CELEBA_TEST.items()}
+    return {"kernel": {"lx": float(pick["lx"]), "ly": float(pick["ly"]), "theta": float(pick["theta"])},
+            "scale": float(pick["scale"]), "noise": float(pick["noise"]), "quality": int(pick["quality"])}
+
+
 def _dnr(rng: np.random.Generator) -> dict:
     return {"blur": float(rng.uniform(0.1, 10)), "scale": float(rng.uniform(1, 32)), "noise": float(rng.uniform(0, 20)),
             "quality": int(rng.integers(30, 91))}
@@ -142,6 +172,8 @@ def _dr2(rng: np.random.Generator, scale: int | None = None, split: str | None =
 MODELS = {
     "diffbfr": Degradation("diffbfr", "DiffBFR Eq. 13", _diffbfr),
     "difface": Degradation("difface", "DifFace Eq. 17", _difface),
+    "difface-celeba-test": Degradation("difface-celeba-test", "DifFace Eq. 17, Appendix A Eq. 18",
+                                       _difface_celeba_test),
     "dr2": Degradation("dr2", "DR2 Eq. 13", _dr2),
     "dnr": Degradation("dnr", "Diffuse and Restore Eq. 10", _dnr),
 }

@@ -71,16 +71,38 @@ def test_degrade_is_deterministic_and_records_its_parameters(tmp_path):
 RANGES = {"diffbfr": {"blur": (0.1, 10), "scale": (0.8, 8), "noise": (0, 20), "quality": (60, 100)},
           "difface": {"blur": (0.1, 15), "scale": (0.8, 32), "noise": (0, 20), "quality": (30, 100)},
           "dnr": {"blur": (0.1, 10), "scale": (1, 32), "noise": (0, 20), "quality": (30, 90)}}
+# DifFace Appendix A: the sets its CelebA-Test draws from
+CELEBA_TEST = {"scale": {4, 8, 16, 20, 24, 28, 32, 36, 40}, "noise": {1, 5, 10, 15, 20}, "quality": {30, 40, 50, 60, 70},
+               "lx": {4, 8, 12, 16}, "ly": {4, 8, 12, 16}, "theta": {0.0, np.pi / 4, np.pi / 2, 3 * np.pi / 4}}
 
 
-@pytest.mark.parametrize("model", ["diffbfr", "difface", "dr2", "dnr"])
-def test_degradation_parameters_stay_inside_their_papers_ranges_and_cover_them(model):
-    """Over 500 draws every sampled parameter lies inside its paper's range, and the draws reach both ends of it
-    (within 5 % of its width; a whole-number range exactly); DR2 draws every split and every r, each split's σ, δ,
-    q inside that split's ranges; DiffBFR's gray draws are rare (probability 0.01)."""
-    from facerestore_cli.degrade import DR2_SCALES, DR2_SPLITS, MODELS, image_rng
+@pytest.fixture(scope="module")
+def five_hundred_faces(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("five-hundred")
+    rng = np.random.default_rng(0)
+    for i in range(500):
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(folder / f"face{i:03d}.png")
+    return folder
 
-    draws = [MODELS[model].sample(image_rng(0, f"face{i}.png")) for i in range(500)]
+
+@pytest.mark.parametrize("model", ["diffbfr", "difface", "difface-celeba-test", "dr2", "dnr"])
+def test_degradation_parameters_stay_inside_their_papers_ranges_and_cover_them(model, five_hundred_faces, tmp_path):
+    """`degrade` over 500 images: every parameter degradations.jsonl records lies inside its paper's range, and the
+    draws reach both ends of it (within 5 % of its width; a whole-number range exactly), a set's every member;
+    DR2 draws every split and every r, each split's σ, δ, q inside that split's ranges; DiffBFR's gray draws are
+    rare (probability 0.01)."""
+    from facerestore_cli.degrade import DR2_SCALES, DR2_SPLITS
+
+    code, _o, err = invoke("degrade", five_hundred_faces, "-o", tmp_path / "lq", "--model", model)
+    assert code == 0, err
+    records = [json.loads(line) for line in (tmp_path / "lq" / "degradations.jsonl").read_text().splitlines()]
+    assert len(records) == 500 and {r["status"] for r in records} == {"degraded"}
+    draws = [r["params"] for r in records]
+    if model == "difface-celeba-test":
+        for name, members in CELEBA_TEST.items():
+            values = [d["kernel"][name] if name in ("lx", "ly", "theta") else d[name] for d in draws]
+            assert {round(v, 6) for v in values} == {round(float(m), 6) for m in members}, name
+        return
     if model == "dr2":
         assert {d["split"] for d in draws} == set(DR2_SPLITS) and {d["scale"] for d in draws} == set(DR2_SCALES)
         assert {d["noise_kind"] for d in draws} == {"gaussian", "laplace", "poisson"}
@@ -96,6 +118,27 @@ def test_degradation_parameters_stay_inside_their_papers_ranges_and_cover_them(m
             assert low <= min(values) and max(values) <= high, (group, name)
             slack = 0 if name == "quality" else 0.05 * (high - low)
             assert min(values) <= low + slack and max(values) >= high - slack, (group, name, min(values), max(values))
+
+
+def test_celeba_test_kernels_are_eq18s_anisotropic_gaussians():
+    """Σ = UΛUᵀ (DifFace Eq. 18): an impulse spreads with standard deviation l_x along the axis at θ and l_y across
+    it; θ = π/2 swaps the image axes."""
+    from facerestore_cli.degrade import anisotropic_blur
+
+    impulse = np.zeros((129, 129, 3), np.float32)
+    impulse[64, 64] = 1.0
+
+    def spread(image):
+        weights = image[..., 0] / image[..., 0].sum()
+        ax = np.arange(129) - 64
+        return np.sqrt((weights.sum(0) * ax**2).sum()), np.sqrt((weights.sum(1) * ax**2).sum())  # σ along x, along y
+
+    sx, sy = spread(anisotropic_blur(impulse, 12.0, 4.0, 0.0))
+    assert abs(sx - 12.0) < 0.3 and abs(sy - 4.0) < 0.1
+    sx, sy = spread(anisotropic_blur(impulse, 12.0, 4.0, np.pi / 2))
+    assert abs(sx - 4.0) < 0.1 and abs(sy - 12.0) < 0.3
+    sx, sy = spread(anisotropic_blur(impulse, 8.0, 8.0, np.pi / 4))
+    assert abs(sx - sy) < 1e-3
 
 
 def test_dr2s_nine_test_sets_are_reproducible(tmp_path):
@@ -133,7 +176,8 @@ def test_dr2s_nine_test_sets_are_reproducible(tmp_path):
 def test_degrade_keep_scale_and_the_other_models(tmp_path):
     require_shared()
     source = sorted(ALIGNED_LQ.glob("*.png"))[0]
-    for model, equation in (("difface", "DifFace Eq. 17"), ("dnr", "Diffuse and Restore Eq. 10"), ("dr2", "DR2 Eq. 13")):
+    for model, equation in (("difface", "DifFace Eq. 17"), ("dnr", "Diffuse and Restore Eq. 10"), ("dr2", "DR2 Eq. 13"),
+                            ("difface-celeba-test", "DifFace Eq. 17, Appendix A Eq. 18")):
         code, _o, err = invoke("degrade", source, "-o", tmp_path / model, "--model", model, "--keep-scale")
         assert code == 0, err
         record = json.loads((tmp_path / model / "degradations.jsonl").read_text())
@@ -141,7 +185,8 @@ def test_degrade_keep_scale_and_the_other_models(tmp_path):
         w, h = Image.open(source).size
         scale = record["params"]["scale"]
         assert Image.open(tmp_path / model / source.name).size == (max(1, round(w / scale)), max(1, round(h / scale)))
-    assert record["params"]["split"] in ("mild", "medium", "severe") and record["params"]["scale"] in (4, 8, 16)
+        if model == "dr2":
+            assert record["params"]["split"] in ("mild", "medium", "severe") and record["params"]["scale"] in (4, 8, 16)
     code, _o, err = invoke("degrade", source, "-o", tmp_path / "x", "--model", "gfpgan")
     assert code == 2 and "unknown degradation model 'gfpgan'" in err
 
