@@ -218,9 +218,17 @@ def tiny_dr2_env(tiny_dr2_home, monkeypatch) -> Path:
 
 
 # -- ipc-guided --------------------------------------------------------------------------------------------------
+# the paper's trained parts at toy size: the IPC as the substitute SwinIR, the conditional prior (6 in, 3 out) at the
+# face size, the mask branch
+TINY_IPC_PRIOR = {**TINY_UNET_AT_128, "in_channels": 6, "out_channels": 3}
+TINY_IPC_MASK = {"image_size": TINY_FACE_SIZE, "in_channels": 4, "channels": 8, "levels": 2}
+
+
 def write_tiny_ipc_preset(path: Path) -> Path:
     return write_derived_preset(path, "ipc-guided", "ipc-tiny", TINY_FACE_SIZE,
-                                {"ipc": TINY_SWINIR_AT_128, "prior": TINY_UNET_AT_128, "parser": TINY_PARSENET},
+                                {"ipc": TINY_SWINIR_AT_128, "ipc_substitute": TINY_SWINIR_AT_128,
+                                 "prior": TINY_UNET_AT_128, "conditional_prior": TINY_IPC_PRIOR, "mask": TINY_IPC_MASK,
+                                 "parser": TINY_PARSENET},
                                 {"steps": 3, "id_mask": "proxy"})
 
 

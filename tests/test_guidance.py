@@ -298,9 +298,10 @@ def test_build_id_mask_dispatch_and_uniform():
             build_id_mask(**bad)
 
 
-def test_a_conditional_prior_gets_the_estimate_beside_x_t():
+def test_a_conditional_prior_gets_its_condition_beside_x_t():
     """ipc-guided's Eq. 5 prior: a UNet whose descriptor says it takes 3 condition channels (in_channels 6) sees
-    [y_t, 2·g_φ(x) − 1] at every step; an unconditional one sees y_t alone."""
+    [y_t, 2·x − 1] (condition "input", §3.2's text) or [y_t, 2·g_φ(x) − 1] ("estimate", Eq. 5) at every step of the
+    ancestral chain; an unconditional one sees y_t alone (DDIM)."""
     from types import SimpleNamespace
 
     from facerestore_cli.device import Compute
@@ -316,16 +317,21 @@ def test_a_conditional_prior_gets_the_estimate_beside_x_t():
             self.seen.append(x.clone())
             return torch.zeros(x.shape[0], 6, *x.shape[2:])
 
+    class Invert(nn.Module):
+        def forward(self, x):
+            return 1.0 - x
+
     compute = Compute(torch.device("cpu"), "fp32")
-    estimator = Network("ipc", {}, nn.Identity(), compute, 8)
+    estimator = Network("ipc", {}, Invert(), compute, 8)
     abar = schedule.alphas_cumprod(schedule.linear_betas(1000))
     params = SimpleNamespace(steps=3, eta=0.0, start_t=30)
     faces = torch.rand(2, 3, 8, 8)
     gens = [seeded_generator(face_seed(1, "a", i)) for i in range(2)]
-    for condition, channels in ((3, 6), (0, 3)):
+    for condition, sampler, expected in (("input", "ancestral", faces), ("estimate", "ancestral", 1.0 - faces),
+                                         (None, "ddim", None)):
         spy = Spy()
-        prior = Network("prior", {}, spy, compute, 8, "eps+variance", condition)
-        DiffusedEstimator(estimator, prior, abar, params, 8).restore(faces, gens)
-        assert len(spy.seen) == 3 and all(x.shape[1] == channels for x in spy.seen)
+        prior = Network("prior", {}, spy, compute, 8, "eps+variance", 0 if condition is None else 3)
+        DiffusedEstimator(estimator, prior, abar, params, 8, sampler=sampler, condition=condition).restore(faces, gens)
+        assert len(spy.seen) == 3 and all(x.shape[1] == (3 if condition is None else 6) for x in spy.seen)
         if condition:
-            assert all(torch.allclose(x[:, 3:], faces * 2 - 1) for x in spy.seen)
+            assert all(torch.allclose(x[:, 3:], expected * 2 - 1) for x in spy.seen)

@@ -55,7 +55,7 @@ def expected_masks(home) -> dict[str, np.ndarray]:
     networks = NetworkLoader(WeightStore(home), resolve("cpu", "fp32"))
     lq = to_tensor(to_float(np.asarray(Image.open(home / "face.png"))))
     with torch.no_grad():
-        estimate = networks.load(parts["ipc"])(lq).clamp(0.0, 1.0)
+        estimate = networks.load(parts["ipc_substitute"])(lq).clamp(0.0, 1.0)
         labels = torch.as_tensor(run_parsenet(networks.load(parts["parser"]).module, estimate))
     masks = {"parsing": build_id_mask("parsing", labels=labels, size=TINY_FACE_SIZE),
              "proxy": build_id_mask("proxy", estimate=estimate, input=lq)}

@@ -37,7 +37,8 @@ REDO = {
                 ("--det-min-side", "0"), ("--min-score", "0.5"), ("--faces", "0"), ("--only-center-face",),
                 ("--largest-face",), ("--upscale", "2"), ("--blend", "0.5")],
     "dr2": [("--dr2-n", "2"), ("--dr2-tau", "10"), ("--dr2-enhancer", "none"), ("--dr2-prior", "p2")],
-    "ipc-guided": [("--guidance-scale", "5"), ("--id-mask", "none"), ("--guidance-through-unet",)],
+    "ipc-guided": [("--guidance-scale", "5"), ("--id-mask", "none"), ("--guidance-through-unet",), ("--prior", "unconditional"),
+                   ("--prior-condition", "ipc")],
     "diffbfr": [("--irm1-steps", "3"), ("--irm2-start-t", "500"), ("--irm2-steps", "2"), ("--tem-start-t", "50"),
                 ("--tem-steps", "1")],
 }

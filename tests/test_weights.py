@@ -27,11 +27,11 @@ from facerestore_cli.weights.store import WeightStore, home, offline_from_enviro
 EXPECTED_IDS = {
     "difface-unet", "difface-swinir", "retinaface-resnet50", "retinaface-mobile0.25", "parsenet",
     "arcface-ir-se50", "dr2-unet", "dr2-sparnethd", "p2-ffhq", "diffbfr-irm1", "diffbfr-irm2", "diffbfr-tem",
-    "ipc-swinir", "estimator-swinir", "realesrgan-x2plus", "realesrgan-x4plus",
+    "ipc-swinir", "ipc-prior", "ipc-mask", "estimator-swinir", "realesrgan-x2plus", "realesrgan-x4plus",
     "lpips-alexnet", "lpips-vgg16", "lpips-alex-linear", "lpips-vgg-linear", "fid-inception",
 }
 KNOWN_ARCHS = {"unet", "swinir_difface", "retinaface", "parsenet", "arcface", "sparnethd", "rrdbnet", "tv_alexnet",
-               "tv_vgg16", "lpips_linear", "fid_inception"}
+               "tv_vgg16", "lpips_linear", "fid_inception", "ipc_mask"}
 
 
 # -- loopback HTTP server ------------------------------------------------------------------------------------

@@ -33,10 +33,12 @@ MODULES: dict[str, str] = {
     "tv_vgg16": "facerestore_cli.archs.metric_nets",
     "lpips_linear": "facerestore_cli.archs.metric_nets",
     "fid_inception": "facerestore_cli.archs.metric_nets",
+    "ipc_mask": "facerestore_cli.archs.mask_branch",
 }
 # what a network's output means
 EPS, EPS_VARIANCE, IMAGE = "eps", "eps+variance", "image"  # ε̂; ε̂ then the learned-range variance; an image
 DETECTIONS, PARSING, EMBEDDING = "detections", "parsing", "embedding"
+MASK = "mask"  # one logit per pixel
 
 
 @dataclass(frozen=True)

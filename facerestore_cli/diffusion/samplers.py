@@ -16,7 +16,7 @@ from facerestore_cli.diffusion.resize import lowpass
 from facerestore_cli.diffusion.schedule import extract, q_sample
 
 EpsModel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-# guide(x_t, ε̂, ᾱ_t, t) → correction subtracted from the DDIM mean (t: the original integer timestep)
+# guide(x_t, ε̂, ᾱ_t, t) → correction subtracted from a step's mean (DDIM or ancestral) (t: the original integer timestep)
 Guide = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], torch.Tensor]
 
 
@@ -126,25 +126,28 @@ def ddim_loop(
 # --- DiffBFR: ancestral DDPM with σ² = β (Algorithm 1) -----------------------------------------------------------
 
 def ancestral_step(x_t: torch.Tensor, eps: torch.Tensor, abar_t: torch.Tensor, abar_prev: torch.Tensor,
-                   noise: torch.Tensor | None) -> torch.Tensor:
+                   noise: torch.Tensor | None, shift: torch.Tensor | None = None) -> torch.Tensor:
     """One reverse step of DiffBFR's Algorithm 1 (Appendix B): DDPM ancestral sampling with σ_t² = β_t (Ho et al.
     2020, Eq. 11 and §3.2), no clipping:
         x_{t−1} = (x_t − (1 − α_t)/√(1 − γ_t) ε̂) / √α_t + √(1 − α_t) z,
     with γ_t = ᾱ_t and, over a respaced chain, α_t = ᾱ_t/ᾱ_prev (the combined step; the paper's α_t when the chain
-    visits every timestep). noise None at the chain's last step (z = 0 at t = 1)."""
+    visits every timestep). noise None at the chain's last step (z = 0 at t = 1). `shift`, when given, is
+    subtracted from the mean (Diffuse and Restore Eq. 9's μ′, see diffusion/guidance.py)."""
     alpha = abar_t / abar_prev
     mean = (x_t - (1.0 - alpha) / (1.0 - abar_t).sqrt() * eps) / alpha.sqrt()
+    if shift is not None:
+        mean = mean - shift
     return mean if noise is None else mean + (1.0 - alpha).sqrt() * noise
 
 
 def ancestral_loop(eps_model: EpsModel, x: torch.Tensor, timesteps: list[int], abar: torch.Tensor,
                    generators: list[torch.Generator],
-                   callback: Callable[[StepEvent], None] | None = None) -> torch.Tensor:
+                   callback: Callable[[StepEvent], None] | None = None, guide: Guide | None = None) -> torch.Tensor:
     """Algorithm 1's loop from x (at the level of timesteps[0]) down through descending 0-based `timesteps`
     (`schedule.timesteps(..., "rounded")`), one model evaluation each, at the original timestep; ᾱ_prev of the last step
     is 1. The step's coefficients are computed in float64 (IRM's first β is 1e-6, below float32's resolution of
     1 − β) and applied in float32. Each face draws its z from its own generator, so a result does not depend on
-    its batch."""
+    its batch. guide: as ddim_loop's, its correction subtracted from each step's mean."""
     x = x.contiguous()
     abar = abar.detach().to("cpu", torch.float64)  # 0-dim float64 entries: α = ᾱ_t/ᾱ_prev keeps β ≈ 1e-6 exact
     for k, t in enumerate(timesteps):
@@ -152,7 +155,8 @@ def ancestral_loop(eps_model: EpsModel, x: torch.Tensor, timesteps: list[int], a
         abar_prev = torch.ones((), dtype=torch.float64) if last else abar[timesteps[k + 1]]
         eps = eps_model(x, torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)).float()
         noise = None if last else randn_per_face(generators, tuple(x.shape[1:]), x.device)
-        x = ancestral_step(x, eps, abar[t], abar_prev, noise)
+        shift = None if guide is None else guide(x, eps, abar[t].float(), t)
+        x = ancestral_step(x, eps, abar[t], abar_prev, noise, shift)
         if callback is not None:
             callback(StepEvent(k, len(timesteps), t, x))
     return x

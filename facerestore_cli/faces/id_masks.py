@@ -2,7 +2,9 @@
 pixels (identity-critical regions), 0 where the prior generates freely, a smooth ramp in between.
 
 The paper predicts M with a small learned sub-branch of the IPC, fed the proxy M′ of Eq. 8 and the input x, and
-names a face-parsing network as the alternative. No weights for that branch exist, so M is either
+names a face-parsing network as the alternative. M is
+  - ``learned``: that branch (archs/mask_branch.py, trained by `facerestore train ipc-mask`), made binary where its
+    sigmoid exceeds 1/2 (the paper's M is "a spatial binary mask");
   - ``parsing``: ParseNet brows, eyes, nose, mouth and lips, dilated and feathered (the paper's alternative);
   - ``proxy``: M′ itself, |g_φ(x) − x| > δ, cleaned up by morphology and feathered (NOT the learned M);
   - ``none``: all ones, uniform guidance (the paper's Net3 ablation, Table 6).
@@ -31,7 +33,7 @@ PARSENET_LABELS = ("background", "skin", "nose", "eye_g", "l_eye", "r_eye", "l_b
 PARSENET_CLASS = {name: i for i, name in enumerate(PARSENET_LABELS)}
 ID_PARTS = ("l_brow", "r_brow", "l_eye", "r_eye", "nose", "mouth", "u_lip", "l_lip")
 ID_CLASSES = tuple(PARSENET_CLASS[n] for n in ID_PARTS)  # (6, 7, 4, 5, 2, 10, 11, 12)
-MASK_KINDS = ("parsing", "proxy", "none")
+MASK_KINDS = ("learned", "parsing", "proxy", "none")
 
 # Defaults as fractions of the face size S (512 → dilate 10 px, feather 15 px; proxy: open 3, close 6, dilate 5).
 DILATE_FRAC = 0.02
@@ -121,6 +123,34 @@ def parsing_mask(
     return _resize(mask, size)
 
 
+def eq8_proxy(estimate01: torch.Tensor, input01: torch.Tensor, delta: float = 0.3, reduce: str = "mean") -> torch.Tensor:
+    """M′ of Eq. 8, [|g_φ(x) − x| > δ]: [B, C, H, W] × 2 in [0, 1] → [B, 1, H, W] of 0/1 (float32). Channels:
+    ``reduce="mean"`` thresholds the mean absolute difference over channels, so a pixel counts when g_φ changed it
+    as a whole, not when it only removed colour noise in one channel; ``"max"`` the largest (any channel > δ). δ in
+    [0, 1] units (the paper's 0.3)."""
+    if estimate01.shape != input01.shape or estimate01.ndim != 4:
+        raise ValueError(f"estimate and input must both be [B, C, H, W] of one shape, got "
+                         f"{tuple(estimate01.shape)} and {tuple(input01.shape)}")
+    diff = (estimate01.float() - input01.float().to(estimate01.device)).abs()
+    if reduce == "mean":
+        diff = diff.mean(dim=1, keepdim=True)
+    elif reduce == "max":
+        diff = diff.amax(dim=1, keepdim=True)
+    else:
+        raise ValueError(f"reduce must be 'mean' or 'max', got {reduce!r}")
+    return (diff > delta).to(torch.float32)
+
+
+def mask_branch_input(estimate01: torch.Tensor, input01: torch.Tensor, delta: float = 0.3) -> torch.Tensor:
+    """What the mask sub-branch sees (§3.2.1): [x, M′] on channels, [B, 4, H, W]."""
+    return torch.cat([input01.float(), eq8_proxy(estimate01, input01, delta)], dim=1)
+
+
+def learned_mask(branch, estimate01: torch.Tensor, input01: torch.Tensor, delta: float = 0.3) -> torch.Tensor:
+    """M of the trained mask branch: 1 where sigmoid(branch([x, M′])) > 1/2, else 0 → [B, 1, H, W] float32."""
+    return (branch(mask_branch_input(estimate01, input01, delta)).float() > 0.0).to(torch.float32)
+
+
 def proxy_mask(
     estimate01: torch.Tensor,
     input01: torch.Tensor,
@@ -132,27 +162,14 @@ def proxy_mask(
     feather_px: float | None = None,
     size: int | Sequence[int] | None = None,
 ) -> torch.Tensor:
-    """The proxy M′ of Eq. 8, M′ = [|g_φ(x) − x| > δ], as a usable mask: [B, C, H, W] × 2 in [0, 1] → [B, 1, H, W].
+    """The proxy M′ of Eq. 8 (eq8_proxy) as a usable mask: [B, C, H, W] × 2 in [0, 1] → [B, 1, H, W] in [0, 1].
 
-    In the paper M′ is only the INPUT of a learned mask branch (with x); that branch has no public weights, so
-    here M′ is used directly after clean-up. Channels: ``reduce="mean"`` (default) thresholds the mean absolute
-    difference over channels, so a pixel counts when g_φ changed it as a whole, not when it only removed colour
-    noise in one channel; ``"max"`` thresholds the largest channel difference (any channel > δ). δ in [0, 1]
-    units (the paper's 0.3). Clean-up: opening by open_px (drops speckles narrower than ~2·open_px), closing by
-    close_px (fills small holes and gaps), dilation by dilate_px, feathering over feather_px; defaults 0.6%, 1.2%,
-    1%, 3% of the face size S (3, 6, 5, 15 px at 512), open at least 1 px."""
-    if estimate01.shape != input01.shape or estimate01.ndim != 4:
-        raise ValueError(f"estimate and input must both be [B, C, H, W] of one shape, got "
-                         f"{tuple(estimate01.shape)} and {tuple(input01.shape)}")
-    diff = (estimate01.float() - input01.float().to(estimate01.device)).abs()
-    if reduce == "mean":
-        diff = diff.mean(dim=1, keepdim=True)
-    elif reduce == "max":
-        diff = diff.amax(dim=1, keepdim=True)
-    else:
-        raise ValueError(f"reduce must be 'mean' or 'max', got {reduce!r}")
-    s = min(diff.shape[-2:])
-    m = (diff > delta).to(torch.float32)
+    In the paper M′ is only the INPUT of the learned mask branch (with x); here, without that branch, M′ is used
+    directly after clean-up: opening by open_px (drops speckles narrower than ~2·open_px), closing by close_px
+    (fills small holes and gaps), dilation by dilate_px, feathering over feather_px; defaults 0.6%, 1.2%, 1%, 3% of
+    the face size S (3, 6, 5, 15 px at 512), open at least 1 px."""
+    m = eq8_proxy(estimate01, input01, delta, reduce)
+    s = min(m.shape[-2:])
     r_open = _px(open_px, PROXY_OPEN_FRAC, s, minimum=1)
     r_close = _px(close_px, PROXY_CLOSE_FRAC, s)
     m = dilate(erode(m, r_open), r_open)
@@ -181,10 +198,15 @@ def build_id_mask(
     dilate_px: float | None = None,
     feather_px: float | None = None,
     device: torch.device | str | None = None,
+    branch=None,
 ) -> torch.Tensor:
-    """M of kind ``parsing`` (needs labels), ``proxy`` (needs estimate = g_φ(x) and input = x, both [0, 1]) or
+    """M of kind ``learned`` (needs the mask branch, estimate and input), ``parsing`` (needs labels), ``proxy`` (needs estimate = g_φ(x) and input = x, both [0, 1]) or
     ``none`` (needs shape, or estimate / labels to take it from) → [B, 1, H, W] float32 in [0, 1]."""
-    if kind == "parsing":
+    if kind == "learned":
+        if branch is None or estimate is None or input is None:
+            raise ValueError("the learned mask needs the mask branch, the estimate g_φ(x) and the input x")
+        mask = _resize(learned_mask(branch, estimate, input, delta), size)
+    elif kind == "parsing":
         if labels is None:
             raise ValueError("the parsing mask needs ParseNet labels")
         mask = parsing_mask(labels, dilate_px, feather_px, size=size)
