@@ -87,34 +87,44 @@ def _model_config(path: Optional[Path]) -> dict:
 
 
 def _make_command(target: str):
+    recipe = TARGETS[target].recipe
+
     def command(
         data: Path = typer.Option(..., "--data", metavar="DIR", help="A folder of aligned HQ faces (any size)."),
         run: Path = typer.Option(..., "-o", "--output", metavar="RUN", help="The run folder (checkpoints, samples, metrics)."),
-        steps: int = typer.Option(100_000, "--steps", min=1, metavar="N", help="Optimizer steps to train to."),
-        batch_size: int = typer.Option(4, "--batch-size", min=1, metavar="N", help="Faces per forward (per GPU)."),
+        steps: Optional[int] = typer.Option(None, "--steps", min=1, metavar="N",
+                                            help=f"Optimizer steps to train to (default {recipe.steps:,})."),
+        batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, metavar="N",
+                                                 help=f"Faces per forward, per GPU (default {recipe.batch_size})."),
         grad_accum: int = typer.Option(1, "--grad-accum", min=1, metavar="N", help="Forwards per optimizer step."),
-        lr: float = typer.Option(1e-4, "--lr", metavar="X", help="AdamW learning rate after warm-up."),
-        warmup: int = typer.Option(1000, "--warmup", min=0, metavar="N", help="Steps of linear learning-rate warm-up."),
-        lr_schedule: str = typer.Option("constant", "--lr-schedule", metavar="constant|cosine",
-                                        help="After warm-up: constant, or cosine annealing to --lr-min at --steps "
-                                             "(DifFace §IV-A: 1e-4 → 1e-6)."),
+        lr: Optional[float] = typer.Option(None, "--lr", metavar="X",
+                                           help=f"Adam learning rate after warm-up (default {recipe.lr:g})."),
+        warmup: Optional[int] = typer.Option(None, "--warmup", min=0, metavar="N",
+                                             help=f"Steps of linear learning-rate warm-up (default {recipe.warmup})."),
+        lr_schedule: Optional[str] = typer.Option(None, "--lr-schedule", metavar="constant|cosine",
+                                                  help="After warm-up: constant, or cosine annealing to --lr-min at "
+                                                       f"--steps (default {recipe.lr_schedule})."),
         lr_min: Optional[float] = typer.Option(None, "--lr-min", metavar="X",
-                                               help="Where --lr-schedule cosine ends (default 1e-6)."),
+                                               help=f"Where the cosine schedule ends (default {recipe.lr_min:g})."),
         precision: str = typer.Option("auto", "--precision", metavar="auto|fp32|bf16|fp16",
                                       help="Autocast, as `run --precision` chooses it (auto: bf16 on a GPU that has "
                                            "it, else fp16; fp32 on the CPU); fp16 uses a gradient scaler."),
         seed: int = typer.Option(0, "--seed", metavar="N", help="Initialisation, data order, degradations and noise."),
         hflip: bool = typer.Option(True, "--hflip/--no-hflip",
                                    help="Mirror each sample with probability 1/2 (DiffBFR §5.1)."),
-        condition: Optional[str] = typer.Option(None, "--condition", metavar="irm1|lq",
-                                                help="diffbfr-irm2: condition on IRM(-1) samples (Eq. 9; the default "
-                                                     "when IRM(-1) weights exist) or on the LQ face (a stand-in)."),
+        condition: Optional[str] = typer.Option(None, "--condition", metavar="irm1|lq|ipc",
+                                                help="diffbfr-irm2: IRM(-1) samples (Eq. 9; the default when IRM(-1) "
+                                                     "weights exist) or the LQ face (a stand-in). ipc-prior: the LQ "
+                                                     "face x (default, §3.2) or g_φ(x) (ipc, Eq. 5)."),
         irm1: Optional[str] = typer.Option(None, "--irm1", metavar="RUN|ID",
                                            help="diffbfr-irm2: the IRM(-1) to sample (a run folder or a weight id; "
                                                 "default diffbfr-irm1)."),
         irm1_steps: Optional[int] = typer.Option(None, "--irm1-steps", min=1, metavar="N",
                                                  help="diffbfr-irm2: IRM(-1) evaluations per sample (default: the "
                                                       "diffbfr preset's, 2000)."),
+        preset: Optional[Path] = typer.Option(None, "--preset", metavar="FILE.yaml",
+                                              help="ipc-mask, ipc-prior --condition ipc: the ipc-guided preset whose "
+                                                   "IPC and prior it trains against (default the built-in)."),
         loss: str = typer.Option("l1", "--loss", metavar="l1|l2", help="L1 (Table 6) or squared error (Eq. 8/9)."),
         model_config: Optional[Path] = typer.Option(None, "--model-config", metavar="FILE.yaml",
                                                     help="Override the network's config (keys of its registry entry)."),
@@ -127,42 +137,53 @@ def _make_command(target: str):
         log_every: int = typer.Option(50, "--log-every", min=1, metavar="N"),
         workers: int = typer.Option(2, "--workers", min=0, metavar="N", help="DataLoader worker processes."),
         device: str = typer.Option("auto", "--device", metavar="DEVICE", help="auto, cpu, cuda or cuda:N."),
+        tensorboard: bool = typer.Option(False, "--tensorboard", metavar="",
+                                         help="Also log the scalars and validation grids to RUN/tensorboard."),
     ) -> int:
         from facerestore_cli.training.trainer import TrainConfig, Trainer
 
         if loss not in ("l1", "l2"):
             raise UsageError(f"--loss must be l1 or l2, not '{loss}'")
-        if target != "diffbfr-irm2" and (condition, irm1, irm1_steps) != (None, None, None):
-            raise UsageError("--condition, --irm1 and --irm1-steps choose diffbfr-irm2's condition")
-        if condition not in (None, "irm1", "lq"):
-            raise UsageError(f"--condition must be irm1 or lq, not '{condition}'")
-        if condition == "lq" and (irm1, irm1_steps) != (None, None):
-            raise UsageError("--irm1 and --irm1-steps need --condition irm1")
-        if lr_schedule not in ("constant", "cosine"):
+        _check_conditions(target, condition, irm1, irm1_steps, preset)
+        if lr_schedule not in (None, "constant", "cosine"):
             raise UsageError(f"--lr-schedule must be constant or cosine, not '{lr_schedule}'")
-        if lr_min is not None and lr_schedule != "cosine":
-            raise UsageError("--lr-min is where --lr-schedule cosine ends: it needs --lr-schedule cosine")
+        if lr_min is not None and (lr_schedule or recipe.lr_schedule) != "cosine":
+            raise UsageError("--lr-min is where the cosine schedule ends: it needs --lr-schedule cosine")
         if grad_checkpointing not in ("auto", "on", "off"):
             raise UsageError(f"--grad-checkpointing must be auto, on or off, not '{grad_checkpointing}'")
         cfg = TrainConfig(target=target, data=data, run=run, steps=steps, batch_size=batch_size, grad_accum=grad_accum,
-                          lr=lr, warmup=warmup, lr_schedule=lr_schedule, lr_min=1e-6 if lr_min is None else lr_min,
+                          lr=lr, warmup=warmup, lr_schedule=lr_schedule, lr_min=lr_min,
                           precision=precision, seed=seed, hflip=hflip, condition=condition, irm1=irm1,
-                          irm1_steps=irm1_steps, loss=loss,
+                          irm1_steps=irm1_steps, preset=preset, loss=loss, tensorboard=tensorboard,
                           model_config=_model_config(model_config), model_config_file=model_config,
                           grad_checkpointing={"auto": None, "on": True, "off": False}[grad_checkpointing],
                           resume=resume, checkpoint_every=checkpoint_every, sample_every=sample_every,
                           log_every=log_every, workers=workers, device=device)
         result = Trainer(cfg, _say).train()
         if result["loss"] is None:  # a resume of a run already at --steps: no step ran
-            _say(f"nothing to train: {run} is at step {result['step']} (--steps {steps}); raise --steps to train on, "
+            _say(f"nothing to train: {run} is at step {result['step']} (--steps {result['steps']}); raise --steps to train on, "
                  f"or: facerestore train export {run}")
             return 0
         _say(f"done: step {result['step']}, loss {result['loss']:.4f}, {result['seconds']}s → {run}; "
              f"next: facerestore train export {run}")
         return 0
 
-    command.__doc__ = f"{TARGETS[target].help} Degraded on the fly; --resume continues exactly."
+    command.__doc__ = (f"{TARGETS[target].help} Degraded on the fly; --resume continues exactly. Defaults: "
+                       f"{recipe.source}.")
     return command
+
+
+def _check_conditions(target: str, condition, irm1, irm1_steps, preset) -> None:
+    """--condition, --irm1, --irm1-steps and --preset go with the targets that take them."""
+    choices = {"diffbfr-irm2": ("irm1", "lq"), "ipc-prior": ("lq", "ipc")}
+    if condition is not None and target not in choices:
+        raise UsageError(f"--condition chooses diffbfr-irm2's or ipc-prior's condition; {target} takes none")
+    if condition is not None and condition not in choices[target]:
+        raise UsageError(f"{target}'s --condition is {' or '.join(choices[target])}, not '{condition}'")
+    if (irm1, irm1_steps) != (None, None) and (target != "diffbfr-irm2" or condition == "lq"):
+        raise UsageError("--irm1 and --irm1-steps choose diffbfr-irm2's IRM(-1) (with --condition irm1)")
+    if preset is not None and not (target == "ipc-mask" or (target == "ipc-prior" and condition == "ipc")):
+        raise UsageError("--preset names the ipc-guided parts ipc-mask and ipc-prior --condition ipc train against")
 
 
 for _name in TARGETS:

@@ -65,11 +65,12 @@ def round_box(box) -> list[float]:
 
 def face_record(face) -> dict:
     """A face as restored: where it was (box, 5 landmarks), the noise seed it drew from, the mask it was pasted back
-    with, what the method used for it (ipc-guided: the identity mask) and its identity scores, each recorded where
-    it was used; every field present (None when it does not apply)."""
+    with, what the method used for it (ipc-guided: the identity mask and which configuration ran) and its identity
+    scores, each recorded where it was used; every field present (None when it does not apply)."""
     landmarks = None if face.landmarks is None else [[round(float(v), 2) for v in point] for point in face.landmarks]
     return {"index": face.index, "box": round_box(face.box), "score": round(face.score, 4), "landmarks": landmarks,
-            "seed": face.seed, "mask": face.paste_mask, "id_mask": None, "identity": face.identity,
+            "seed": face.seed, "mask": face.paste_mask, "id_mask": None, "configuration": None,
+            "identity": face.identity,
             **face.method_info}
 
 

@@ -225,11 +225,19 @@ def test_each_degradation_parameter_has_its_effect():
 
 def test_training_lowers_the_loss(tmp_path):
     """100 steps of a tiny IRM(-1) on the shared crops: the mean loss of the last 20 steps is below 80 % of the
-    first 20 steps' (ε-prediction from scratch starts near E|ε| ≈ 0.8)."""
+    first 20 steps' (ε-prediction from scratch starts near E|ε| ≈ 0.8); with --tensorboard the scalars and the
+    validation grid are in RUN/tensorboard, and RUN/loss.png is drawn."""
     require_shared()
     code, _o, err = train(tmp_path, "diffbfr-irm1", tmp_path / "run", TINY_IRM1, "--steps", "100", "--log-every", "20",
-                          "--sample-every", "100", "--checkpoint-every", "100")
+                          "--sample-every", "100", "--checkpoint-every", "100", "--tensorboard")
     assert code == 0, err
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == [20, 40, 60, 80, 100]
+    assert [e.step for e in events.Images("validation")] == [100]
+    assert Image.open(tmp_path / "run" / "loss.png").size == (800, 320)
     metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == [20, 40, 60, 80, 100]
     assert metrics[-1]["loss"] < 0.8 * metrics[0]["loss"], metrics
@@ -239,7 +247,8 @@ def test_training_lowers_the_loss(tmp_path):
 
 
 def test_resume_continues_exactly(tmp_path):
-    """6 steps in one go equal 3 steps and a resume for 3 more, bit for bit (also with DataLoader workers)."""
+    """6 steps in one go equal 3 steps and a resume for 3 more, bit for bit (also with DataLoader workers), and so
+    do their metrics lines and loss curves."""
     require_shared()
     common = ("--checkpoint-every", "3", "--sample-every", "1000", "--log-every", "3")
     code, _o, err = train(tmp_path, "diffbfr-irm1", tmp_path / "straight", TINY_IRM1, "--steps", "6", *common)
@@ -255,6 +264,9 @@ def test_resume_continues_exactly(tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     lines = (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines] == [3, 6]
+    # loss.png goes on across the resume: the same curve as the straight run's
+    curves = [np.asarray(Image.open(tmp_path / run / "loss.png")) for run in ("straight", "split")]
+    assert np.array_equal(*curves)
 
 
 def test_export_import_and_run_diffbfr(tiny_home, tmp_path, monkeypatch):
@@ -404,10 +416,12 @@ MUST_MATCH = {"batch_size": ("--batch-size", "2", "batch_size"), "grad_accum": (
 # train option → (flag, a changed value): checkpoints.MAY_CHANGE_ON_RESUME
 MAY_CHANGE = {"steps": ("--steps", "2"), "checkpoint_every": ("--checkpoint-every", "5"),
               "sample_every": ("--sample-every", "5"), "log_every": ("--log-every", "5"), "workers": ("--workers", "1"),
-              "device": ("--device", "auto"), "grad_checkpointing": ("--grad-checkpointing", "on")}
+              "device": ("--device", "auto"), "grad_checkpointing": ("--grad-checkpointing", "on"),
+              "tensorboard": ("--tensorboard", None)}
 # the run itself, its data (fingerprint: test above), the flag, and --lr-min (part of lr_schedule: test below)
-# and diffbfr-irm2's condition options (refused for other targets; its `condition` setting: the IRM(-2) test)
-RESUME_SPECIAL = {"data", "run", "resume", "lr_min", "condition", "irm1", "irm1_steps"}
+# and the condition options of diffbfr-irm2 and the ipc targets (refused for other targets; their `condition` and
+# `frozen` settings: the IRM(-2) and ipc-mask tests)
+RESUME_SPECIAL = {"data", "run", "resume", "lr_min", "condition", "irm1", "irm1_steps", "preset"}
 
 
 def test_every_train_option_is_classified_for_resume(tmp_path):
@@ -450,14 +464,17 @@ def test_cosine_learning_rate_anneals_to_lr_min_and_fixes_its_end_on_resume():
     from facerestore_cli.training.checkpoints import check_resume
     from facerestore_cli.training.trainer import TrainConfig, learning_rate
 
-    cosine = TrainConfig("difface-estimator", Path("d"), Path("r"), steps=110, warmup=10, lr=1e-4,
+    cosine = TrainConfig("diffbfr-tem", Path("d"), Path("r"), steps=110, warmup=10, lr=1e-4,
                          lr_schedule="cosine", lr_min=1e-6)
     rates = [learning_rate(cosine, step) for step in range(120)]
     assert rates[0] == pytest.approx(1e-5) and rates[9] == pytest.approx(1e-4) and rates[10] == pytest.approx(1e-4)
     assert rates[60] == pytest.approx((1e-4 + 1e-6) / 2) and rates[110] == pytest.approx(1e-6) == rates[119]
     assert all(a >= b for a, b in zip(rates[10:], rates[11:]))
-    constant = TrainConfig("difface-estimator", Path("d"), Path("r"), steps=110, warmup=10, lr=1e-4)
+    constant = TrainConfig("diffbfr-tem", Path("d"), Path("r"), steps=110, warmup=10, lr=1e-4).with_recipe()
     assert [learning_rate(constant, step) for step in range(10, 120)] == [1e-4] * 110
+    recipe = TrainConfig("difface-estimator", Path("d"), Path("r")).with_recipe()  # DifFace §IV-A
+    assert (recipe.batch_size, recipe.steps, recipe.lr, recipe.lr_schedule, recipe.lr_min, recipe.warmup) == \
+        (16, 500_000, 1e-4, "cosine", 1e-6, 0)
     state = {"target": "t", "settings": {"lr_schedule": "cosine to 1e-06 at step 110"}}
     for changed in ("cosine to 1e-05 at step 110", "cosine to 1e-06 at step 200"):
         with pytest.raises(UsageError, match="lr_schedule"):

@@ -74,10 +74,10 @@ class Configuration:
     def record(self, preset, params: Params) -> dict:
         """What every face record says about the configuration that restored it."""
         parts = preset.components
-        return {"configuration": "paper" if self.paper else "substitute",
-                "ipc": parts[self.ipc].weights, "prior": parts[self.prior].weights,
-                "sampler": f"ancestral DDPM, {self.steps} steps from t={params.start_t}" if self.sampler == "ancestral"
-                else f"DDIM η={params.eta:g}, {self.steps} steps from t={params.start_t}",
+        chain = (f"ancestral DDPM, {self.steps} steps from t={params.start_t}" if self.sampler == "ancestral"
+                 else f"DDIM η={params.eta:g}, {self.steps} steps from t={params.start_t}")
+        return {"configuration": {"name": "paper" if self.paper else "substitute", "ipc": parts[self.ipc].weights,
+                                  "prior": parts[self.prior].weights, "sampler": chain},
                 "id_mask": self.id_mask if params.guidance_scale > 0 else None}
 
 

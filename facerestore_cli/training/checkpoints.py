@@ -13,16 +13,18 @@ from facerestore_cli.errors import UsageError
 from facerestore_cli.files import atomic_open
 
 NAME = re.compile(r"^step-(\d{8})\.pt$")
-# `train` options a --resume may change: how far to train, how often to log, sample and checkpoint, and where and with
-# how much memory to compute. The weights after step N do not depend on them (the data order and every draw are
-# functions of the seed and the step). Every other setting that shapes the weights is stored in the checkpoint
+# `train` options a --resume may change: how far to train, how often to log, sample and checkpoint, whether to log to
+# TensorBoard too, and where and with how much memory to compute. The weights after step N do not depend on them (the
+# data order and every draw are functions of the seed and the step). Every other setting that shapes the weights is stored in the checkpoint
 # (Trainer.settings) and must match; so must the --data folder's images.
 MAY_CHANGE_ON_RESUME = ("steps", "checkpoint_every", "sample_every", "log_every", "workers", "device",
-                        "grad_checkpointing")
+                        "grad_checkpointing", "tensorboard")
 
 
 # settings added after the first checkpoints were written: what a checkpoint without them ran with
 ADDED_SINCE = {"hflip": False, "gray_pairs": False, "condition": "lq"}
+# the degradation a target trained on before checkpoints recorded it, where it was not the target's present one
+FORMER_DEGRADATION = {"ipc": "difface"}
 
 
 def checkpoint_dir(run: Path) -> Path:

@@ -11,7 +11,6 @@ from facerestore_cli.diffusion.samplers import ancestral_loop, eps_model
 from facerestore_cli.diffusion.schedule import diffuse_to, extract, q_sample, timesteps
 from facerestore_cli.faces.identity import identity_embedding
 from facerestore_cli.pixels import resize_batch
-from facerestore_cli.presets import load_builtin
 from facerestore_cli.training.targets import Target
 
 
@@ -61,8 +60,8 @@ def restorer_loss(target: Target, model, hq01, lq01, size: int, loss: str, arcfa
 def validation_sample(target: Target, model, abar, lq01, size: int, seed: int, steps: int = 20,
                       condition: torch.Tensor | None = None) -> torch.Tensor:
     """A picture of where training is: the network's restoration of fixed LQ faces, [0, 1] at `size` (diffusion:
-    a short respaced Algorithm 1 chain — IRM(-1) from noise, IRM(-2) and the TEM truncated at the diffbfr preset's
-    N1 and N2)."""
+    a short respaced ancestral chain — IRM(-1) from noise, IRM(-2) and the TEM truncated at the diffbfr preset's
+    N1 and N2, ipc-prior at the ipc-guided preset's T′ from its condition)."""
     if target.kind == "restorer":
         return model(resize_batch(lq01, size)).float().clamp(0, 1)
     generators = [seeded_generator(seed + i) for i in range(lq01.shape[0])]
@@ -71,7 +70,7 @@ def validation_sample(target: Target, model, abar, lq01, size: int, seed: int, s
         start = len(abar)
         x = randn_per_face(generators, (3, size, size), lq01.device)
     else:
-        start = min(int(load_builtin("diffbfr").parameters[target.start]), len(abar))
+        start = min(target.chain_start(), len(abar))
         begin = cond if cond is not None else resize_batch(lq01, size) * 2 - 1
         x = diffuse_to(begin, abar, start - 1, generators)
     x = ancestral_loop(eps_model(model, cond), x, timesteps(start, min(steps, start), "rounded"), abar, generators)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
+import dataclasses
 import math
 import os
 import sys
@@ -24,22 +24,24 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
-from facerestore_cli.archs import architecture, build_arch, check_config, input_size
+from facerestore_cli.archs import build_arch, check_config, input_size
 from facerestore_cli.device import Compute, resolve
-from facerestore_cli.diffusion.schedule import preset_alphas_cumprod
-from facerestore_cli.methods.cascade import irm2_condition
 from facerestore_cli.errors import UsageError
-from facerestore_cli.files import atomic_open, atomic_write_bytes, sha256_file
+from facerestore_cli.faces.id_masks import mask_branch_input
+from facerestore_cli.files import atomic_write_bytes
 from facerestore_cli.interrupts import InterruptGuard, Interrupted
-from facerestore_cli.networks import Network, NetworkLoader
-from facerestore_cli.presets import Component, load_builtin
+from facerestore_cli.methods.cascade import irm2_condition
+from facerestore_cli.networks import NetworkLoader
+from facerestore_cli.pixels import resize_batch
+from facerestore_cli.presets import Component
 from facerestore_cli.progress import duration
 from facerestore_cli.seeds import hashed_seed
-from facerestore_cli.training import checkpoints
-from facerestore_cli.training.conditions import ConditionCache
+from facerestore_cli.training import checkpoints, frozen
 from facerestore_cli.training.data import Faces, Positions, list_faces
 from facerestore_cli.training.losses import diffusion_loss, restorer_loss, to_unit, validation_sample
+from facerestore_cli.training.mask_loss import mask_loss
 from facerestore_cli.training.targets import TARGETS
+from facerestore_cli.training.watch import Watch
 from facerestore_cli.weights.store import WeightStore
 
 @dataclass
@@ -47,17 +49,20 @@ class TrainConfig:
     target: str
     data: Path
     run: Path
-    steps: int = 100_000
-    batch_size: int = 4
+    # None: the target's recipe (targets.Recipe: its paper's, or chosen here)
+    steps: int | None = None
+    batch_size: int | None = None
     grad_accum: int = 1
-    lr: float = 1e-4
-    warmup: int = 1000
+    lr: float | None = None
+    warmup: int | None = None
     hflip: bool = True  # mirror each sample with probability 1/2 (DiffBFR §5.1)
-    condition: str | None = None  # diffbfr-irm2: "irm1" (Eq. 9; default when IRM(-1) weights exist) or "lq"
+    condition: str | None = None  # diffbfr-irm2: "irm1" (Eq. 9; default when IRM(-1) weights exist) or "lq";
+    #                               ipc-prior: "lq" (default) or "ipc" (g_φ(x) of the --preset's IPC)
     irm1: str | None = None  # diffbfr-irm2's IRM(-1): a RUN folder or a weight id (default diffbfr-irm1)
     irm1_steps: int | None = None  # its chain's evaluations (default: the diffbfr preset's irm1_steps)
-    lr_schedule: str = "constant"  # or "cosine": from lr after warm-up down to lr_min at --steps (SGDR, no restart)
-    lr_min: float = 1e-6
+    preset: Path | None = None  # ipc-mask, ipc-prior --condition ipc: the ipc-guided preset of the frozen parts
+    lr_schedule: str | None = None  # "constant" or "cosine": from lr after warm-up to lr_min at --steps (SGDR)
+    lr_min: float | None = None
     weight_decay: float = 0.0
     clip: float = 1.0
     ema_decay: float = 0.9999
@@ -76,13 +81,22 @@ class TrainConfig:
     samples: int = 4
     workers: int = 2
     device: str = "auto"
+    tensorboard: bool = False
+
+    def with_recipe(self) -> TrainConfig:
+        """Every recipe setting not given taken from the target's recipe."""
+        recipe = TARGETS[self.target].recipe
+        given = {name: getattr(self, name) for name in ("steps", "batch_size", "lr", "warmup", "lr_schedule", "lr_min")}
+        return dataclasses.replace(self, **{name: getattr(recipe, name) if value is None else value
+                                            for name, value in given.items()})
 
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, say):
         if cfg.target not in TARGETS:
             raise UsageError(f"unknown training target '{cfg.target}'", hint=f"choose one of: {', '.join(TARGETS)}")
-        self.cfg, self.say, self.target = cfg, say, TARGETS[cfg.target]
+        self.cfg, self.say, self.target = cfg.with_recipe(), say, TARGETS[cfg.target]
+        cfg = self.cfg
         self.world, self.rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
         # the run path's device and precision policy; under torchrun `auto` is this rank's GPU
         rank_gpu = cfg.device == "auto" and torch.cuda.is_available()
@@ -109,10 +123,16 @@ class Trainer:
                          "grad_accum": cfg.grad_accum, "world": self.world, "lr": cfg.lr, "warmup": cfg.warmup,
                          "weight_decay": cfg.weight_decay, "clip": cfg.clip, "ema_decay": cfg.ema_decay,
                          "precision": self.precision, "seed": cfg.seed, "loss": cfg.loss,
-                         "identity_weight": self.identity_weight, "hflip": cfg.hflip, "gray_pairs": True}
+                         "identity_weight": self.identity_weight, "hflip": cfg.hflip, "gray_pairs": True,
+                         "degradation": self.target.degradation}
         if cfg.lr_schedule == "cosine":  # its horizon is --steps: a cosine run resumes only to the same end
             self.settings["lr_schedule"] = f"cosine to {cfg.lr_min:g} at step {cfg.steps}"
-        self.conditions = self._irm1_conditions() if cfg.target == "diffbfr-irm2" else None
+        irm1 = frozen.irm1_conditions(cfg, self.device, self.settings) if cfg.target == "diffbfr-irm2" else None
+        self.irm1, self.conditions = irm1, irm1.cache if irm1 else None
+        if cfg.target == "ipc-prior":
+            self.settings["condition"] = cfg.condition or "lq"
+        self.parts = frozen.ipc_parts(cfg, self.device, self.settings)
+        self.watch = Watch(cfg.run, cfg.tensorboard and self.rank == 0)
         self._resume_or_start()
         self.net = torch.nn.parallel.DistributedDataParallel(self.model) if self.world > 1 else self.model
 
@@ -126,53 +146,6 @@ class Trainer:
         store.require(["arcface-ir-se50"])
         return NetworkLoader(store, Compute(self.device, "fp32")).load(Component("arcface-ir-se50")).module
 
-    def _irm1_conditions(self) -> ConditionCache | None:
-        """diffbfr-irm2's condition: IRM(-1) samples (Eq. 9) from --irm1 (a RUN folder, or a weight id, default
-        diffbfr-irm1), or with --condition lq the LQ face at 128 (a stand-in). Sets the run's `condition` setting."""
-        cfg, store = self.cfg, WeightStore()
-        source = cfg.irm1 or "diffbfr-irm1"
-        from_run = Path(source).is_dir()
-        available = from_run or store.is_present(source)
-        choice = cfg.condition or ("irm1" if available else None)
-        if choice is None:
-            raise UsageError("train diffbfr-irm2 conditions on IRM(-1) samples (DiffBFR Eq. 9), and no IRM(-1) "
-                             "weights were found (diffbfr-irm1 is not in the weights cache)",
-                             hint="train and export diffbfr-irm1 first, or pass --irm1 RUN_FOLDER or --irm1 ID; "
-                                  "--condition lq trains on the LQ face at 128 instead (a stand-in)")
-        self.settings["condition"] = choice
-        if choice == "lq":
-            return None
-        if not available:
-            raise UsageError(f"--irm1 {source}: neither an IRM(-1) run folder nor weights in the cache",
-                             hint="facerestore weights list, or point --irm1 at a train diffbfr-irm1 RUN folder")
-        self.irm1, sha = self._load_irm1(source, from_run, store)
-        diffbfr = load_builtin("diffbfr")
-        steps = cfg.irm1_steps or int(diffbfr.parameters["irm1_steps"])
-        self.abar_irm1 = preset_alphas_cumprod(diffbfr.schedule("irm1"))
-        self.settings["condition"] = f"irm1 {sha[:16]}, {steps} steps"
-        return ConditionCache(cfg.run, sha, steps)
-
-    def _load_irm1(self, source: str, from_run: bool, store) -> tuple[Network, str]:
-        """IRM(-1) as a Network in fp32 on this device, and its weights' sha256 (a run's: its newest checkpoint's)."""
-        compute = Compute(self.device, "fp32")
-        if not from_run:
-            store.require([source])
-            network = NetworkLoader(store, compute).load(Component(source))
-            return network, store.recorded_sha256(source)
-        found = checkpoints.latest(Path(source))
-        if found is None:
-            raise UsageError(f"--irm1 {source} holds no checkpoint", hint="train diffbfr-irm1 into it first")
-        state = checkpoints.load(found)
-        if state["target"] != "diffbfr-irm1":
-            raise UsageError(f"--irm1 {source} is a {state['target']} run, not diffbfr-irm1")
-        config, arch = state["settings"]["config"], architecture("unet")
-        module = build_arch("unet", config)
-        module.load_state_dict(state["ema"])
-        module = module.eval().requires_grad_(False).to(self.device)
-        network = Network(str(found), config, module, compute, arch.input_size(config), arch.output(config),
-                          arch.condition_channels(config))
-        return network, sha256_file(found).hexdigest()
-
     def _resume_or_start(self) -> None:
         found = checkpoints.latest(self.cfg.run)
         if found is None:
@@ -182,6 +155,8 @@ class Trainer:
         state = checkpoints.load(found)
         if "gray_pairs" not in state["settings"]:  # a run started before gray LQ got gray HQ: it goes on without
             self.settings["gray_pairs"] = False
+        state["settings"].setdefault("degradation", checkpoints.FORMER_DEGRADATION.get(self.cfg.target,
+                                                                                        self.target.degradation))
         checkpoints.check_resume(state, self.cfg.target, self.settings, self.listing.fingerprint(), found)
         if not self.cfg.resume:
             raise UsageError(f"{self.cfg.run} already holds this run (step {state['step']})",
@@ -192,7 +167,8 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         self.step, self.consumed = state["step"], state["consumed"]
         torch.set_rng_state(state["rng"])
-        self._trim_metrics()
+        if self.rank == 0:
+            self.watch.trim(self.step)
 
     # -- the loop ----------------------------------------------------------------------------------------------
     def train(self) -> dict:
@@ -204,7 +180,7 @@ class Trainer:
                       self.settings["gray_pairs"], self.conditions)
         if self.conditions is not None:
             if self.rank == 0:
-                self.conditions.fill(faces, self.irm1, self.abar_irm1, cfg.batch_size, self.say)
+                self.conditions.fill(faces, self.irm1.network, self.irm1.abar, cfg.batch_size, self.say)
             if self.world > 1:
                 dist.barrier()
         data = DataLoader(faces,
@@ -227,9 +203,10 @@ class Trainer:
             finally:
                 if bar is not None:
                     bar.stop()
+                self.watch.close()
         if self.rank == 0 and (not checkpoints.latest(cfg.run) or self.step % cfg.checkpoint_every):
             self.save()
-        return {"step": self.step, "loss": float(np.mean(losses[-cfg.log_every:])) if losses else None,
+        return {"step": self.step, "steps": cfg.steps, "loss": float(np.mean(losses[-cfg.log_every:])) if losses else None,
                 "seconds": round(time.monotonic() - started, 2)}
 
     def train_step(self, batches) -> float:
@@ -240,11 +217,13 @@ class Trainer:
         for micro in range(cfg.grad_accum):
             hq, lq, keys, conditions = next(batches)
             hq, lq = to_unit(hq.to(self.device)), to_unit(lq.to(self.device))
-            condition = irm2_condition(conditions.to(self.device), self.size) if conditions.numel() else None
+            condition = self._condition(lq, conditions)
             sync = micro == cfg.grad_accum - 1 or self.world == 1
             with (contextlib.nullcontext() if sync else self.net.no_sync()), self.compute.autocast():
                 if self.target.kind == "diffusion":
                     loss = diffusion_loss(self.target, self.net, self.abar, hq, lq, keys, self.size, cfg.loss, condition)
+                elif self.target.kind == "mask":
+                    loss, _terms = mask_loss(self.net, self.parts, hq, lq, keys, self.size)
                 else:
                     loss = restorer_loss(self.target, self.net, hq, lq, self.size, cfg.loss, self.arcface)
                 self.scaler.scale(loss / cfg.grad_accum).backward()
@@ -260,6 +239,16 @@ class Trainer:
         self.step += 1
         self.consumed += cfg.batch_size * self.world * cfg.grad_accum
         return total
+
+    def _condition(self, lq01: torch.Tensor, cached: torch.Tensor) -> torch.Tensor | None:
+        """A diffusion target's condition when it is not the LQ itself: IRM(-1)'s cached samples (diffbfr-irm2),
+        g_φ(x) (ipc-prior --condition ipc); None: the target's own (losses.condition_of)."""
+        if cached.numel():
+            return irm2_condition(cached.to(self.device), self.size)
+        if self.target.kind == "diffusion" and self.parts is not None:
+            with torch.no_grad():
+                return self.parts.ipc(resize_batch(lq01, self.size)).clamp(0.0, 1.0) * 2.0 - 1.0
+        return None
 
     @torch.no_grad()
     def _update_ema(self) -> None:
@@ -281,8 +270,8 @@ class Trainer:
         if bar is not None:
             bar.update(bar.task_ids[0], completed=self.step, status=status)
         if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-            self._append_metrics({"step": self.step, "loss": round(loss, 6), "lr": self.optimizer.param_groups[0]["lr"],
-                                  "it_per_s": round(rate, 3), "samples": self.consumed, "elapsed_s": round(elapsed, 1)})
+            self.watch.log({"step": self.step, "loss": round(loss, 6), "lr": self.optimizer.param_groups[0]["lr"],
+                            "it_per_s": round(rate, 3), "samples": self.consumed, "elapsed_s": round(elapsed, 1)})
             if bar is None:
                 self.say(status)
         if self.step % cfg.sample_every == 0:
@@ -298,8 +287,10 @@ class Trainer:
                  "scaler": self.scaler.state_dict(), "rng": torch.get_rng_state()}
         return checkpoints.save(self.cfg.run, state, self.cfg.keep)
 
+    @torch.no_grad()
     def save_samples(self) -> Path:
-        """RUN/samples/step-NNNNNNNN.png: per fixed validation face, LQ | the EMA network's restoration | HQ."""
+        """RUN/samples/step-NNNNNNNN.png: per fixed validation face, LQ | the EMA network's restoration (ipc-mask:
+        its binary mask M) | HQ."""
         count = min(self.cfg.samples, len(self.listing.files))
         faces = Faces(self.listing, self.size * self.target.upscale, self.target.degradation, self.cfg.seed,
                       gray_pairs=self.settings["gray_pairs"], conditions=self.conditions)
@@ -307,10 +298,14 @@ class Trainer:
         hq = torch.stack([it[0] for it in items]).to(self.device)
         lq = torch.stack([it[1] for it in items]).to(self.device)
         with self.compute.autocast():
-            condition = None if self.conditions is None else irm2_condition(
-                torch.stack([it[3] for it in items]).to(self.device), self.size)
-            out = validation_sample(self.target, self.ema, self.abar, to_unit(lq), self.size, self.cfg.seed,
-                                    condition=condition)
+            if self.target.kind == "mask":
+                x = resize_batch(to_unit(lq), self.size)
+                out = (self.ema(mask_branch_input(self.parts.ipc(x).clamp(0.0, 1.0), x)).float() > 0).float()
+                out = out.expand(-1, 3, -1, -1)
+            else:
+                condition = self._condition(to_unit(lq), torch.stack([it[3] for it in items]))
+                out = validation_sample(self.target, self.ema, self.abar, to_unit(lq), self.size, self.cfg.seed,
+                                        condition=condition)
         side = hq.shape[-1]
         out = torch.nn.functional.interpolate(out.float(), size=(side, side), mode="bicubic", antialias=True).clamp(0, 1)
         rows = [torch.cat([to_unit(lq[i]), out[i], to_unit(hq[i])], dim=2) for i in range(count)]
@@ -318,21 +313,9 @@ class Trainer:
         path = self.cfg.run / "samples" / f"step-{self.step:08d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(path, cv2.imencode(".png", np.ascontiguousarray(grid[..., ::-1]))[1].tobytes())
+        self.watch.image(grid, self.step)
         return path
 
-    def _append_metrics(self, record: dict) -> None:
-        self.cfg.run.mkdir(parents=True, exist_ok=True)
-        with open(self.cfg.run / "metrics.jsonl", "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
-
-    def _trim_metrics(self) -> None:
-        """A resume continues from its checkpoint: lines logged after it (before a crash) are dropped."""
-        path = self.cfg.run / "metrics.jsonl"
-        if not path.exists() or self.rank != 0:
-            return
-        kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= self.step]
-        with atomic_open(path, "w") as handle:
-            handle.write("".join(line + "\n" for line in kept))
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:
     """The learning rate of optimizer step `step` (from 0): linear warm-up to cfg.lr, then constant, or cosine

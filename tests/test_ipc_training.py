@@ -1,0 +1,215 @@
+"""Diffuse and Restore's trained parts (#22): `train ipc-prior` learns, an `ipc-mask` step moves only the mask branch
+and its gradient is that of Eq. 7 + LPIPS, the ipc targets train on Eq. 10's degradations, and after training and
+exporting ipc, ipc-prior and ipc-mask the paper's configuration of ipc-guided restores a real photo and says so."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from archival_helpers import invoke
+from conftest import ALIGNED_LQ, PHOTOS, TINY_IPC_MASK, TINY_IPC_PRIOR, TINY_SWINIR_AT_128, home_environment, use_home
+
+DET = ("--detector", "retinaface_mobile0.25")
+
+
+def _config(folder, name: str, config: dict):
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _train(folder, target: str, config: dict, *args):
+    code, _o, err = invoke("train", target, "--data", ALIGNED_LQ, "-o", folder / target, "--model-config",
+                           _config(folder, target, config), "--workers", "0", "--warmup", "5", "--lr", "2e-4",
+                           "--device", "cpu", "--batch-size", "2", *args)
+    assert code == 0, err
+    return err
+
+
+def _write_lpips_weights(weights_dir) -> None:
+    """LPIPS's AlexNet (seeded default initialisation, torchvision's layout) and its real v0.1 linear layers."""
+    import os
+
+    import lpips
+
+    from facerestore_cli.archs import build_arch
+
+    torch.manual_seed(31)
+    torch.save(build_arch("tv_alexnet", {"num_classes": 1000}).state_dict(), weights_dir / "alexnet-owt-7be5be79.pth")
+    shutil.copy(os.path.join(os.path.dirname(lpips.__file__), "weights", "v0.1", "alex.pth"), weights_dir / "alex.pth")
+
+
+@pytest.fixture(scope="module")
+def paper_home(tiny_ipc_home, tmp_path_factory):
+    """The ipc home plus LPIPS's networks, with ipc, ipc-prior (30 steps) and ipc-mask trained on the shared crops
+    and exported into it, in that order (the mask trains against the trained IPC and prior)."""
+    root = tmp_path_factory.mktemp("ipc-paper")
+    home = root / "home"
+    shutil.copytree(tiny_ipc_home, home)
+    _write_lpips_weights(home / "weights")
+    with home_environment(home):
+        _train(root, "ipc", TINY_SWINIR_AT_128, "--steps", "2")
+        _train(root, "ipc-prior", TINY_IPC_PRIOR, "--steps", "30", "--log-every", "10", "--sample-every", "30",
+               "--checkpoint-every", "30")
+        for target in ("ipc", "ipc-prior"):
+            code, _o, err = invoke("train", "export", root / target)
+            assert code == 0, err
+        _train(root, "ipc-mask", TINY_IPC_MASK, "--steps", "2", "--preset", home / "ipc-tiny.yaml")
+        code, _o, err = invoke("train", "export", root / "ipc-mask")
+        assert code == 0, err
+    return home
+
+
+def test_ipc_prior_learns_and_the_ipc_targets_train_on_eq10(paper_home):
+    """30 steps of the tiny conditional prior: the mean loss of its last 10 steps is below 80 % of its first 10's
+    (ε-prediction from scratch starts near E|ε| ≈ 0.8); every ipc run recorded Eq. 10's degradation (dnr)."""
+    from facerestore_cli.training import checkpoints
+
+    root = paper_home.parent
+    metrics = [json.loads(line) for line in (root / "ipc-prior" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [10, 20, 30]
+    assert metrics[-1]["loss"] < 0.8 * metrics[0]["loss"], metrics
+    for target in ("ipc", "ipc-prior", "ipc-mask"):
+        state = checkpoints.load(checkpoints.latest(root / target))
+        assert state["settings"]["degradation"] == "dnr", target
+    state = checkpoints.load(checkpoints.latest(root / "ipc-mask"))
+    frozen = state["settings"]["frozen"]
+    assert frozen["ipc"].startswith("ipc-swinir ") and frozen["conditional_prior"].startswith("ipc-prior ")
+    assert frozen["guidance_scale"] == 100.0 and frozen["start_t"] == 400
+
+
+def test_an_ipc_run_from_before_eq10_is_not_resumed_on_it(paper_home, tmp_path, monkeypatch):
+    """A checkpoint of `train ipc` without a recorded degradation trained on DifFace's Eq. 17: --resume refuses to
+    continue it on Eq. 10, naming the setting."""
+    from facerestore_cli.training import checkpoints
+
+    use_home(monkeypatch, paper_home)
+    run = tmp_path / "ipc"
+    shutil.copytree(paper_home.parent / "ipc", run)
+    path = checkpoints.latest(run)
+    state = checkpoints.load(path)
+    del state["settings"]["degradation"]
+    torch.save(state, path)
+    code, _o, err = invoke("train", "ipc", "--data", ALIGNED_LQ, "-o", run, "--model-config",
+                           _config(tmp_path, "ipc", TINY_SWINIR_AT_128), "--workers", "0", "--warmup", "5", "--lr",
+                           "2e-4", "--device", "cpu", "--batch-size", "2", "--steps", "2", "--resume")
+    assert code == 2 and "(degradation: 'difface' → 'dnr')" in err, err
+
+
+def _mask_trainer(home, run):
+    from facerestore_cli.training.trainer import TrainConfig, Trainer
+
+    cfg = TrainConfig("ipc-mask", ALIGNED_LQ, run, steps=1, batch_size=2, warmup=0, workers=0, device="cpu",
+                      model_config=dict(TINY_IPC_MASK), preset=home / "ipc-tiny.yaml")
+    return Trainer(cfg, lambda line: None)
+
+
+def test_an_ipc_mask_step_changes_only_the_mask_branch(paper_home, tmp_path, monkeypatch):
+    use_home(monkeypatch, paper_home)
+    trainer = _mask_trainer(paper_home, tmp_path / "run")
+    frozen = {"ipc": trainer.parts.ipc.module, "prior": trainer.parts.prior.module, "arcface": trainer.parts.arcface,
+              "lpips": trainer.parts.lpips}
+    before = {name: {k: v.clone() for k, v in module.state_dict().items()} for name, module in frozen.items()}
+    branch = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    assert trainer.train()["step"] == 1
+    for name, module in frozen.items():
+        assert all(torch.equal(v, before[name][k]) for k, v in module.state_dict().items()), name
+    changed = [k for k, v in trainer.model.state_dict().items() if not torch.equal(v, branch[k])]
+    assert len(changed) == len(branch)  # every weight and bias of the branch took the step
+
+
+def test_the_mask_gradient_is_that_of_eq7_plus_lpips(paper_home, tmp_path, monkeypatch):
+    """mask_loss against the objective written out from §3.2.1: M = sigmoid(branch([x, M′])), ŷ′_0 = Eq. 6 on
+    y_t − s∇L_arc ⊙ M, loss = (1 − cos ArcFace(ŷ′_0, g_φ(x))) + LPIPS(ŷ′_0, y_0); the branch's gradient is the sum of
+    the two terms' gradients, each non-zero; with s = 0 the mask changes nothing and its gradient is zero."""
+    import dataclasses
+
+    import torch.nn.functional as F
+
+    from facerestore_cli.diffusion.noise import randn_per_face, seeded_generator
+    from facerestore_cli.faces.id_masks import eq8_proxy
+    from facerestore_cli.faces.identity import identity_embedding
+    from facerestore_cli.training.mask_loss import mask_loss
+
+    use_home(monkeypatch, paper_home)
+    trainer = _mask_trainer(paper_home, tmp_path / "run")
+    parts, branch, size = trainer.parts, trainer.model, trainer.size
+    faces = [np.asarray(Image.open(p).convert("RGB").resize((size, size))) for p in sorted(ALIGNED_LQ.glob("*.png"))[:2]]
+    hq = torch.from_numpy(np.stack(faces)).permute(0, 3, 1, 2).float() / 255
+    lq = torch.nn.functional.avg_pool2d(hq, 4).repeat_interleave(4, -1).repeat_interleave(4, -2)
+    keys = [11, 12]
+    params = list(branch.parameters())
+
+    def grads(value):
+        return torch.cat([g.flatten() for g in torch.autograd.grad(value, params, retain_graph=True)])
+
+    total, _terms = mask_loss(branch, parts, hq, lq, keys, size)
+
+    # the objective written out
+    with torch.no_grad():
+        g = parts.ipc(lq).clamp(0, 1)
+        target = identity_embedding(parts.arcface, g)
+    m = torch.sigmoid(branch(torch.cat([lq, eq8_proxy(g, lq)], dim=1)))
+    gens = [seeded_generator(k) for k in keys]
+    t = torch.stack([torch.randint(0, parts.start_t, (), generator=gen) for gen in gens])
+    abar = parts.abar[t].float().view(-1, 1, 1, 1)
+    y0 = hq * 2 - 1
+    y_t = abar.sqrt() * y0 + (1 - abar).sqrt() * randn_per_face(gens, (3, size, size), y0.device)
+    with torch.no_grad():
+        eps = parts.prior(torch.cat([y_t, lq * 2 - 1], dim=1), t)[:, :3]
+
+    def unit(x0):  # ArcFace sees the clipped image; the gradient passes as if unclipped (guidance.py)
+        image = (x0 + 1) / 2
+        return image + (image.clamp(0, 1) - image).detach()
+
+    x = y_t.clone().requires_grad_(True)
+    x0 = (x - (1 - abar).sqrt() * eps) / abar.sqrt()
+    arc_of_x = 1 - F.cosine_similarity(identity_embedding(parts.arcface, unit(x0)), target)
+    (nabla,) = torch.autograd.grad(arc_of_x.sum(), x)
+    guided = ((y_t - parts.scale * nabla * m) - (1 - abar).sqrt() * eps) / abar.sqrt()
+    images = unit(guided)
+    arc = (1 - F.cosine_similarity(identity_embedding(parts.arcface, images), target)).mean()
+    perceptual = parts.lpips(images * 2 - 1, y0).mean()
+
+    assert torch.allclose(total, arc + perceptual, rtol=1e-4, atol=1e-6)
+    g_arc, g_lpips = grads(arc), grads(perceptual)
+    assert g_arc.abs().max() > 0 and g_lpips.abs().max() > 0
+    torch.testing.assert_close(grads(total), g_arc + g_lpips, rtol=1e-3, atol=1e-7)
+    still = dataclasses.replace(parts, scale=0.0)
+    assert grads(mask_loss(branch, still, hq, lq, keys, size)[0]).abs().max() == 0
+
+
+def test_the_papers_configuration_restores_a_real_photo(paper_home, tmp_path, monkeypatch):
+    """With ipc-swinir, ipc-prior and ipc-mask exported, --prior auto and --id-mask auto run the paper's
+    configuration: the trained parts, ancestral DDPM, the learned mask; each face record says so. --prior
+    unconditional on the same photo falls back to the labelled substitutes."""
+    use_home(monkeypatch, paper_home)
+    runs = {}
+    for name, extra in (("paper", ()), ("substitute", ("--prior", "unconditional", "--id-mask", "proxy"))):
+        report = tmp_path / f"{name}.jsonl"
+        code, _o, err = invoke("run", PHOTOS / "old-portrait-00.jpg", "-o", tmp_path / name, "--preset",
+                               paper_home / "ipc-tiny.yaml", *DET, "--id-mask", "auto", *extra, "--report", report,
+                               "-q")
+        assert code == 0, err
+        runs[name] = json.loads(report.read_text().splitlines()[0])
+    paper = runs["paper"]
+    assert paper["status"] == "restored" and len(paper["faces"]) == 4
+    assert {"ipc-swinir", "ipc-prior", "ipc-mask", "arcface-ir-se50"} <= set(paper["weights"])
+    for face in paper["faces"]:
+        assert face["configuration"] == {"name": "paper", "ipc": "ipc-swinir", "prior": "ipc-prior",
+                                         "sampler": "ancestral DDPM, 3 steps from t=400"}
+        assert face["id_mask"] == "learned"
+    substitute = runs["substitute"]
+    assert {f["configuration"]["name"] for f in substitute["faces"]} == {"substitute"}
+    assert substitute["faces"][0]["configuration"]["prior"] == "difface-unet"
+    assert "ipc-prior" not in substitute["weights"]
+    a = np.asarray(Image.open(tmp_path / "paper" / "old-portrait-00.jpg"))
+    b = np.asarray(Image.open(tmp_path / "substitute" / "old-portrait-00.jpg"))
+    assert a.shape == b.shape and np.abs(a.astype(int) - b.astype(int)).max() > 10
