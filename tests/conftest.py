@@ -224,20 +224,25 @@ TINY_IPC_PRIOR = {**TINY_UNET_AT_128, "in_channels": 6, "out_channels": 3}
 TINY_IPC_MASK = {"image_size": TINY_FACE_SIZE, "in_channels": 4, "channels": 8, "levels": 2}
 
 
-def make_tiny_ipc_paper_weights(weights_dir: Path) -> None:
-    """The paper's three trained parts at toy size, random, in the layout `facerestore train export` writes."""
+def make_tiny_ipc_paper_weights(weights_dir: Path, parts=("ipc", "prior", "mask")) -> None:
+    """The paper's three trained parts at toy size (or some of them), random, in the layout `facerestore train export`
+    writes."""
     import torch
 
     from facerestore_cli.archs import build_arch
 
     weights_dir.mkdir(parents=True, exist_ok=True)
-    torch.save(randomize(build_arch("swinir_difface", TINY_SWINIR_AT_128), 41).state_dict(), weights_dir / "ipc_swinir_512.pth")
-    torch.save(randomize(build_arch("unet", TINY_IPC_PRIOR), 42).state_dict(), weights_dir / "ipc_prior_512.pth")
-    mask = randomize(build_arch("ipc_mask", TINY_IPC_MASK), 43)
-    with torch.no_grad():  # logits of order 1, not 0.01: the binary mask must not flip on another CPU's rounding
-        mask.tail.weight.mul_(200.0)
-        mask.tail.bias.fill_(-1.0)
-    torch.save(mask.state_dict(), weights_dir / "ipc_mask_512.pth")
+    if "ipc" in parts:
+        torch.save(randomize(build_arch("swinir_difface", TINY_SWINIR_AT_128), 41).state_dict(),
+                   weights_dir / "ipc_swinir_512.pth")
+    if "prior" in parts:
+        torch.save(randomize(build_arch("unet", TINY_IPC_PRIOR), 42).state_dict(), weights_dir / "ipc_prior_512.pth")
+    if "mask" in parts:
+        mask = randomize(build_arch("ipc_mask", TINY_IPC_MASK), 43)
+        with torch.no_grad():  # logits of order 1, not 0.01, and about half of them positive
+            mask.tail.weight.mul_(200.0)
+            mask.tail.bias.fill_(-1.0)
+        torch.save(mask.state_dict(), weights_dir / "ipc_mask_512.pth")
 
 
 def write_tiny_ipc_preset(path: Path) -> Path:

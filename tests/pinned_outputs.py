@@ -17,8 +17,12 @@ preset's guidance scale (100), where guidance changes 15 % of the face values an
 0.06 %. It is not pinned at large scales: the ArcFace gradient is piecewise constant (PReLU units switching), so a
 last-bit difference that flips one unit moves the correction s·∇L by s times a jump; on the random tiny networks
 those jumps stay within a level up to s ≈ 300, reach 2 levels at s = 500 and 24 at s = 1000, and feed back through
-the remaining steps (s = 20000: up to 255 levels in 4–8 % of values between kernel sets, however the mask is built). test_pinned_outputs.py also runs every case under the
-scalar kernels, so any machine checks two kernel sets.
+the remaining steps (s = 20000: up to 255 levels in 4–8 % of values between kernel sets, however the mask is built).
+ipc-guided-paper (the trained IPC, conditional prior and learned mask, random and tiny) is pinned at s = 20, where
+guidance changes 5 % of the face values (up to 62 levels) and the spread stays at 1 level in 0.13 %: the learned M
+is binary (§3.2.1), so a pixel of Eq. 8's M′ = [|g_φ(x) − x| > 0.3] on the threshold, which another kernel set
+rounds to the other side, changes the branch's mask near it, and at s = 100 moves such pixels by up to 4 levels.
+test_pinned_outputs.py also runs every case under the scalar kernels, so any machine checks two kernel sets.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from conftest import (  # noqa: E402
     home_environment,
     make_tiny_diffbfr_weights,
     make_tiny_dr2_weights,
+    make_tiny_ipc_paper_weights,
     make_tiny_weights,
     write_random_arcface,
     write_random_parsenet,
@@ -53,7 +58,7 @@ PHOTO = PHOTOS / "old-portrait-01.jpg"
 # lands on the other side of a .5 boundary; anything more, or more than a few such pixels, is a real change.
 MAX_LEVEL_DIFF = 1
 MAX_CHANGED_FRACTION = 0.005
-FACE_FIELDS = ("index", "box", "seed", "mask", "id_mask")
+FACE_FIELDS = ("index", "box", "seed", "mask", "id_mask", "configuration")
 
 # case → (preset writer, extra weights, extra CLI arguments). difface and ipc-guided paste with ParseNet (and
 # ipc-guided builds its identity mask with it); dr2 pastes with the square mask: both paste paths are pinned.
@@ -62,6 +67,8 @@ CASES = {
     "dr2": (write_tiny_dr2_preset, (), ()),
     # the preset's guidance scale (100), with ParseNet's identity mask (the tiny preset's default is the proxy)
     "ipc-guided": (write_tiny_ipc_preset, ("parsenet", "arcface"), ("--id-mask", "parsing")),
+    # Diffuse and Restore's own configuration: trained IPC, conditional prior (ancestral DDPM), learned mask
+    "ipc-guided-paper": (write_tiny_ipc_preset, ("arcface", "ipc-paper"), ("--id-mask", "auto", "--guidance-scale", "20")),
     "diffbfr": (write_tiny_diffbfr_preset, (), ()),
 }
 # Environment settings that hold a process to other CPU kernels than this machine's best (benchmarks/cross_kernel.py
@@ -91,6 +98,8 @@ def make_home(case: str, home: Path, extras: tuple[str, ...] | None = None) -> P
         write_random_parsenet(weights)
     if "arcface" in extras:
         write_random_arcface(weights)
+    if "ipc-paper" in extras:
+        make_tiny_ipc_paper_weights(weights)
     return write_preset(home / f"{case}-tiny.yaml")
 
 
@@ -126,9 +135,9 @@ def compare(case: str, fresh: dict[str, np.ndarray], pinned: dict[str, np.ndarra
     fresh_faces, pinned_faces = json.loads(str(fresh["records"])), json.loads(str(pinned["records"]))
     for a, b in zip(fresh_faces, pinned_faces):
         for key in FACE_FIELDS:
-            same = np.allclose(a[key], b[key], atol=0.02) if key == "box" else a[key] == b[key]
+            same = np.allclose(a[key], b[key], atol=0.02) if key == "box" else a.get(key) == b.get(key)
             if not same:
-                problems.append(f"{case}: face {b['index']} {key} is {a[key]}, pinned {b[key]}")
+                problems.append(f"{case}: face {b['index']} {key} is {a.get(key)}, pinned {b.get(key)}")
     if len(fresh_faces) != len(pinned_faces):
         problems.append(f"{case}: {len(fresh_faces)} faces, pinned {len(pinned_faces)}")
     for name in ("faces", "photo"):
