@@ -2,9 +2,8 @@
 correction ∇L ⊙ M of Diffuse and Restore's Eq. 9 (scaled here by s, which the paper does not give), so pixels where
 M = 0 come out as in the unguided run and pixels inside M do not. M is derived here independently, from its
 definition (the estimate g_φ(x) of the same tiny estimator, ParseNet labels of it, the mask branch on [x, M′], Eq. 8's
-|g_φ(x) − x| > δ), so a
-branch that builds another mask — parsing on the input instead of the estimate, the proxy where parsing was asked
-for, a uniform mask — fails."""
+|g_φ(x) − x| > δ), so a branch that builds another mask — parsing on the input instead of the estimate, the proxy
+where parsing was asked for, a uniform mask — fails."""
 
 from __future__ import annotations
 
