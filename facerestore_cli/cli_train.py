@@ -198,8 +198,11 @@ def export(run: Path = typer.Argument(..., metavar="RUN"),
     from facerestore_cli.training.checkpoints import export as export_run
 
     try:
-        wid, path = export_run(run, weight_id)
+        wid, path, settings = export_run(run, weight_id)
     except FileNotFoundError as exc:
         raise FacerestoreError(f"cannot export {run}: {exc}") from None
     _say(f"{wid}: exported the EMA weights of {run} → {path}")
+    if settings["target"] == "ipc-prior" and settings.get("condition") == "ipc":
+        _say("this prior was trained on g_φ(x) (Eq. 5): run ipc-guided with --prior-condition ipc (or set "
+             "prior_condition: ipc in a copy of its preset)")
     return 0

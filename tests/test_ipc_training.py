@@ -213,3 +213,52 @@ def test_the_papers_configuration_restores_a_real_photo(paper_home, tmp_path, mo
     a = np.asarray(Image.open(tmp_path / "paper" / "old-portrait-00.jpg"))
     b = np.asarray(Image.open(tmp_path / "substitute" / "old-portrait-00.jpg"))
     assert a.shape == b.shape and np.abs(a.astype(int) - b.astype(int)).max() > 10
+
+
+def test_ipc_prior_on_g_phi_of_x_sees_what_the_run_feeds_it(paper_home, tmp_path, monkeypatch):
+    """--condition ipc (Eq. 5): the prior trains on g_φ(x) of the --preset's IPC, bit for bit the condition ipc-guided
+    --prior-condition ipc feeds it at run time; its export says so; the options are refused where they mean
+    nothing."""
+    from types import SimpleNamespace
+
+    from facerestore_cli.device import Compute
+    from facerestore_cli.methods.diffused_estimator import DiffusedEstimator
+    from facerestore_cli.networks import Network
+    from facerestore_cli.training import checkpoints
+    from facerestore_cli.training.trainer import TrainConfig, Trainer
+
+    home = tmp_path / "home"
+    shutil.copytree(paper_home, home)
+    use_home(monkeypatch, home)
+    _train(tmp_path, "ipc-prior", TINY_IPC_PRIOR, "--steps", "1", "--condition", "ipc", "--preset",
+           home / "ipc-tiny.yaml")
+    settings = checkpoints.load(checkpoints.latest(tmp_path / "ipc-prior"))["settings"]
+    assert settings["condition"] == "ipc" and settings["frozen"]["ipc"].startswith("ipc-swinir ")
+    code, _o, err = invoke("train", "export", tmp_path / "ipc-prior")
+    assert code == 0 and "--prior-condition ipc" in err, err
+
+    cfg = TrainConfig("ipc-prior", ALIGNED_LQ, tmp_path / "fresh", condition="ipc", preset=home / "ipc-tiny.yaml",
+                      model_config=dict(TINY_IPC_PRIOR), device="cpu", workers=0)
+    trainer = Trainer(cfg, lambda line: None)
+    lq = torch.rand(2, 3, 128, 128)
+    trained_on = trainer._condition(lq, torch.zeros(0))
+
+    class Spy(torch.nn.Module):
+        seen: list = []
+
+        def forward(self, x, t):
+            self.seen.append(x[:, 3:].clone())
+            return torch.zeros(x.shape[0], 3, *x.shape[2:])
+
+    compute = Compute(torch.device("cpu"), "fp32")
+    prior = Network("ipc-prior", {}, Spy(), compute, 128, "eps", 3)
+    DiffusedEstimator(trainer.parts.ipc, prior, trainer.abar, SimpleNamespace(steps=1, start_t=400, eta=0.0), 128,
+                      sampler="ancestral", condition="estimate").restore(lq, [torch.Generator().manual_seed(i)
+                                                                            for i in range(2)])
+    assert torch.equal(Spy.seen[0], trained_on)
+
+    for target, args, message in (("diffbfr-irm2", ("--condition", "ipc"), "diffbfr-irm2's --condition is irm1 or lq"),
+                                  ("ipc", ("--condition", "lq"), "ipc takes none"),
+                                  ("ipc-prior", ("--preset", home / "ipc-tiny.yaml"), "--preset names")):
+        code, _o, err = invoke("train", target, "--data", ALIGNED_LQ, "-o", tmp_path / "bad", *args)
+        assert code == 2 and message in err and not (tmp_path / "bad").exists(), (target, err)

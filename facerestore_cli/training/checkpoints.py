@@ -69,9 +69,9 @@ def check_resume(state: dict, target: str, settings: dict, data_fingerprint: str
                          hint="restore the folder, or train into a new -o RUN folder")
 
 
-def export(run: Path, weight_id: str | None = None) -> tuple[str, Path]:
+def export(run: Path, weight_id: str | None = None) -> tuple[str, Path, dict]:
     """The newest checkpoint's EMA weights as a plain state dict in RUN/export/, imported into the weights cache
-    (checked against the network as the run configured it). Returns (weight id, cached path)."""
+    (checked against the network as the run configured it). Returns (weight id, cached path, the run's settings)."""
     from facerestore_cli.training.targets import TARGETS
     from facerestore_cli.weights.store import WeightStore
 
@@ -89,4 +89,4 @@ def export(run: Path, weight_id: str | None = None) -> tuple[str, Path]:
     with atomic_open(out, "wb") as handle:
         torch.save(state["ema"], handle)
     override = {k: v for k, v in state["config"].items() if spec.config.get(k) != v}
-    return wid, store.import_file(wid, out, override or None)
+    return wid, store.import_file(wid, out, override or None), state["settings"]
