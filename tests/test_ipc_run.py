@@ -40,9 +40,9 @@ def test_ipc_guided_restores_photos_and_reports_identity(tiny_ipc_env, tmp_path,
 
 
 def test_scale_zero_is_difface_with_the_same_parts(tiny_ipc_env, tmp_path, capsys):
-    """Without guidance, ipc-guided is exactly DifFace: same estimator, prior, start, sampler and noise streams
-    (the ipc home holds the same tiny DifFace files as the difface-tiny preset)."""
-    ipc, _ = aligned(capsys, tiny_ipc_env, tmp_path / "ipc", "--guidance-scale", 0)
+    """Without guidance and with the unconditional prior, ipc-guided is exactly DifFace: same estimator, prior,
+    start, sampler and noise streams (the ipc home holds the same tiny DifFace files as the difface-tiny preset)."""
+    ipc, _ = aligned(capsys, tiny_ipc_env, tmp_path / "ipc", "--guidance-scale", 0, "--prior", "unconditional")
     dif, _ = aligned(capsys, tiny_ipc_env.parent / "difface-tiny.yaml", tmp_path / "dif")
     assert np.array_equal(ipc, dif)
     guided, _ = aligned(capsys, tiny_ipc_env, tmp_path / "guided", "--guidance-scale", 5000)
