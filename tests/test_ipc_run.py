@@ -93,3 +93,17 @@ def test_bad_id_mask_is_usage_error(tiny_ipc_env, tmp_path, capsys):
     code, _o, err = run_cli(capsys, "run", ALIGNED_LQ / "256.png", "-o", tmp_path / "o", "--preset", tiny_ipc_env,
                             "--aligned", "--id-mask", "eyes")
     assert code == 2 and "--id-mask" in err
+
+
+def test_a_preset_without_the_paper_parts_names_them(tiny_ipc_env, tmp_path, capsys):
+    """A copy of ipc-guided's preset from before its paper configuration (no ipc_substitute, conditional_prior,
+    mask) is a usage error naming the missing components, not a crash."""
+    import yaml
+
+    data = yaml.safe_load(tiny_ipc_env.read_text())
+    for role in ("ipc_substitute", "conditional_prior", "mask"):
+        del data["components"][role]
+    old = tmp_path / "old.yaml"
+    old.write_text(yaml.safe_dump(data))
+    code, _o, err = run_cli(capsys, "run", ALIGNED_LQ / "256.png", "-o", tmp_path / "o", "--preset", old, "--aligned")
+    assert code == 2 and "ipc_substitute, conditional_prior, mask" in err, err

@@ -19,6 +19,7 @@ from facerestore_cli.errors import UsageError
 from facerestore_cli.methods import difface
 from facerestore_cli.methods.params import knob
 
+ROLES = ("ipc", "ipc_substitute", "conditional_prior", "prior", "mask", "arcface", "parser")
 PAPER_STEPS = 400  # Table 6 (Net2–Net4): the reverse process runs 400 steps from T′ = 400
 SUBSTITUTE_STEPS = 100  # DifFace's official respacing below T′
 
@@ -46,6 +47,10 @@ class Params(difface.Params):
                                                                   "given: on.")
 
     def check(self, preset) -> None:
+        missing = [role for role in ROLES if role not in preset.components]
+        if missing:
+            raise UsageError(f"preset {preset.source}: ipc-guided needs the component(s) {', '.join(missing)}",
+                             hint=f"copy presets/ipc-guided.yaml afresh: it declares {', '.join(ROLES)}")
         for role in ("prior", "conditional_prior"):
             timesteps = preset.schedule(role).num_timesteps
             if self.start_t >= timesteps:
