@@ -22,7 +22,8 @@ ipc-guided-paper (the trained IPC, conditional prior and learned mask, random an
 guidance changes 5 % of the face values (up to 62 levels) and the spread stays at 1 level in 0.13 %: the learned M
 is binary (§3.2.1), so a pixel of Eq. 8's M′ = [|g_φ(x) − x| > 0.3] on the threshold, which another kernel set
 rounds to the other side, changes the branch's mask near it, and at s = 100 moves such pixels by up to 4 levels.
-test_pinned_outputs.py also runs every case under the scalar kernels, so any machine checks two kernel sets.
+test_pinned_outputs.py also runs every case under the scalar kernels (one thread per process, two processes side by
+side), so any machine checks two kernel sets.
 """
 
 from __future__ import annotations
@@ -153,21 +154,29 @@ def compare(case: str, fresh: dict[str, np.ndarray], pinned: dict[str, np.ndarra
     return problems
 
 
-def run_cases_under(setting: str, cases, folder: Path) -> dict[str, dict[str, np.ndarray]]:
-    """run_case for each case in a fresh process under KERNEL_SETTINGS[setting]; their outputs by case."""
+def run_cases_under(setting: str, cases, folder: Path, processes: int = 1) -> dict[str, dict[str, np.ndarray]]:
+    """run_case for each case in fresh processes under KERNEL_SETTINGS[setting]; their outputs by case. processes > 1:
+    that many processes side by side, the cases dealt out among them, each held to one thread (so on top of the
+    setting's kernels they also run 1-thread's reduction orders)."""
     import os
     import subprocess
 
-    code = ("import sys, tempfile, numpy as np; from pathlib import Path; sys.path.insert(0, %r)\n"
-            "from pinned_outputs import run_case\n"
-            "for case in %r:\n"
-            "    with tempfile.TemporaryDirectory() as tmp:\n"
-            "        np.savez(Path(%r) / f'{case}.npz', **run_case(case, Path(tmp)))\n") % (
-        str(Path(__file__).parent), list(cases), str(folder))
-    done = subprocess.run([sys.executable, "-c", code], env={**os.environ, **KERNEL_SETTINGS[setting]},
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        raise AssertionError(f"pinned runs under {setting} kernels failed:\n{done.stderr[-3000:]}")
+    groups = [list(cases)[k::processes] for k in range(processes)]
+    env = {**os.environ, **KERNEL_SETTINGS[setting], **(KERNEL_SETTINGS["1-thread"] if processes > 1 else {})}
+    running = []
+    for group in filter(None, groups):
+        code = ("import sys, tempfile, numpy as np; from pathlib import Path; sys.path.insert(0, %r)\n"
+                "from pinned_outputs import run_case\n"
+                "for case in %r:\n"
+                "    with tempfile.TemporaryDirectory() as tmp:\n"
+                "        np.savez(Path(%r) / f'{case}.npz', **run_case(case, Path(tmp)))\n") % (
+            str(Path(__file__).parent), group, str(folder))
+        running.append(subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.PIPE, text=True))
+    for process in running:
+        _out, err = process.communicate()
+        if process.returncode != 0:
+            raise AssertionError(f"pinned runs under {setting} kernels failed:\n{err[-3000:]}")
     outputs = {}
     for case in cases:
         with np.load(folder / f"{case}.npz") as data:

@@ -18,9 +18,10 @@ def test_preset_output_matches_the_pinned_one(case, tmp_path):
 
 
 def test_pinned_outputs_hold_under_other_cpu_kernels(tmp_path):
-    """The same runs in a process held to ATen's scalar kernels (and oneDNN to SSE4.1): another kernel set than this
-    machine's, as another CPU would bring, still within the tolerance (pinned cases must not amplify rounding)."""
+    """The same runs in processes held to ATen's scalar kernels (and oneDNN to SSE4.1) on one thread each, two side by
+    side: another kernel set and reduction order than this machine's, as another CPU would bring, still within the
+    tolerance (pinned cases must not amplify rounding)."""
     require_shared()
-    fresh = run_cases_under("scalar", sorted(CASES), tmp_path)
+    fresh = run_cases_under("scalar", sorted(CASES), tmp_path, processes=2)
     problems = [p for case in sorted(CASES) for p in compare(case, fresh[case], load(case))]
     assert not problems, "\n".join(problems)
