@@ -131,10 +131,12 @@ def methods(json_out: bool = typer.Option(False, "--json", metavar="", help="One
             typer.echo(json.dumps(v.as_record(), ensure_ascii=False))
         return 0
     for v in verdicts:
-        typer.echo(f"{v.preset}: {v.title}\n  {v.summary}")
+        typer.echo(f"{v.preset}: {v.title}\n  {v.summary}" + (f"\n  runs as {v.runs_as}" if v.runs_as else ""))
+        role_width = max(len(c["role"]) for c in v.components)
         for c in v.components:
             status = c["status"] + (", optional" if c["optional"] else "")
-            typer.echo(f"  {c['role']:<13} {c['weights']:<22} {status}" + (f" — {c['provenance']}" if c["provenance"] else ""))
+            typer.echo(f"  {c['role']:<{role_width}} {c['weights']:<22} {status}"
+                       + (f" — {c['provenance']}" if c["provenance"] else ""))
         typer.echo("  defaults: " + " ".join(f"{k}={val}" for k, val in v.defaults.items()) + "\n")
     return 0
 

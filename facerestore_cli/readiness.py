@@ -25,6 +25,7 @@ class Verdict:
     missing: list[str]  # weight ids a run at the preset's defaults needs and the cache lacks
     components: list[dict]  # role, weights, status, optional, provenance
     defaults: dict
+    runs_as: str | None = None  # what a run at the defaults would use, for methods that choose (ipc-guided)
 
     @property
     def summary(self) -> str:
@@ -38,7 +39,7 @@ class Verdict:
     def as_record(self) -> dict:
         return {"preset": self.preset, "title": self.title, "ready": self.ready, "status": self.summary,
                 "detector": self.detector, "missing": self.missing, "components": self.components,
-                "defaults": self.defaults}
+                "defaults": self.defaults, "runs_as": self.runs_as}
 
 
 def verdict(preset, store) -> Verdict:
@@ -52,7 +53,9 @@ def verdict(preset, store) -> Verdict:
     components = [{"role": role, "weights": c.weights, "status": store.status(c.weights),
                    "optional": c.optional, "provenance": preset.provenance.get(role)}
                   for role, c in preset.components.items()]
-    return Verdict(preset.name, preset.title, not missing, detector, missing, components, params.as_record())
+    describe = getattr(method.module, "describe", None)
+    return Verdict(preset.name, preset.title, not missing, detector, missing, components, params.as_record(),
+                   describe(preset, params) if describe else None)
 
 
 def builtin_verdicts(store) -> list[Verdict]:

@@ -189,7 +189,7 @@ def test_the_mask_gradient_is_that_of_eq7_plus_lpips(paper_home, tmp_path, monke
 def test_the_papers_configuration_restores_a_real_photo(paper_home, tmp_path, monkeypatch):
     """With ipc-swinir, ipc-prior and ipc-mask exported, --prior auto and --id-mask auto run the paper's
     configuration: the trained parts, ancestral DDPM, the learned mask; each face record says so. --prior
-    unconditional on the same photo falls back to the labelled substitutes."""
+    unconditional --id-mask proxy on the same photo keeps only the trained IPC: a mixed configuration, so labelled."""
     use_home(monkeypatch, paper_home)
     runs = {}
     for name, extra in (("paper", ()), ("substitute", ("--prior", "unconditional", "--id-mask", "proxy"))):
@@ -207,8 +207,9 @@ def test_the_papers_configuration_restores_a_real_photo(paper_home, tmp_path, mo
                                          "sampler": "ancestral DDPM, 3 steps from t=400"}
         assert face["id_mask"] == "learned"
     substitute = runs["substitute"]
-    assert {f["configuration"]["name"] for f in substitute["faces"]} == {"substitute"}
+    assert {f["configuration"]["name"] for f in substitute["faces"]} == {"mixed"}
     assert substitute["faces"][0]["configuration"]["prior"] == "difface-unet"
+    assert substitute["faces"][0]["configuration"]["ipc"] == "ipc-swinir"
     assert "ipc-prior" not in substitute["weights"]
     a = np.asarray(Image.open(tmp_path / "paper" / "old-portrait-00.jpg"))
     b = np.asarray(Image.open(tmp_path / "substitute" / "old-portrait-00.jpg"))
@@ -262,3 +263,29 @@ def test_ipc_prior_on_g_phi_of_x_sees_what_the_run_feeds_it(paper_home, tmp_path
                                   ("ipc-prior", ("--preset", home / "ipc-tiny.yaml"), "--preset names")):
         code, _o, err = invoke("train", target, "--data", ALIGNED_LQ, "-o", tmp_path / "bad", *args)
         assert code == 2 and message in err and not (tmp_path / "bad").exists(), (target, err)
+
+
+def test_methods_says_which_configuration_a_run_would_use(paper_home, tmp_path, monkeypatch):
+    """`methods` with the paper's parts present: runs as the paper configuration; with its mask forced to another
+    kind: mixed; without them: the substitutes."""
+    from facerestore_cli.presets import load_file
+    from facerestore_cli.readiness import verdict
+    from facerestore_cli.weights.store import WeightStore
+
+    data = yaml.safe_load((paper_home / "ipc-tiny.yaml").read_text())
+    for mask in ("auto", "proxy"):
+        data["parameters"]["id_mask"] = mask
+        _config(tmp_path, f"ipc-{mask}", data)
+    use_home(monkeypatch, paper_home)
+    paper = verdict(load_file(tmp_path / "ipc-auto.yaml"), WeightStore()).runs_as
+    assert paper.startswith("the paper configuration: IPC ipc-swinir, prior ipc-prior (ancestral DDPM"), paper
+    assert paper.endswith("identity mask learned")
+    mixed = verdict(load_file(tmp_path / "ipc-proxy.yaml"), WeightStore()).runs_as
+    assert mixed.startswith("the mixed configuration") and mixed.endswith("identity mask proxy"), mixed
+    bare = tmp_path / "home"
+    shutil.copytree(paper_home, bare)
+    for name in ("ipc_swinir_512.pth", "ipc_prior_512.pth", "ipc_mask_512.pth"):
+        (bare / "weights" / name).unlink()
+    use_home(monkeypatch, bare)
+    substitute = verdict(load_file(tmp_path / "ipc-auto.yaml"), WeightStore()).runs_as
+    assert substitute.startswith("the substitute configuration: IPC difface-swinir, prior difface-unet (DDIM")

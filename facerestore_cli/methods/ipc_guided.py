@@ -69,8 +69,10 @@ class Configuration:
     steps: int
 
     @property
-    def paper(self) -> bool:
-        return (self.ipc, self.prior, self.id_mask) == ("ipc", "conditional_prior", "learned")
+    def name(self) -> str:
+        """paper: all three trained parts; substitute: none of them; mixed: some."""
+        theirs = [self.ipc == "ipc", self.prior == "conditional_prior", self.id_mask == "learned"]
+        return "paper" if all(theirs) else "mixed" if any(theirs) else "substitute"
 
     @property
     def sampler(self) -> str:
@@ -81,7 +83,7 @@ class Configuration:
         parts = preset.components
         chain = (f"ancestral DDPM, {self.steps} steps from t={params.start_t}" if self.sampler == "ancestral"
                  else f"DDIM η={params.eta:g}, {self.steps} steps from t={params.start_t}")
-        return {"configuration": {"name": "paper" if self.paper else "substitute", "ipc": parts[self.ipc].weights,
+        return {"configuration": {"name": self.name, "ipc": parts[self.ipc].weights,
                                   "prior": parts[self.prior].weights, "sampler": chain},
                 "id_mask": self.id_mask if params.guidance_scale > 0 else None}
 
@@ -103,6 +105,14 @@ def configure(preset, params: Params, present=None) -> Configuration:
     if steps > params.start_t:
         raise UsageError(f"--steps 0 means {steps} here, more than --start-t={params.start_t}: give --steps")
     return Configuration(ipc, "conditional_prior" if conditional else "prior", mask, steps)
+
+
+def describe(preset, params: Params) -> str:
+    """Which configuration a run with these parameters would use now (`facerestore methods`)."""
+    config = configure(preset, params)
+    record = config.record(preset, params)["configuration"]
+    return (f"the {record['name']} configuration: IPC {record['ipc']}, prior {record['prior']} ({record['sampler']}), "
+            f"identity mask {config.id_mask}")
 
 
 def required_weights(preset, params: Params) -> list[str]:
