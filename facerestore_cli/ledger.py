@@ -114,6 +114,7 @@ class Ledger:
         if status == "restored":
             self.summary.restored += 1
             self.summary.faces += len(photo.faces)
+            self.summary.gated += sum(bool(f.gate) and f.gate["action"] != "pasted" for f in photo.faces)
         else:
             self.summary.no_face += 1
         rec = self.record(job, status, photo, reason, extras)

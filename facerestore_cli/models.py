@@ -21,7 +21,8 @@ from facerestore_cli.readiness import installed_detector
 def needed_weights(opts) -> list[str]:
     """The weight files this run cannot do without (the optional paste-back parser is not one of them)."""
     ids = opts.method.required_weights(opts.preset, opts.params)
-    if opts.identity_score and IDENTITY_WEIGHTS not in ids:
+    scored = opts.identity_score or opts.samples > 1 or opts.min_identity is not None
+    if scored and IDENTITY_WEIGHTS not in ids:
         ids.append(IDENTITY_WEIGHTS)
     if not opts.aligned:
         ids.append(DETECTOR_WEIGHTS[opts.detector])

@@ -50,6 +50,21 @@ class RunOptions:
     identity_score: bool = setting("--identity-score", default=False, panel=METHOD, shapes=OUTPUT,
                                    help="Report each face's ArcFace identity cosine to the input and to the method's "
                                         "estimate (needs arcface-ir-se50).")
+    samples: int = setting("--samples", default=1, panel=METHOD, metavar="K", min=1, shapes=RESTORATION,
+                           help="Restore each face K times (sample k's noise seeded from seed, photo, face and k) "
+                                "and keep the one --select prefers.")
+    select: str = setting("--select", default="identity", panel=METHOD, metavar="identity|estimate",
+                          choices=("identity", "estimate"), shapes=RESTORATION, record_as="keep_by",
+                          help="Which of --samples K to keep: the highest ArcFace cosine to the input crop, or to "
+                               "the method's own estimate.")
+    min_identity: float | None = setting("--min-identity", default=None, panel=METHOD, metavar="T", min=-1.0, max=1.0,
+                                         shapes=RESTORATION,
+                                         help="Do not paste a kept face whose ArcFace cosine to its input is below "
+                                              "T: --fallback decides what the photo gets instead.")
+    fallback: str = setting("--fallback", default="original", panel=METHOD, metavar="original|estimate",
+                            choices=("original", "estimate"), shapes=RESTORATION,
+                            help="What a face below --min-identity becomes: the original (default) or the "
+                                 "method's estimate.")
     detector: str = setting("--detector", default=DEFAULT_DETECTOR, panel=FACES, metavar="NAME", parse=detector_name,
                             shapes=RESTORATION, photo_only=True,
                             help="retinaface_resnet50 or retinaface_mobile0.25 (or their weight ids).")
@@ -121,6 +136,8 @@ class RunOptions:
                                help="Also write restored face crops under OUT/_faces/.")
     save_compare: bool = setting("--save-compare", default=False, panel=EXTRAS,
                                  help="Also write input | restored sheets per face under OUT/_compare/.")
+    save_samples: bool = setting("--save-samples", default=False, panel=EXTRAS,
+                                 help="Also write every one of --samples K under OUT/_samples/.")
     command_line: tuple[str, ...] = ()  # the options the command line gave, as words (bench's start-up probe)
 
     def __getstate__(self) -> dict:
@@ -138,6 +155,13 @@ class RunOptions:
             raise UsageError("--engine ray uses every GPU of the Ray cluster: give --device auto or cpu, not a list")
         if self.ray_address is not None and self.engine != "ray":
             raise UsageError("--ray-address needs --engine ray")
+        uses_estimate = (self.samples > 1 and self.select == "estimate") or (
+            self.min_identity is not None and self.fallback == "estimate")
+        if uses_estimate and not self.method.gives_estimate:
+            raise UsageError(f"method '{self.preset.method}' makes no estimate of its own: --select estimate and "
+                             f"--fallback estimate need one", hint="use --select identity / --fallback original")
+        if self.save_samples and self.samples == 1:
+            raise UsageError("--save-samples writes the --samples K restorations of each face: give --samples K > 1")
 
     def shaping(self, kind: str) -> dict[str, Any]:
         """The options that shape the output (kind RESTORATION: its pixels; OUTPUT: the file), by the names the

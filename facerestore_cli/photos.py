@@ -27,7 +27,8 @@ from facerestore_cli.imagewrite import encode_image
 from facerestore_cli.overlap import Outcome, capture, ordered_map
 from facerestore_cli.pixels import from_float, resize_float, to_float, to_uint8
 from facerestore_cli.report import face_record
-from facerestore_cli.sheets import save_extras
+from facerestore_cli.keeping import is_left_out
+from facerestore_cli.sheets import save_extras, save_samples
 from facerestore_cli.timings import StageTimer
 
 
@@ -44,7 +45,13 @@ class Face:
     parse_labels: Any = None  # ParseNet's labels (uint8 512×512) of the restored face, when pasted with its mask
     paste_mask: str | None = None  # the mask it was pasted back with: parsenet-in-square | square (None: --aligned)
     method_info: dict = field(default_factory=dict)  # what the method used for it (Restoration.face_info)
-    identity: dict | None = None  # ArcFace cosines, with --identity-score
+    identity: dict | None = None  # ArcFace cosines, with --identity-score (of the kept sample)
+    estimate: Any = None  # the method's own estimate beside the kept restoration (None: it makes none)
+    samples: list | None = None  # with --samples K > 1: each sample's k, seed and identity cosines
+    kept: int | None = None  # which of them was kept
+    sample_images: list | None = None  # their restorations (--save-samples)
+    gate: dict | None = None  # with --min-identity: {identity, threshold, action}
+    pending_samples: dict = field(default_factory=dict)  # k → keeping.Sample, until all K are restored
 
 
 @dataclass
@@ -161,11 +168,15 @@ class PhotoWriter:
         else:
             big = photo.enlarged or self.enlarged(picture)
             with self.timings.measure("paste"):
-                big.rgb = self.paste(big.rgb, faces)
-        extras = self.write(big, photo.job.dest)
+                big.rgb = self.paste(big.rgb, [f for f in faces if not is_left_out(f)])
+        if all(is_left_out(f) for f in faces):  # every face gated (--min-identity): the photo as it came
+            extras = self.write_input(photo)
+        else:
+            extras = self.write(big, photo.job.dest)
         records = [face_record(f) for f in faces]
         extras.update(save_extras(self.opts, photo.job.rel, picture.rgb, big.rgb, records, [f.restored for f in faces],
                                   photo.skipped))
+        extras.update(save_samples(self.opts, photo.job.rel, faces))
         return "restored", None, extras
 
     def enlarged(self, picture):
@@ -200,18 +211,22 @@ class PhotoWriter:
     def copy_through(self, photo: Photo) -> tuple[str, str | None, dict]:
         """No face to restore: the photo goes through unchanged (byte for byte unless a format/metadata change or
         --upscale was asked)."""
+        extras = self.write_input(photo)
+        big = photo.enlarged or photo.picture
+        extras.update(save_extras(self.opts, photo.job.rel, photo.picture.rgb, big.rgb, [], (), photo.skipped,
+                                  compare=False))
+        return "no_face", "no face found" if not photo.skipped else "no face chosen (see skipped_faces)", extras
+
+    def write_input(self, photo: Photo) -> dict:
+        """The photo as it came (byte for byte unless a format/metadata change or --upscale was asked)."""
         o, job = self.opts, photo.job
         if o.fmt or o.metadata != "keep" or o.provenance or job.dest.suffix != job.src.suffix or o.faces.upscale > 1:
-            big = photo.enlarged or self.enlarged(photo.picture)
-            extras = self.write(big, job.dest)
-        else:
-            big = photo.picture
-            job.dest.parent.mkdir(parents=True, exist_ok=True)
-            with self.timings.measure("write"):
-                atomic_copy(job.src, job.dest)
-            extras = {"notes": list(photo.picture.notes)} if photo.picture.notes else {}
-        extras.update(save_extras(o, job.rel, photo.picture.rgb, big.rgb, [], (), photo.skipped, compare=False))
-        return "no_face", "no face found" if not photo.skipped else "no face chosen (see skipped_faces)", extras
+            photo.enlarged = photo.enlarged or self.enlarged(photo.picture)
+            return self.write(photo.enlarged, job.dest)
+        job.dest.parent.mkdir(parents=True, exist_ok=True)
+        with self.timings.measure("write"):
+            atomic_copy(job.src, job.dest)
+        return {"notes": list(photo.picture.notes)} if photo.picture.notes else {}
 
     def write(self, picture, dest: Path) -> dict:
         """Write atomically; returns the report fields for what reading or the output format changed (CMYK

@@ -18,11 +18,12 @@ import numpy as np
 import torch
 
 from facerestore_cli.device import empty_cache, is_out_of_memory
-from facerestore_cli.diffusion.noise import face_seed, seeded_generator
+from facerestore_cli.diffusion.noise import face_seed, sample_seed, seeded_generator
 from facerestore_cli.diffusion.samplers import StepEvent
 from facerestore_cli.errors import FacerestoreError
 from facerestore_cli.faces.masks import run_parsenet
 from facerestore_cli.interrupts import InterruptGuard, Interrupted
+from facerestore_cli.keeping import Sample, keep
 from facerestore_cli.ledger import Outcomes
 from facerestore_cli.models import Models
 from facerestore_cli.options import RunOptions, io_workers
@@ -93,12 +94,13 @@ class Pipeline:
             except (FacerestoreError, OSError) as exc:
                 self._failed_to_read(job, read_failure(exc))
                 continue
-            self.progress.found(len(photo.faces))
+            samples = self.opts.samples
+            self.progress.found(len(photo.faces) * samples)
             if not photo.faces:
                 self._complete(photo, self.writer.copy_through)
                 continue
-            photo.pending = len(photo.faces)
-            queue.extend((photo, face) for face in photo.faces)
+            photo.pending = len(photo.faces) * samples
+            queue.extend((photo, face, k) for face in photo.faces for k in range(samples))
             per_photo = self.schedule.photo_batches
             while queue and (per_photo or len(queue) >= self.batch_size):
                 self._drain(queue, len(queue) if per_photo else self.batch_size)
@@ -112,6 +114,7 @@ class Pipeline:
 
     # -- restore: batches across photos ------------------------------------------------------------------------
     def _drain(self, queue: deque, size: int) -> None:
+        """Restore the next `size` items of the queue: (photo, face, sample number)."""
         batch = [queue.popleft() for _ in range(min(size, len(queue)))]
         try:
             self.restore_with_retry(batch)
@@ -119,19 +122,19 @@ class Pipeline:
             raise  # not a failure: the batch's photos are left unrecorded, so the next run does them
         except (FacerestoreError, RuntimeError) as exc:
             reason = restore_failure(exc)
-            failed = {id(photo): photo for photo, _face in batch}
-            kept = [(photo, face) for photo, face in queue if id(photo) not in failed]
+            failed = {id(item[0]): item[0] for item in batch}
+            kept = [item for item in queue if id(item[0]) not in failed]
             queue.clear()
             queue.extend(kept)
             for photo in failed.values():
                 self.sequencer.now(lambda photo=photo: self.ledger.fail(photo.job, reason, photo))
             return
-        for photo, _face in batch:
+        for photo, _face, _k in batch:
             photo.pending -= 1
             if photo.pending == 0:
                 self._complete(photo, self.writer.finish)
 
-    def restore_with_retry(self, batch: list[tuple[Photo, Face]]) -> None:
+    def restore_with_retry(self, batch: list[tuple[Photo, Face, int]]) -> None:
         """Out of memory: halve the batch size (for the rest of the run) and retry the same faces. Only a single
         face that still does not fit fails — its photo, never the run."""
         try:
@@ -152,16 +155,16 @@ class Pipeline:
                 self.restore_with_retry(chunk)
                 start += len(chunk)
 
-    def restore_batch(self, batch: list[tuple[Photo, Face]]) -> None:
-        """Restore one batch of faces. A short batch is padded with blank faces to exactly the batch size: kernels
-        pick their blocking from the batch shape, so a fixed shape is what makes a face's result bit-identical
+    def restore_batch(self, batch: list[tuple[Photo, Face, int]]) -> None:
+        """Restore one batch of (photo, face, sample number k). A short batch is padded with blank faces to exactly
+        the batch size: kernels pick their blocking from the batch shape, so a face's result is bit-identical
         whatever photos share its batch and wherever it sits in it. (A schedule of photo batches restores each
-        photo's faces as one unpadded batch, as the official scripts do.)"""
+        photo's faces as one unpadded batch, as the official scripts do.) A face whose K samples are all restored
+        keeps one (keeping.py)."""
         seed = self.opts.params.seed
-        faces = torch.cat([resize_batch(to_tensor(face.crop), self.opts.preset.face_size) for _photo, face in batch])
-        for photo, face in batch:
-            face.seed = face_seed(seed, photo.job.rel, face.index)
-        generators = [seeded_generator(face.seed) for _photo, face in batch]
+        faces = torch.cat([resize_batch(to_tensor(face.crop), self.opts.preset.face_size) for _p, face, _k in batch])
+        seeds = [sample_seed(seed, photo.job.rel, face.index, k) for photo, face, k in batch]
+        generators = [seeded_generator(s) for s in seeds]
         padding = 0 if self.schedule.photo_batches else self.batch_size - len(batch)
         if padding > 0:
             faces = torch.cat([faces, faces.new_zeros((padding, *faces.shape[1:]))])
@@ -174,14 +177,19 @@ class Pipeline:
             result = self.models.restorer.restore(faces, generators, callback=on_step)
             scores = self.identity_scores(faces, result)
             restored = result.images[: len(batch)].permute(0, 2, 3, 1).float().cpu().numpy()
+            estimates = [None] * len(batch) if result.estimate is None else \
+                result.estimate[: len(batch)].permute(0, 2, 3, 1).float().cpu().numpy()
             labels = [None] * len(batch)
             if self.models.parsenet is not None:  # the paste mask's network runs with the others
                 labels = run_parsenet(self.models.parsenet, torch.from_numpy(restored).permute(0, 3, 1, 2))
-        for k, ((_photo, face), image) in enumerate(zip(batch, restored)):
-            face.restored = image
-            face.parse_labels = None if labels[k] is None else labels[k].astype(np.uint8)
-            face.method_info = result.info(k)
-            face.identity = {name: round(values[k], 4) for name, values in scores.items()} or None
+        o = self.opts
+        for i, (_photo, face, k) in enumerate(batch):
+            face.pending_samples[k] = Sample(k, seeds[i], restored[i], estimates[i],
+                                             None if labels[i] is None else labels[i].astype(np.uint8),
+                                             result.info(i), {name: values[i] for name, values in scores.items()} or None)
+            if len(face.pending_samples) == o.samples:
+                keep(face, [face.pending_samples[n] for n in range(o.samples)], o.select, o.min_identity, o.fallback)
+                face.pending_samples = {}
         self.progress.faces(len(batch))
 
     def identity_scores(self, faces, result) -> dict[str, list[float]]:

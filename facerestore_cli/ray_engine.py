@@ -172,14 +172,15 @@ class _Restore:
     def __call__(self, batch: dict) -> dict:
         photos = {i: pickle.loads(p) for i, (p, e) in enumerate(zip(batch["photo"], batch["error"])) if not e}
         errors = {i: str(e) for i, e in enumerate(batch["error"]) if e}
-        faces = [(i, face) for i, photo in photos.items() for face in photo.faces]
+        items = [(i, face, k) for i, photo in photos.items() for face in photo.faces
+                 for k in range(self.opts.samples)]
         size = self.pipeline.batch_size
-        for start in range(0, len(faces), size):
-            chunk = [(i, f) for i, f in faces[start:start + size] if i not in errors]
+        for start in range(0, len(items), size):
+            chunk = [(i, f, k) for i, f, k in items[start:start + size] if i not in errors]
             try:
-                self.pipeline.restore_with_retry([(photos[i], face) for i, face in chunk])
+                self.pipeline.restore_with_retry([(photos[i], face, k) for i, face, k in chunk])
             except (FacerestoreError, RuntimeError) as exc:
-                errors.update({i: restore_failure(exc) for i, _f in chunk})
+                errors.update({i: restore_failure(exc) for i, _f, _k in chunk})
         for i, photo in photos.items():
             if i not in errors and self.opts.faces.upscale > 1 and not self.opts.aligned:
                 photo.enlarged = self.writer.enlarged(photo.picture)

@@ -33,6 +33,7 @@ class Summary:
     skipped: int = 0
     unfinished: int = 0
     faces: int = 0
+    gated: int = 0  # restored faces not pasted as restored (--min-identity): the original or the estimate instead
     seconds: float = 0.0
     skipped_hidden: int = 0
     skipped_not_image: int = 0
@@ -52,6 +53,8 @@ class Summary:
         """The counts as stderr tells them (the same numbers the report's summary holds)."""
         text = (f"{self.restored} restored, {self.no_face} without faces (copied), {self.failed} failed, "
                 f"{self.faces} faces in {self.seconds:.1f}s")
+        if self.gated:
+            text += f"; {self.gated} below --min-identity (not pasted as restored)"
         if self.skipped:
             text += f"; {self.skipped} already done, skipped"
         if self.unfinished:
@@ -70,7 +73,7 @@ def face_record(face) -> dict:
     landmarks = None if face.landmarks is None else [[round(float(v), 2) for v in point] for point in face.landmarks]
     return {"index": face.index, "box": round_box(face.box), "score": round(face.score, 4), "landmarks": landmarks,
             "seed": face.seed, "mask": face.paste_mask, "id_mask": None, "configuration": None,
-            "identity": face.identity,
+            "identity": face.identity, "samples": face.samples, "kept": face.kept, "gate": face.gate,
             **face.method_info}
 
 

@@ -57,7 +57,9 @@ def merge(out_dir: Path, report: Path, wait_seconds: float | None = None) -> Sum
         writer.write(record)
         if entry["status"] == "done":
             summary.restored += 1
-            summary.faces += len(record.get("faces") or [])
+            faces = record.get("faces") or []
+            summary.faces += len(faces)
+            summary.gated += sum(bool(f.get("gate")) and f["gate"]["action"] != "pasted" for f in faces)
         elif entry["status"] == "no_face":
             summary.no_face += 1
         else:

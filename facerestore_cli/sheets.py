@@ -111,6 +111,23 @@ def face_crop_path(output: Path, rel: str, index: int) -> Path:
     return output / "_faces" / f"{Path(rel).with_suffix('')}_face{index:02d}.png"
 
 
+def sample_path(output: Path, rel: str, index: int, k: int) -> Path:
+    return output / "_samples" / f"{Path(rel).with_suffix('')}_face{index:02d}_sample{k}.png"
+
+
+def save_samples(opts, rel: str, faces) -> dict:
+    """--save-samples: every restoration of each face restored --samples K times; the report field naming them."""
+    if not opts.save_samples:
+        return {}
+    files = []
+    for face in faces:
+        for k, image in enumerate(face.sample_images or ()):
+            path = sample_path(opts.output, rel, face.index, k)
+            save_face_crop(image, path)
+            files.append(str(path))
+    return {"sample_files": files}
+
+
 def compare_path(output: Path, rel: str) -> Path:
     return output / "_compare" / f"{Path(rel).with_suffix('')}.jpg"
 

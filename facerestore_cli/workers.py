@@ -169,7 +169,8 @@ class _Forward:
 
 def strip_pixels(photo):
     """The photo as its report record needs it: no pixels."""
-    faces = [dataclasses.replace(f, crop=None, restored=None, parse_labels=None) for f in photo.faces]
+    faces = [dataclasses.replace(f, crop=None, restored=None, parse_labels=None, estimate=None, sample_images=None)
+             for f in photo.faces]
     return dataclasses.replace(photo, picture=None, faces=faces)
 
 

@@ -50,6 +50,7 @@ SKIP = [("-q",), ("-v",), ("--json",), ("--print-outputs",), ("--batch-size", "2
 # classified by a test of their own below
 SPECIAL = {"inputs", "--output", "--base", "--report", "--files-from", "--null", "--method", "--preset", "--detector", "--aligned",
            "--force", "--dry-run", "--save-faces", "--save-compare", "--draw-boxes",
+           "--samples", "--select", "--min-identity", "--fallback", "--save-samples",  # test_keeping.py
            "--shard", "--engine", "--ray-address",  # test_scale_out.py: the same outputs, every shard's state read
            "--compile", "--channels-last"}  # --compile: test_performance.py; --channels-last: CUDA only
 

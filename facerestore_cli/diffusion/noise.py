@@ -14,6 +14,12 @@ def face_seed(seed: int, relpath: str, face_index: int) -> int:
     return hashed_seed(seed, relpath, face_index)
 
 
+def sample_seed(seed: int, relpath: str, face_index: int, k: int) -> int:
+    """The seed of sample k of a face (--samples K): sample 0 is the face's own stream (face_seed), so a run's first
+    sample is what a one-sample run restores; the others are seeded from (seed, relpath, face index, k)."""
+    return face_seed(seed, relpath, face_index) if k == 0 else hashed_seed(seed, relpath, face_index, k)
+
+
 def seeded_generator(seed: int) -> torch.Generator:
     """A CPU generator for one face's stream (seed: a face_seed value, as the report records it)."""
     return torch.Generator(device="cpu").manual_seed(seed)

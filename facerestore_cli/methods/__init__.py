@@ -32,6 +32,12 @@ class Method:
     def Params(self) -> type[MethodParams]:  # noqa: N802 - the class the module declares
         return self.module.Params
 
+    @property
+    def gives_estimate(self) -> bool:
+        """Whether its restorations carry an estimate of their own (Restoration.estimate; a module says
+        GIVES_ESTIMATE = False when not)."""
+        return getattr(self.module, "GIVES_ESTIMATE", True)
+
     def required_weights(self, preset, params) -> list[str]:
         return list(self.module.required_weights(preset, params))
 

@@ -9,6 +9,8 @@ from facerestore_cli.errors import UsageError
 from facerestore_cli.methods.params import MethodParams, knob
 
 
+GIVES_ESTIMATE = False  # DR2's output is its own restoration: no e(y) or g_φ(x) beside it
+
 @dataclass(frozen=True)
 class Params(MethodParams):
     refused = {
