@@ -27,6 +27,8 @@ PRESET_FACE_PARAMETERS = {"det_threshold": 0.8, "det_min_side": 640, "eye_distan
                           "select": "all", "indices": None, "upscale": 1, "bg_upsampler": None, "bg_tile": None,
                           "blend": 1.0}
 ALIGNED_FACE_PARAMETERS = {**dict.fromkeys(PRESET_FACE_PARAMETERS), "upscale": 1, "blend": 1.0}
+# --samples, --select, --min-identity, --fallback at their defaults, as records name them
+KEEPING_PARAMETERS = {"samples": 1, "keep_by": "identity", "min_identity": None, "fallback": "original"}
 TINY_UNET_AT_128 = {**TINY_UNET_DIFFACE, "image_size": TINY_FACE_SIZE, "attention_sizes": [32]}
 TINY_SWINIR_AT_128 = {**TINY_SWINIR, "img_size": TINY_FACE_SIZE // 8}
 # the background upsamplers of --upscale 2 / 4 (Real-ESRGAN files: params_ema, no prefix)

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from cli_helpers import read_report, run_cli
-from conftest import ALIGNED_LQ, PHOTOS, PRESET_FACE_PARAMETERS, TINY_DR2_FACE_SIZE
+from conftest import ALIGNED_LQ, KEEPING_PARAMETERS, PHOTOS, PRESET_FACE_PARAMETERS, TINY_DR2_FACE_SIZE
 
 DET = ("--detector", "retinaface_mobile0.25")
 
@@ -31,7 +31,7 @@ def test_dr2_restores_whole_photos(tiny_dr2_env, tmp_path, capsys):
         assert rec["parameters"] == {"dr2_n": 4, "dr2_tau": 22, "enhancer": "sparnethd", "prior": "dr2", "seed": 12345,
                                      "detector": "retinaface_mobile0.25", **PRESET_FACE_PARAMETERS, "detect_max_side": 2048,
                                      "aligned": False, "precision": "fp32", "compile": False,
-                                     "channels_last": False, "tool_version": "0.1.0"}
+                                     "channels_last": False, "tool_version": "0.1.0", **KEEPING_PARAMETERS}
         assert set(rec["weights"]) == {"dr2-unet", "dr2-sparnethd", "retinaface-mobile0.25"}
         a = Image.open(rec["input"])
         b = Image.open(rec["output"])

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from archival_helpers import invoke, make_one_face_photos, tiny_run
-from conftest import ALIGNED_FACE_PARAMETERS, ALIGNED_LQ, require_shared
+from conftest import ALIGNED_FACE_PARAMETERS, ALIGNED_LQ, KEEPING_PARAMETERS, require_shared
 
 TOY_MODULE = '''
 from dataclasses import dataclass
@@ -88,7 +88,7 @@ def test_toy_method_runs_with_its_knob_and_reports_its_parameters(toy, tmp_path)
     assert record["method"] == "toy"
     assert record["parameters"] == {"strength": 0.5, "mode": "brighten", "seed": 1, "detector": None, **ALIGNED_FACE_PARAMETERS,
                                     "detect_max_side": None, "aligned": True, "precision": "fp32", "compile": False,
-                                    "channels_last": False, "tool_version": "0.1.0"}
+                                    "channels_last": False, "tool_version": "0.1.0", **KEEPING_PARAMETERS}
     before = np.asarray(Image.open(crop).convert("RGB"), dtype=np.float32)
     after = np.asarray(Image.open(tmp_path / "out" / "256.png").convert("RGB"), dtype=np.float32)
     assert after.mean() - before.mean() > 60  # +0.5 of full scale, clipped at white

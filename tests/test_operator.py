@@ -18,7 +18,8 @@ from conftest import PHOTOS, RETINA_MOBILE, require_shared
 RECORD_FIELDS = {"input", "output", "status", "reason", "previous_status", "why", "faces", "skipped_faces", "mask",
                  "seconds", "method", "parameters", "weights", "device", "batch_size", "notes", "face_files",
                  "compare_file"}
-FACE_FIELDS = {"index", "box", "score", "landmarks", "seed", "mask", "id_mask", "configuration", "identity"}
+FACE_FIELDS = {"index", "box", "score", "landmarks", "seed", "mask", "id_mask", "configuration", "identity", "samples",
+               "kept", "gate"}
 
 
 def _no_models(*_a, **_k):

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from cli_helpers import read_report, run_cli
-from conftest import ALIGNED_LQ, PHOTOS, PRESET_FACE_PARAMETERS
+from conftest import ALIGNED_LQ, KEEPING_PARAMETERS, PHOTOS, PRESET_FACE_PARAMETERS
 
 DET = ("--detector", "retinaface_mobile0.25")
 
@@ -63,7 +63,7 @@ def test_group_run_exits_zero_and_reports_every_photo(group_run):
         assert rec["parameters"] == {"steps": 3, "eta": 0.5, "start_t": 400, "seed": 12345,
                                      "detector": "retinaface_mobile0.25", **PRESET_FACE_PARAMETERS, "detect_max_side": 2048,
                                      "aligned": False, "precision": "fp32", "compile": False,
-                                     "channels_last": False, "tool_version": "0.1.0"}
+                                     "channels_last": False, "tool_version": "0.1.0", **KEEPING_PARAMETERS}
         assert set(rec["weights"]) == {"difface-swinir", "difface-unet", "retinaface-mobile0.25"}
         assert all(isinstance(v, str) and len(v) == 64 for v in rec["weights"].values())
         assert rec["mask"] == "square" and rec["seconds"] >= 0 and rec["device"].startswith("cpu")
