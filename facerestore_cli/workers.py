@@ -3,15 +3,19 @@ photos from one shared queue as it gets free (a slow device takes fewer, not an 
 the ordinary pipeline and writing their outputs; the parent keeps the one ledger (state, report, progress).
 
 A worker that dies (a GPU that falls off the bus, a driver crash) fails the photos it had taken, recorded with the
-reason and marked so that the next run redoes them; the other workers go on with the rest of the queue.
+reason and marked so that the next run redoes them; the other workers go on with the rest of the queue. Each worker
+reports on a queue of its own: a process killed while its queue's feeder thread writes leaves that queue's lock held,
+which on a shared queue would block every other worker's reports for good.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import multiprocessing
 import queue
 import signal
+import time
 
 from facerestore_cli.errors import DeviceError, FacerestoreError
 from facerestore_cli.interrupts import Interrupted
@@ -43,13 +47,13 @@ def restore_on_devices(opts, compute, ledger, guard, jobs, weights_after_load) -
 
     devices = list(compute.workers)
     context = multiprocessing.get_context("spawn")
-    todo, results = context.Queue(), context.Queue()
+    todo, results = context.Queue(), [context.Queue() for _ in devices]
     for job in jobs:
         todo.put(job)
     for _ in devices:
         todo.put(None)
     workers = [context.Process(target=_worker, name=f"facerestore-{device}", daemon=True,
-                               args=(k, device, opts, todo, results, torch.get_num_threads()))
+                               args=(k, device, opts, todo, results[k], torch.get_num_threads()))
                for k, device in enumerate(devices)]
     for worker in workers:
         worker.start()
@@ -57,12 +61,11 @@ def restore_on_devices(opts, compute, ledger, guard, jobs, weights_after_load) -
     try:
         while parent.running:
             guard.check()
-            try:
-                parent.handle(*results.get(timeout=POLL_SECONDS))
-            except queue.Empty:
-                for k in list(parent.running):
-                    if not workers[k].is_alive():
-                        parent.lost(k, f"the worker on {devices[k]} died (exit code {workers[k].exitcode})")
+            if parent.poll(results):
+                continue
+            for k in list(parent.running):
+                if not workers[k].is_alive() and not parent.poll(results, [k]):
+                    parent.lost(k, f"the worker on {devices[k]} died (exit code {workers[k].exitcode})")
         if parent.errors and len(parent.errors) == len(devices):
             raise parent.errors[0]
     except (Interrupted, StopRun):
@@ -124,6 +127,26 @@ class _Parent:
         elif kind == "exit":
             self.running.discard(k)
 
+    def poll(self, results, workers=None) -> bool:
+        """Handle what the running workers (or those given) have reported, waiting up to POLL_SECONDS when none has;
+        whether any message came."""
+        heard = False
+        for k in [k for k in (self.running if workers is None else workers) if k in self.running]:
+            while True:
+                try:
+                    message = results[k].get_nowait()
+                except queue.Empty:
+                    break
+                self.handle(*message)
+                heard = True
+        if not heard:
+            time.sleep(POLL_SECONDS)
+            for k in [k for k in (self.running if workers is None else workers) if k in self.running]:
+                with contextlib.suppress(queue.Empty):
+                    self.handle(*results[k].get_nowait())
+                    heard = True
+        return heard
+
     def lost(self, k: int, reason: str) -> None:
         """Worker k is gone without saying so: its photos fail, to be redone by the next run."""
         self.running.discard(k)
@@ -133,13 +156,14 @@ class _Parent:
         self.taken[k].clear()
 
     def drain(self, results) -> None:
-        while True:
-            try:
-                kind, k, payload = results.get(timeout=POLL_SECONDS)
-            except queue.Empty:
-                return
-            if kind in ("done", "failed", "warn"):
-                self.handle(kind, k, payload)
+        for reports in results:
+            while True:
+                try:
+                    kind, k, payload = reports.get(timeout=POLL_SECONDS)
+                except queue.Empty:
+                    break
+                if kind in ("done", "failed", "warn"):
+                    self.handle(kind, k, payload)
 
 
 class _Forward:
