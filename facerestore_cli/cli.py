@@ -63,6 +63,7 @@ def build_app(args: list[str] | None = None) -> typer.Typer:
     from facerestore_cli.cli_signature import command
     from facerestore_cli.cli_train import degrade, train_app
     from facerestore_cli.cli_report import report_app
+    from facerestore_cli.cli_review import review
     from facerestore_cli.cli_weights import weights_app
 
     app = typer.Typer(name="facerestore", epilog=EXIT_CODES, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -78,6 +79,7 @@ def build_app(args: list[str] | None = None) -> typer.Typer:
     app.command()(methods)
     app.command()(doctor)
     app.add_typer(weights_app, name="weights", help="List, show, fetch, verify and import model weights.")
+    app.command()(review)
     app.add_typer(report_app, name="report", help="Fold the shards of a split run into one state and report.")
     app.command()(degrade)
     evaluation, epilog = eval_app(args or [])
@@ -106,6 +108,9 @@ def run(ctx: typer.Context, values: dict) -> int:
         raise UsageError("--print-outputs and --json both want stdout", hint="choose one")
     check_report(values["report"])
     opts, found = prepare_run(ctx, values)
+    if values["review"] and opts.shard is not None:
+        raise UsageError("--review shows all of OUT, which the other shards are still writing",
+                         hint="when every shard has finished, run `facerestore review OUT`")
     console = _stderr()
     progress = Progress(console, "quiet" if quiet else "plain" if verbose else Progress.choose_mode(False),
                         verbose=verbose)
@@ -117,6 +122,12 @@ def run(ctx: typer.Context, values: dict) -> int:
         console.print(f"done: {summary.counts()}"
                       + (f"; {skipped} non-image/hidden files skipped ({found.skipped_note()})" if skipped else ""),
                       soft_wrap=True, markup=False)
+    if values["review"] and not opts.dry_run:
+        from facerestore_cli.review import build, report_line
+
+        page = build(opts.output, warn=lambda text: console.print(text, markup=False, soft_wrap=True))
+        if not quiet:
+            console.print(report_line(page), markup=False, soft_wrap=True)
     return 1 if summary.failed else 0
 
 

@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 
 from facerestore_cli.errors import NoInputsError, UsageError
-from facerestore_cli.settings import FACES, IO, METHOD, STDOUT, setting, settings_of
+from facerestore_cli.settings import EXTRAS, FACES, IO, METHOD, STDOUT, setting, settings_of
 
 
 @dataclass
@@ -34,6 +34,9 @@ class RunCommand:
                                      help="Restore only the face nearest the photo's center.")
     largest_face: bool = setting("--largest-face", default=False, panel=FACES, photo_only=True,
                                  help="Restore only the largest face.")
+    review: bool = setting("--review", default=False, panel=EXTRAS, run_only=True,
+                           help="Also write OUT/review.html when the run ends: every photo of OUT before/after, its "
+                                "faces' identity scores and gate verdicts (see `facerestore review`).")
     quiet: bool = setting("-q", "--quiet", default=False, panel=STDOUT, run_only=True,
                           help="No progress output (errors still go to stderr).")
     verbose: bool = setting("-v", "--verbose", default=False, panel=STDOUT, run_only=True,

@@ -65,15 +65,15 @@ def _overview(rgb: np.ndarray, faces: list[dict], width: int) -> np.ndarray:
     return bgr
 
 
-def _crop(rgb: np.ndarray, face: dict | None, scale: float = 1.0) -> np.ndarray:
-    """The face's aligned crop at FACE_PX (the whole image for --aligned inputs), uint8 BGR; scale: of rgb against
-    the photo the landmarks were found in (--upscale)."""
+def aligned_crop(rgb: np.ndarray, face: dict | None, scale: float = 1.0, size: int = FACE_PX) -> np.ndarray:
+    """The face's aligned crop at size × size (the whole image for --aligned inputs), uint8 BGR; scale: of rgb
+    against the photo the landmarks were found in (--upscale)."""
     image = to_uint8(rgb)
     if face is None or face.get("landmarks") is None:
-        crop = cv2.resize(image, (FACE_PX, FACE_PX), interpolation=cv2.INTER_AREA)
+        crop = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
     else:
         landmarks = np.asarray(face["landmarks"], dtype=np.float32) * np.float32(scale)
-        crop = warp_face(image, estimate_affine(landmarks, FACE_PX), FACE_PX)
+        crop = warp_face(image, estimate_affine(landmarks, size), size)
     return np.ascontiguousarray(crop[..., ::-1])
 
 
@@ -82,8 +82,8 @@ def compare_sheet(before: np.ndarray, after: np.ndarray, faces: list[dict]) -> n
     faces: report face records (index, box, landmarks); landmarks None means the image is the aligned face."""
     aligned = not faces or faces[0].get("landmarks") is None
     scale = after.shape[1] / before.shape[1]
-    pairs = [(face["index"], _crop(before, face), _crop(after, face, scale)) for face in faces] if not aligned \
-        else [(0, _crop(before, None), _crop(after, None))]
+    pairs = [(face["index"], aligned_crop(before, face), aligned_crop(after, face, scale)) for face in faces] if not aligned \
+        else [(0, aligned_crop(before, None), aligned_crop(after, None))]
     columns = min(MAX_COLUMNS, max(1, math.ceil(math.sqrt(len(pairs)))))
     pair_w, label_h = 2 * FACE_PX + GAP, 28
     width = max(OVERVIEW_MIN_WIDTH, columns * pair_w + (columns - 1) * 2 * GAP)

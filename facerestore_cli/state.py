@@ -122,14 +122,8 @@ class RunState:
             aside = _move_aside(path)
             warnings.append(f"the run state {path} is unusable ({exc}); moved it to {aside.name} "
                             f"and starting afresh, so every photo will be processed again")
-        merged: dict[str, dict] = {}
-        rank: dict[str, tuple] = {}
         others = [p for p in [out_dir / STATE_NAME, *shard_state_files(out_dir)] if p != path and p.is_file()]
-        for source, entries in [*((p, _read_other(p, warnings)) for p in others), (path, own)]:
-            for rel, entry in entries.items():
-                key = (entry.get("finished_at") or "", source.name == STATE_NAME)
-                if rel not in rank or key >= rank[rel]:
-                    merged[rel], rank[rel] = entry, key
+        merged = _newest([*((p, _read_other(p, warnings)) for p in others), (path, own)])
         return cls(out_dir, merged, "; ".join(warnings) or None, flush_interval, clock, shard, set(own))
 
     def decide(self, job_rel: str, src_path: str | os.PathLike, dest_path: str | os.PathLike, signature: str,
@@ -305,6 +299,27 @@ def _valid_entry(entry) -> bool:
             and (fp.get("sha256") is None or isinstance(fp["sha256"], str))
             and entry.get("status") in STATUSES
             and isinstance(entry.get("signature"), str))
+
+
+def read_entries(out_dir: Path) -> tuple[dict[str, dict], list[str]]:
+    """Every manifest's entries in OUT, the newest of each input's, read only (a bad manifest is skipped with a
+    warning, never moved aside): what `review` shows, also while a run is under way."""
+    warnings: list[str] = []
+    paths = [p for p in [out_dir / STATE_NAME, *shard_state_files(out_dir)] if p.is_file()]
+    return _newest([(p, _read_other(p, warnings)) for p in paths]), warnings
+
+
+def _newest(sources: list[tuple[Path, dict[str, dict]]]) -> dict[str, dict]:
+    """Of an input in several manifests, the entry finished last (the unsharded manifest's on a tie; later
+    sources win remaining ties)."""
+    merged: dict[str, dict] = {}
+    rank: dict[str, tuple] = {}
+    for source, entries in sources:
+        for rel, entry in entries.items():
+            key = (entry.get("finished_at") or "", source.name == STATE_NAME)
+            if rel not in rank or key >= rank[rel]:
+                merged[rel], rank[rel] = entry, key
+    return merged
 
 
 def _read_other(path: Path, warnings: list[str]) -> dict[str, dict]:

@@ -51,6 +51,7 @@ SKIP = [("-q",), ("-v",), ("--json",), ("--print-outputs",), ("--batch-size", "2
 SPECIAL = {"inputs", "--output", "--base", "--report", "--files-from", "--null", "--method", "--preset", "--detector", "--aligned",
            "--force", "--dry-run", "--save-faces", "--save-compare", "--draw-boxes",
            "--samples", "--select", "--min-identity", "--fallback", "--save-samples",  # test_keeping.py
+           "--review",  # test_review.py: a rerun with it skips what is done (its thumbnails are kept)
            "--shard", "--engine", "--ray-address",  # test_scale_out.py: the same outputs, every shard's state read
            "--compile", "--channels-last"}  # --compile: test_performance.py; --channels-last: CUDA only
 
