@@ -3,7 +3,8 @@ needs no download and measures the same pictures everywhere.
 
 The portrait is NASA's photo of astronaut Eileen Collins (NASA Great Images; "No known copyright restrictions,
 released into the public domain"), as scikit-image ships it (skimage.data.astronaut, 512×512). The set covers the
-three shapes of an archive: single portraits of many sizes, group photos, and 12-megapixel scans with several faces.
+three shapes of an archive: single portraits of many sizes, group photos, and 12- and 20-megapixel scans, two of them
+with many small faces.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 
 ASTRONAUT = Path(__file__).parent / "assets" / "astronaut.jpg"
 SCAN_SIZE = (4000, 3000)  # 12 megapixels
+LARGE_SCAN_SIZE = (5200, 3900)  # 20 megapixels
 
 
 @dataclass(frozen=True)
@@ -23,7 +25,8 @@ class Shot:
 
 
 def builtin_shots() -> list[Shot]:
-    """The set: 6 portraits from 190 to 1,920 px, 2 group photos (4 and 6 faces), 2 scans of 12 MP (3 and 4)."""
+    """The set: 6 portraits from 190 to 1,920 px, 2 group photos (4 and 6 faces), 2 scans of 12 MP (3 and 4 faces)
+    and 2 of 20 MP with many small faces (21 and 72)."""
     portraits = [Shot(f"portrait-{side:04d}.jpg", (side, side), ((0, 0, side),))
                  for side in (190, 320, 512, 768, 1280, 1920)]
     groups = [
@@ -34,7 +37,16 @@ def builtin_shots() -> list[Shot]:
         Shot("scan-3.jpg", SCAN_SIZE, ((300, 500, 1100), (1500, 700, 1000), (2700, 400, 1150))),
         Shot("scan-4.jpg", SCAN_SIZE, ((200, 300, 900), (1150, 1500, 950), (2200, 350, 900), (3000, 1700, 850))),
     ]
-    return portraits + groups + scans
+    # a class photo and a crowd scanned at 20 MP: faces of 12-26 px between the eyes, which a capped
+    # detection copy loses
+    small = [
+        Shot("scan-class-20mp.jpg", LARGE_SCAN_SIZE,
+             tuple((250 + 620 * col, 500 + 900 * row, 300 - 25 * row) for row in range(3) for col in range(7))),
+        Shot("scan-crowd-20mp.jpg", LARGE_SCAN_SIZE,
+             tuple((150 + 410 * col + 60 * (row % 2), 300 + 560 * row, 210 - 12 * row) for row in range(6)
+                   for col in range(12))),
+    ]
+    return portraits + groups + scans + small
 
 
 def write_builtin_set(folder: Path, seed: int = 0) -> list[Path]:

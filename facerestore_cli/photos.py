@@ -19,7 +19,7 @@ from facerestore_cli import __version__
 from facerestore_cli.errors import FacerestoreError
 from facerestore_cli.background import enlarge, resize
 from facerestore_cli.faces import masks
-from facerestore_cli.faces.align import estimate_affine, paste_faces, warp_face
+from facerestore_cli.faces.align import estimate_affine, paste_faces, warp_face_float
 from facerestore_cli.faces.frontend import choose_faces
 from facerestore_cli.files import atomic_copy, atomic_write_bytes
 from facerestore_cli.imageio import DEFAULT_MAX_PIXELS, read_image
@@ -119,11 +119,10 @@ class PhotoReader:
             size = self.opts.preset.face_size
             height, width = photo.picture.rgb.shape[:2]
             kept, photo.skipped = choose_faces(detections, height, width, self.opts.faces)
-            image = to_float(photo.picture.rgb) if kept else None
             for number, det in kept:
                 affine = estimate_affine(np.asarray(det.landmarks), size)
                 photo.faces.append(Face(number, tuple(det.box), float(det.score), affine,
-                                        warp_face(image, affine, size), np.asarray(det.landmarks)))
+                                        warp_face_float(photo.picture.rgb, affine, size), np.asarray(det.landmarks)))
         return photo
 
 

@@ -29,7 +29,7 @@ def test_dr2_restores_whole_photos(tiny_dr2_env, tmp_path, capsys):
     for rec in records:
         assert rec["status"] == "restored" and rec["method"] == "dr2-tiny"
         assert rec["parameters"] == {"dr2_n": 4, "dr2_tau": 22, "enhancer": "sparnethd", "prior": "dr2", "seed": 12345,
-                                     "detector": "retinaface_mobile0.25", **PRESET_FACE_PARAMETERS, "detect_max_side": 2048,
+                                     "detector": "retinaface_mobile0.25", **PRESET_FACE_PARAMETERS, "detect_max_side": None,
                                      "aligned": False, "precision": "fp32", "compile": False,
                                      "channels_last": False, "tool_version": "0.1.0", **KEEPING_PARAMETERS}
         assert set(rec["weights"]) == {"dr2-unet", "dr2-sparnethd", "retinaface-mobile0.25"}

@@ -166,11 +166,15 @@ def test_builtin_set_is_deterministic_and_every_face_is_found(retinaface, tmp_pa
     first = write_builtin_set(tmp_path / "a")
     again = write_builtin_set(tmp_path / "b")
     assert [p.read_bytes() for p in first] == [p.read_bytes() for p in again]
-    detector = FaceDetector(retinaface, max_side=2048)
+    capped, full = FaceDetector(retinaface, max_side=2048), FaceDetector(retinaface)
     for shot, path in zip(builtin_shots(), first):
         rgb = read_image(path).rgb
         assert rgb.shape[1::-1] == shot.size
-        assert len(detector.detect(rgb)) == len(shot.faces), shot.name
+        if "20mp" in shot.name:  # every face at full resolution (the default); most lost on a 2048-px copy
+            assert len(full.detect(rgb)) == len(shot.faces), shot.name
+            assert len(capped.detect(rgb)) < len(shot.faces) / 2, shot.name
+        else:  # faces of 90 px and more: found on any copy, cheaply
+            assert len(capped.detect(rgb)) == len(shot.faces), shot.name
 
 
 def test_startup_command_line_reproduces_the_benchmarked_options(tiny_env, tmp_path):

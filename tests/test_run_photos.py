@@ -61,7 +61,7 @@ def test_group_run_exits_zero_and_reports_every_photo(group_run):
     for rec in records:
         assert rec["method"] == "difface-tiny"
         assert rec["parameters"] == {"steps": 3, "eta": 0.5, "start_t": 400, "seed": 12345,
-                                     "detector": "retinaface_mobile0.25", **PRESET_FACE_PARAMETERS, "detect_max_side": 2048,
+                                     "detector": "retinaface_mobile0.25", **PRESET_FACE_PARAMETERS, "detect_max_side": None,
                                      "aligned": False, "precision": "fp32", "compile": False,
                                      "channels_last": False, "tool_version": "0.1.0", **KEEPING_PARAMETERS}
         assert set(rec["weights"]) == {"difface-swinir", "difface-unet", "retinaface-mobile0.25"}

@@ -58,6 +58,25 @@ def warp_face(rgb: np.ndarray, affine: np.ndarray, size: int = FACE_SIZE) -> np.
     )
 
 
+def warp_face_float(rgb: np.ndarray, affine: np.ndarray, size: int = FACE_SIZE) -> np.ndarray:
+    """warp_face of the photo converted to float [0, 1] (the crop the networks get), converting only the rectangle
+    the crop samples (the crop's inverse map, as warpAffine inverts it, moved to the rectangle's corner), so a large
+    scan is never copied whole to float. Equal to warping the whole float photo to float rounding: OpenCV's bilinear
+    warp rounds source coordinates to float32, whose last bits depend on the origin (tests/test_faces.py)."""
+    height, width = rgb.shape[:2]
+    inverse = cv2.invertAffineTransform(np.asarray(affine, dtype=np.float64))
+    corners = np.array([[0, 0, 1], [size, 0, 1], [0, size, 1], [size, size, 1]], dtype=np.float64) @ inverse.T
+    x0 = min(max(int(np.floor(corners[:, 0].min())) - 2, 0), width - 1)
+    y0 = min(max(int(np.floor(corners[:, 1].min())) - 2, 0), height - 1)
+    x1 = max(min(int(np.ceil(corners[:, 0].max())) + 2, width), x0 + 1)
+    y1 = max(min(int(np.ceil(corners[:, 1].max())) + 2, height), y0 + 1)
+    region = rgb[y0:y1, x0:x1].astype(np.float32) / np.float32(_value_scale(rgb.dtype))
+    local = inverse.copy()
+    local[:, 2] -= (x0, y0)
+    return cv2.warpAffine(region, local, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=tuple(v / 255.0 for v in BORDER_RGB))
+
+
 def crop_to_unit_float(crop: np.ndarray) -> np.ndarray:
     """uint8/uint16/float crop → float32 in [0, 1]."""
     return crop.astype(np.float32) / _value_scale(crop.dtype)
