@@ -1,8 +1,8 @@
 """`facerestore bench`: the real pipeline timed on a set of photos, stage by stage, against the official scripts'
 schedule in the same process on the same inputs.
 
-Each pass first restores one photo into a scratch folder (warm-up: kernels chosen, caches filled, compiled graphs
-built) and is then timed on every photo, with outputs written for real into a temporary folder. The reference pass
+Each pass first restores one photo into a scratch folder and detects once on a blank picture of every photo size
+(warm-up: kernels chosen for each input shape, caches filled, compiled graphs built) and is then timed on every photo, with outputs written for real into a temporary folder. The reference pass
 (`--reference`) works the way the official scripts do: one photo at a time, its faces as one batch, fp32, detection
 at full resolution, the whole picture converted to float for paste-back, no overlap, no compile.
 Start-up is measured in a fresh process: from its start to the first face entering the network.
@@ -63,7 +63,7 @@ def measure(opts, jobs, scratch: Path, reference: bool, startup: bool, inputs_la
     result = {"inputs": inputs_label, "method": opts.preset.name, "device": compute.describe(),
               "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "batch_size": models.batch_size,
               "io_workers": io_workers(opts, compute), "detect_max_side": opts.detect_max_side, "compile": opts.compile,
-              "warmup": "1 photo per pass, excluded from the timings", "passes": {}}
+              "warmup": "1 photo and a detection per photo size, each pass; excluded", "passes": {}}
     main = _timed_pass("pipeline", opts, jobs, scratch, models)
     result["passes"]["pipeline"] = main.as_record()
     if reference:
@@ -115,6 +115,8 @@ def _timed_pass(name: str, opts, jobs, scratch: Path, models, schedule: Schedule
     quiet = Progress(_stderr(), "quiet")
     warm_opts, warm_jobs = into(scratch / f"{name}-warmup", jobs[:1])
     run_pipeline(warm_opts, quiet, warm_jobs, timings=StageTimer(), models=models, schedule=schedule)
+    if models.detector is not None and not opts.aligned:
+        warm_detection(models.detector, jobs)
     cuda = models.compute.device.type == "cuda"
     if cuda:
         torch.cuda.synchronize()
@@ -130,6 +132,25 @@ def _timed_pass(name: str, opts, jobs, scratch: Path, models, schedule: Schedule
     peak_cuda = round(torch.cuda.max_memory_allocated(models.compute.device) / 2**20, 1) if cuda else None
     return PassResult(name, len(jobs), summary.faces, summary.failed, wall, timings.as_record(), peak_rss_mb(),
                       peak_cuda)
+
+
+def warm_detection(detector, jobs) -> None:
+    """Detect once on a blank picture of every photo size in the set: CPU convolution kernels are made for each
+    input shape the first time it is seen, and a pass should not pay for the shapes another pass saw first."""
+    import numpy as np
+    from PIL import Image
+
+    sizes = set()
+    for job in jobs:
+        try:
+            with Image.open(job.src) as image:
+                width, height = image.size
+                turned = image.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+        except OSError:
+            continue  # the pass reports it
+        sizes.add((width, height) if turned else (height, width))
+    for height, width in sorted(sizes):
+        detector.detect(np.zeros((height, width, 3), np.uint8))
 
 
 def reset_peak_rss() -> None:
