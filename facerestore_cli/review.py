@@ -160,7 +160,8 @@ def _make_thumbnails(folder: Path, key: str, record: dict, source: Path | None, 
     pictures, problems = {}, []
     for side, path, what in (("b", source, "input"), ("a", output, "output")):
         if path is None:
-            problems.append(f"the {what} is not there any more" if record.get(what) else None)
+            problems.append(f"the {what} {record[what]} is not there (moved or deleted since the run, or a path "
+                            f"relative to another folder)" if record.get(what) else None)
             continue
         try:
             pictures[side] = read_image(path, max_pixels=None).rgb

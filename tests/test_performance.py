@@ -170,9 +170,11 @@ def test_builtin_set_is_deterministic_and_every_face_is_found(retinaface, tmp_pa
     for shot, path in zip(builtin_shots(), first):
         rgb = read_image(path).rgb
         assert rgb.shape[1::-1] == shot.size
-        if "20mp" in shot.name:  # every face at full resolution (the default); most lost on a 2048-px copy
-            assert len(full.detect(rgb)) == len(shot.faces), shot.name
-            assert len(capped.detect(rgb)) < len(shot.faces) / 2, shot.name
+        if "20mp" in shot.name:  # most faces lost on a 2048-px copy; at full resolution (the default) every face
+            assert len(capped.detect(rgb)) < len(shot.faces) / 2, shot.name  # of the scan's top-left quarter found
+            height, width = rgb.shape[0] // 2, rgb.shape[1] // 2
+            inside = [f for f in shot.faces if f[0] + f[2] <= width and f[1] + f[2] <= height]
+            assert len(full.detect(np.ascontiguousarray(rgb[:height, :width]))) == len(inside) > 4, shot.name
         else:  # faces of 90 px and more: found on any copy, cheaply
             assert len(capped.detect(rgb)) == len(shot.faces), shot.name
 

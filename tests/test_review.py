@@ -114,7 +114,7 @@ def test_review_of_a_large_folder_pages_filters_sorts_and_loads_only_what_is_sho
     (out / "photo-00001.jpg").unlink()  # an output gone since its run: shown without it, and said
     code, _o, err = run_cli(capsys, "review", out)
     assert code == 0, err
-    assert "photo-00001.jpg: the output is not there any more" in err
+    assert f"photo-00001.jpg: the output {out / 'photo-00001.jpg'} is not there (moved or deleted" in err
     page = out / "review.html"
     records = [photo_record(n, "", "") for n in range(count)]
     failed = [n for n, r in enumerate(records) if r["status"] == "failed"]

@@ -36,7 +36,9 @@ def compose(path: Path, faces, shift: tuple[int, int, int] | None = None) -> lis
     for crop in crops:
         xs.append(x)
         x += -(-(crop.width + GAP) // 64) * 64
-    canvas = np.full((max(c.height for c in crops) + 64, x, 3), 128, np.uint8)
+    # 640 px tall: detection runs on the photo itself (a shorter one is scaled up to 640 first), so offsets that are
+    # multiples of 64 keep every face on the same anchor grid
+    canvas = np.full((max(max(c.height for c in crops) + 64, 640), x, 3), 128, np.uint8)
     for crop, x0 in zip(crops, xs):
         canvas[32:32 + crop.height, x0:x0 + crop.width] = np.asarray(crop)
     if shift is not None:
