@@ -2,7 +2,8 @@
 schedule in the same process on the same inputs.
 
 Each pass first restores one photo into a scratch folder and detects once on a blank picture of every photo size
-(warm-up: kernels chosen for each input shape, caches filled, compiled graphs built) and is then timed on every photo, with outputs written for real into a temporary folder. The reference pass
+(warm-up: kernels chosen for each input shape, caches filled, compiled graphs built) and is then timed on every
+photo, with outputs written for real into a temporary folder. The reference pass
 (`--reference`) works the way the official scripts do: one photo at a time, its faces as one batch, fp32, detection
 at full resolution, the whole picture converted to float for paste-back, no overlap, no compile.
 Start-up is measured in a fresh process: from its start to the first face entering the network.
@@ -140,12 +141,14 @@ def warm_detection(detector, jobs) -> None:
     import numpy as np
     from PIL import Image
 
+    from facerestore_cli.picture import ORIENTATION_TAG
+
     sizes = set()
     for job in jobs:
         try:
             with Image.open(job.src) as image:
                 width, height = image.size
-                turned = image.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+                turned = image.getexif().get(ORIENTATION_TAG, 1) in (5, 6, 7, 8)  # read_image turns them
         except OSError:
             continue  # the pass reports it
         sizes.add((width, height) if turned else (height, width))

@@ -100,8 +100,9 @@ def batch_size_for(free_bytes: int, base_bytes: int, per_face_bytes: int) -> int
 def measure_batch_size(compute: Compute, restorer, face_size: int) -> int:
     """Faces per forward. CPU: 1 — measured: even the test suite's tiny restorer (128-px faces) takes as long per
     face at batch 2, 4 or 8 as at 1 (benchmarks/large_scans.py, cpu-batch.json), and short batches are padded.
-    CUDA: measured — one sampler step of a 1-face and of a 2-face batch give the peak memory a batch takes beyond the loaded
-    networks, base + per_face × faces (the step's peak is the restoration's: every step is alike); then what fits."""
+    CUDA: measured — one sampler step of a 1-face and of a 2-face batch give the peak memory a batch takes beyond
+    the loaded networks, base + per_face × faces (the step's peak is the restoration's: every step is alike); then
+    what fits."""
     if compute.device.type != "cuda":
         return 1
     peaks = []

@@ -173,7 +173,7 @@ def _make_thumbnails(folder: Path, key: str, record: dict, source: Path | None, 
         scale = min(1.0, PHOTO_SIDE / max(height, width))
         shown["w"], shown["h"] = max(1, round(width * scale)), max(1, round(height * scale))
         for side, rgb in pictures.items():
-            _save(folder / f"{key}_{side}.jpg", _resized(rgb, shown["w"], shown["h"]))
+            _save(folder / f"{key}_{side}.jpg", _resized(rgb, shown["w"], shown["h"])[..., ::-1])
             shown[side] = True
     if len(pictures) == 2:
         from facerestore_cli.sheets import aligned_crop
@@ -186,8 +186,8 @@ def _make_thumbnails(folder: Path, key: str, record: dict, source: Path | None, 
             except ValueError as exc:
                 problems.append(f"face #{face.get('index')}: {exc}")
                 continue
-            _save(folder / f"{key}_{face['index']}b.jpg", before[..., ::-1])
-            _save(folder / f"{key}_{face['index']}a.jpg", after[..., ::-1])
+            _save(folder / f"{key}_{face['index']}b.jpg", before)
+            _save(folder / f"{key}_{face['index']}a.jpg", after)
             shown["crops"].append(face["index"])
     shown["problem"] = "; ".join(p for p in problems if p) or None
     return shown
@@ -204,16 +204,14 @@ def _resized(rgb, width: int, height: int):
     return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
 
 
-def _save(path: Path, rgb) -> None:
+def _save(path: Path, bgr) -> None:
     import cv2
     import numpy as np
 
     from facerestore_cli.files import atomic_write_bytes
+    from facerestore_cli.sheets import encode
 
-    ok, data = cv2.imencode(".jpg", np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-    if not ok:
-        raise OSError(f"could not encode the thumbnail {path}")
-    atomic_write_bytes(path, data.tobytes())
+    atomic_write_bytes(path, encode(np.ascontiguousarray(bgr), ".jpg", [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]))
 
 
 def _href(path: Path | None, base: Path) -> str | None:

@@ -29,7 +29,7 @@ BACKGROUND = 32
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
-def _encode(bgr: np.ndarray, ext: str, params: list[int]) -> bytes:
+def encode(bgr: np.ndarray, ext: str, params: list[int]) -> bytes:
     ok, buf = cv2.imencode(ext, bgr, params)
     if not ok:
         raise OSError(f"could not encode {ext} image")
@@ -40,7 +40,7 @@ def save_face_crop(restored: np.ndarray, path: Path) -> None:
     """A restored aligned crop (HxWx3 float [0, 1]) as an 8-bit PNG, written atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
     bgr = from_float(restored, np.uint8)[..., ::-1]
-    atomic_write_bytes(path, _encode(np.ascontiguousarray(bgr), ".png", []))
+    atomic_write_bytes(path, encode(np.ascontiguousarray(bgr), ".png", []))
 
 
 def _label(image: np.ndarray, text: str, origin: tuple[int, int], scale: float) -> None:
@@ -104,7 +104,7 @@ def compare_sheet(before: np.ndarray, after: np.ndarray, faces: list[dict]) -> n
 
 def save_compare_sheet(before: np.ndarray, after: np.ndarray, faces: list[dict], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, _encode(compare_sheet(before, after, faces), ".jpg", [cv2.IMWRITE_JPEG_QUALITY, 90]))
+    atomic_write_bytes(path, encode(compare_sheet(before, after, faces), ".jpg", [cv2.IMWRITE_JPEG_QUALITY, 90]))
 
 
 def face_crop_path(output: Path, rel: str, index: int) -> Path:
@@ -152,7 +152,7 @@ def boxes_path(output: Path, rel: str) -> Path:
 
 def save_boxes(rgb: np.ndarray, faces: list[dict], left_out: list[dict], scale: int, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, _encode(boxes_image(rgb, faces, left_out, scale), ".jpg", [cv2.IMWRITE_JPEG_QUALITY, 90]))
+    atomic_write_bytes(path, encode(boxes_image(rgb, faces, left_out, scale), ".jpg", [cv2.IMWRITE_JPEG_QUALITY, 90]))
 
 
 def save_extras(opts, rel: str, before: np.ndarray, after: np.ndarray, faces: list[dict], restored=(),
