@@ -111,6 +111,8 @@ def run(ctx: typer.Context, values: dict) -> int:
     if values["review"] and opts.shard is not None:
         raise UsageError("--review shows all of OUT, which the other shards are still writing",
                          hint="when every shard has finished, run `facerestore review OUT`")
+    if values["review"] and opts.dry_run:
+        raise UsageError("--dry-run writes nothing, and --review writes a page", hint="drop one of them")
     console = _stderr()
     progress = Progress(console, "quiet" if quiet else "plain" if verbose else Progress.choose_mode(False),
                         verbose=verbose)
@@ -122,7 +124,7 @@ def run(ctx: typer.Context, values: dict) -> int:
         console.print(f"done: {summary.counts()}"
                       + (f"; {skipped} non-image/hidden files skipped ({found.skipped_note()})" if skipped else ""),
                       soft_wrap=True, markup=False)
-    if values["review"] and not opts.dry_run:
+    if values["review"]:
         from facerestore_cli.review import build, report_line
 
         page = build(opts.output, warn=lambda text: console.print(text, markup=False, soft_wrap=True))

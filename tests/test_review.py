@@ -164,3 +164,6 @@ def test_review_refuses_what_is_not_a_run_and_writes_nothing(tmp_path, capsys):
     assert sorted(p.name for p in photos.iterdir()) == ["old-portrait-01.jpg"]
     code, _o, err = run_cli(capsys, "run", photos, "-o", tmp_path / "out", "--review", "--shard", "0/2")
     assert code == 2 and "facerestore review OUT" in err and not (tmp_path / "out").exists()
+    code, _o, err = run_cli(capsys, "run", photos, "-o", tmp_path / "out", "--review", "--dry-run")
+    assert code == 2 and "--dry-run writes nothing, and --review writes a page" in err
+    assert not (tmp_path / "out").exists()
