@@ -131,7 +131,8 @@ class _Parent:
         """Handle what the running workers (or those given) have reported, waiting up to POLL_SECONDS when none has;
         whether any message came."""
         heard = False
-        for k in [k for k in (self.running if workers is None else workers) if k in self.running]:
+        listening = [k for k in (self.running if workers is None else workers) if k in self.running]
+        for k in listening:
             while True:
                 try:
                     message = results[k].get_nowait()
@@ -141,7 +142,7 @@ class _Parent:
                 heard = True
         if not heard:
             time.sleep(POLL_SECONDS)
-            for k in [k for k in (self.running if workers is None else workers) if k in self.running]:
+            for k in listening:  # nothing handled yet: still the running ones
                 with contextlib.suppress(queue.Empty):
                     self.handle(*results[k].get_nowait())
                     heard = True
