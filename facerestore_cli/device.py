@@ -78,6 +78,10 @@ def resolve(device: str = "auto", precision: str = "auto", compile: bool = False
         raise UsageError("fp16 is not supported on the CPU", hint="use --precision bf16 or fp32 on the CPU")
     if channels_last and dev.type != "cuda":
         raise UsageError("--channels-last applies to CUDA devices only")
+    if dev.type == "cuda" and precision == "fp32":
+        # cuDNN's default TF32 convolutions round to 10 bits and made a face's result depend on its batch neighbours
+        # (H200, benchmarks/results/gpu-2026-12-04/cuda-invariance.jsonl); fp32 means fp32
+        torch.backends.cudnn.allow_tf32 = False
     return Compute(dev, precision, compile, channels_last)
 
 
@@ -98,6 +102,8 @@ def batch_size_for(free_bytes: int, base_bytes: int, per_face_bytes: int) -> int
 
 
 def measure_batch_size(compute: Compute, restorer, face_size: int) -> int:
+    from facerestore_cli.diffusion.noise import seeded_generator
+
     """Faces per forward. CPU: 1 — measured: even the test suite's tiny restorer (128-px faces) takes as long per
     face at batch 2, 4 or 8 as at 1 (benchmarks/large_scans.py, cpu-batch.json), and short batches are padded.
     CUDA: measured — one sampler step of a 1-face and of a 2-face batch give the peak memory a batch takes beyond
@@ -112,7 +118,7 @@ def measure_batch_size(compute: Compute, restorer, face_size: int) -> int:
         torch.cuda.reset_peak_memory_stats(compute.device)
         resident = torch.cuda.memory_allocated(compute.device)
         batch = torch.rand(faces, 3, face_size, face_size, device=compute.device)
-        generators = [torch.Generator(compute.device).manual_seed(k) for k in range(faces)]
+        generators = [seeded_generator(k) for k in range(faces)]
         try:
             restorer.restore(batch, generators, callback=_stop_probe)
         except _ProbeDone:
