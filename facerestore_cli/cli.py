@@ -96,7 +96,8 @@ def run(ctx: typer.Context, values: dict) -> int:
 
     Example: facerestore run ./photos -o ./restored --method difface --steps 100
     """
-    from facerestore_cli.cli_run import check_report, prepare_run
+    from facerestore_cli.cli_run import prepare_run
+    from facerestore_cli.files import check_output_file
     from facerestore_cli.runner import run as run_pipeline
     from facerestore_cli.progress import Progress
     from facerestore_cli.report import StdoutSink
@@ -106,7 +107,8 @@ def run(ctx: typer.Context, values: dict) -> int:
         raise UsageError("-q and -v contradict each other")
     if values["print_outputs"] and values["json"]:
         raise UsageError("--print-outputs and --json both want stdout", hint="choose one")
-    check_report(values["report"])
+    if values["report"] is not None:
+        check_output_file(values["report"], "--report", "run.jsonl")
     opts, found = prepare_run(ctx, values)
     if values["review"] and opts.shard is not None:
         raise UsageError("--review shows all of OUT, which the other shards are still writing",

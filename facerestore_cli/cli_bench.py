@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 
 from facerestore_cli.errors import UsageError
+from facerestore_cli.files import check_output_file
 from facerestore_cli.settings import BENCH
 
 OWN = (
@@ -47,8 +48,8 @@ def bench_command(knobs):
         from facerestore_cli.benchset import write_builtin_set
         from facerestore_cli.cli_run import prepare_run
 
-        if save is not None and save.is_dir():
-            raise UsageError(f"--save {save} is a folder", hint="name the JSON file, e.g. --save bench.json")
+        if save is not None:
+            check_output_file(save, "--save", "bench.json")
         with tempfile.TemporaryDirectory(prefix="facerestore-bench-") as tmp:
             scratch = Path(tmp)
             inputs, label = values["inputs"], "the given photos"

@@ -10,6 +10,7 @@ from typing import List, Optional
 import typer
 
 from facerestore_cli.errors import EXIT_SOME_FAILED, UsageError
+from facerestore_cli.files import check_output_file
 
 EVAL_EXIT = "Exit codes: 0 measured · 1 files left out (unpaired, unreadable, size mismatch) · 2 usage error · " \
             "3 no images · 4 a metric network missing (`facerestore weights fetch`)."
@@ -103,8 +104,8 @@ def eval_command(
         raise UsageError("no restored folders given", hint="facerestore eval RESTORED... --gt GT (or --run OUT)")
     if fid_ref is not None and not fid_ref.exists():
         raise UsageError(f"--fid-ref {fid_ref} does not exist")
-    if per_image is not None and per_image.is_dir():
-        raise UsageError(f"--per-image {per_image} is a folder", hint="name the file, e.g. --per-image faces.jsonl")
+    if per_image is not None:
+        check_output_file(per_image, "--per-image", "faces.jsonl")
     names = _chosen_metrics(metrics, truth is not None, inputs is not None or run is not None, fid_ref is not None)
     if run is not None and set(names) - {"niqe", "ids-in", "fid"}:
         raise UsageError("--run measures without ground truth: niqe, ids-in and fid only")
@@ -144,8 +145,7 @@ def fid_stats(folder: Path = typer.Argument(..., metavar="DIR", help="The refere
     """Save a reference set's FID statistics (pytorch-fid's mu and sigma) for `eval --fid-ref STATS.npz`."""
     from facerestore_cli.evaluation.session import save_fid_stats
 
-    if output.is_dir():
-        raise UsageError(f"-o {output} is a folder", hint="name the file, e.g. -o ffhq-stats.npz")
+    check_output_file(output, "-o", "ffhq-stats.npz")
     count = save_fid_stats(folder, output, device, batch_size, lambda total: _progress(total, quiet))
     if not quiet:
         _stderr().print(f"{output}: FID statistics of {count} images", markup=False)

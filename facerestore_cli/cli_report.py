@@ -21,10 +21,10 @@ def merge_command(
     summary. Run it when all shards have finished (it waits for none: a shard still running exits 75)."""
     from rich.console import Console
 
-    from facerestore_cli.cli_run import check_report
+    from facerestore_cli.files import check_output_file
     from facerestore_cli.shards import merge
 
-    check_report(report)
+    check_output_file(report, "--report", "merged.jsonl")
     summary = merge(output, report, wait_seconds=wait_lock)
     Console(stderr=True, highlight=False).print(
         f"merged: {summary.photos} photos: {summary.restored} restored, {summary.no_face} without faces (copied), "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -119,16 +118,6 @@ def check_network_configs(preset) -> None:
                 check_config(spec.arch, {**(spec.config or {}), **(component.config or {})},
                              f"preset {preset.source}: component '{role}'")
 
-
-def check_report(report: Optional[Path]) -> None:
-    """--report must be a file that can be written (replaced by a rename in its folder): a usage error otherwise."""
-    if report is None:
-        return
-    if report.is_dir():
-        raise UsageError(f"--report {report} is a folder", hint="name the report file, e.g. --report run.jsonl")
-    folder = next(p for p in [report.absolute().parent, *report.absolute().parents] if p.exists())
-    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
-        raise UsageError(f"--report {report} cannot be written: {folder} is not a writable folder")
 
 
 def _load_preset(ctx: typer.Context, method: str, preset_file: Optional[Path]):

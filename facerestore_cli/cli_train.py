@@ -45,7 +45,7 @@ def degrade(
     drawn for each image go to OUT/degradations.jsonl."""
     from facerestore_cli.degrade import DR2_SCALES, DR2_SPLITS, MODELS, degrade_files, dr2_test_set
     from facerestore_cli.discover import discover
-    from facerestore_cli.files import atomic_open
+    from facerestore_cli.files import atomic_open, check_output_folder
 
     if model not in MODELS:
         raise UsageError(f"unknown degradation model '{model}'", hint=f"choose one of: {', '.join(MODELS)}")
@@ -60,6 +60,7 @@ def degrade(
             raise UsageError(f"--dr2-scale must be one of {', '.join(map(str, DR2_SCALES))} and --dr2-split one of "
                              f"{', '.join(DR2_SPLITS)}")
         chosen = dr2_test_set(dr2_scale, dr2_split)
+    check_output_folder(output)
     found = discover(list(inputs), output, recursive=recursive)
     if not found.jobs:
         raise NoInputsError("no input images found" + (f": skipped {found.skipped_note()}" if found.skipped_note() else ""))
@@ -140,8 +141,10 @@ def _make_command(target: str):
         tensorboard: bool = typer.Option(False, "--tensorboard", metavar="",
                                          help="Also log the scalars and validation grids to RUN/tensorboard."),
     ) -> int:
+        from facerestore_cli.files import check_output_folder
         from facerestore_cli.training.trainer import TrainConfig, Trainer
 
+        check_output_folder(run)
         if loss not in ("l1", "l2"):
             raise UsageError(f"--loss must be l1 or l2, not '{loss}'")
         _check_conditions(target, condition, irm1, irm1_steps, preset)

@@ -12,7 +12,8 @@ import tempfile
 from pathlib import Path
 from typing import IO, Iterator
 
-__all__ = ["atomic_open", "atomic_write_bytes", "atomic_copy", "fsync_dir", "remove_stale_temps", "sha256_file"]
+__all__ = ["atomic_open", "atomic_write_bytes", "atomic_copy", "fsync_dir", "remove_stale_temps", "sha256_file",
+           "check_output_folder", "check_output_file"]
 
 
 def _file_mode() -> int:
@@ -109,3 +110,26 @@ def sha256_file(path: str | os.PathLike, hasher: "hashlib._Hash | None" = None) 
         while chunk := handle.read(1 << 20):
             hasher.update(chunk)
     return hasher
+
+
+def check_output_folder(path: Path, flag: str = "-o") -> None:
+    """A folder to write into must be one, or a path where one can be made: a usage error before any work otherwise."""
+    from facerestore_cli.errors import UsageError
+
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{flag} {path} exists and is not a folder", hint=f"{flag} names the folder results go into")
+    parent = next((p for p in path.absolute().parents if p.exists()), None)
+    if not path.exists() and parent is not None and not parent.is_dir():
+        raise UsageError(f"{flag} {path} cannot be made: {parent} is not a folder")
+
+
+def check_output_file(path: Path, flag: str, example: str) -> None:
+    """A file to write (replaced by a rename in its folder) must not be a folder, and its nearest existing folder must
+    be a writable folder: a usage error before any work otherwise. example: a file name for the hint."""
+    from facerestore_cli.errors import UsageError
+
+    if path.is_dir():
+        raise UsageError(f"{flag} {path} is a folder", hint=f"name the file, e.g. {flag} {example}")
+    folder = next(p for p in [path.absolute().parent, *path.absolute().parents] if p.exists())
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag} {path} cannot be written: {folder} is not a writable folder")

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from facerestore_cli.errors import FacerestoreError, UsageError
+from facerestore_cli.files import check_output_file
 
 PHOTO_SIDE = 640  # the longer side of a photo's thumbnails
 FACE_SIDE = 128  # a face crop's side
@@ -52,8 +53,7 @@ def build(out: Path, report: Path | None = None, page: Path | None = None,
           warn: Callable[[str], None] = lambda text: None) -> Review:
     """Write the review page of OUT (from its run state, or from the records of `report`) and its thumbnails."""
     page = page or default_page(out)
-    if page.is_dir():
-        raise UsageError(f"-o {page} is a folder", hint="name the page, e.g. -o review.html")
+    check_output_file(page, "-o", "review.html")
     records = _records_from_report(report) if report is not None else _records_from_state(out, warn)
     folder = thumbs_folder(page)
     folder.mkdir(parents=True, exist_ok=True)

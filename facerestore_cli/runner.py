@@ -10,8 +10,8 @@ import signal
 from pathlib import Path
 
 from facerestore_cli.device import resolve
-from facerestore_cli.errors import FacerestoreError, UsageError
-from facerestore_cli.files import remove_stale_temps
+from facerestore_cli.errors import FacerestoreError
+from facerestore_cli.files import check_output_folder, remove_stale_temps
 from facerestore_cli.imageio import DEFAULT_MAX_PIXELS, read_image
 from facerestore_cli.interrupts import InterruptGuard, Interrupted
 from facerestore_cli.ledger import Ledger, StopRun
@@ -151,12 +151,3 @@ def make_extras(opts, ledger: Ledger, jobs, guard) -> None:
             ledger.progress.warn(f"warning: {job.src}: extra files not made: {getattr(exc, 'message', exc)}")
             continue
         ledger.extras_done(job, entry, extras)
-
-
-def check_output_folder(output: Path) -> None:
-    """-o must be a folder, or a path where one can be made: a usage error before any work otherwise."""
-    if output.exists() and not output.is_dir():
-        raise UsageError(f"output {output} exists and is not a folder", hint="-o names the folder results go into")
-    parent = next((p for p in output.absolute().parents if p.exists()), None)
-    if not output.exists() and parent is not None and not parent.is_dir():
-        raise UsageError(f"output {output} cannot be made: {parent} is not a folder")

@@ -15,7 +15,7 @@ from facerestore_cli.errors import UsageError
 from facerestore_cli.files import remove_stale_temps
 from facerestore_cli.report import ReportWriter, Summary
 from facerestore_cli.runlock import run_lock
-from facerestore_cli.state import merge_shards, shard_state_files
+from facerestore_cli.state import STATE_NAME, merge_shards, shard_state_files
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -45,6 +45,9 @@ def merge(out_dir: Path, report: Path, wait_seconds: float | None = None) -> Sum
     shard wrote), then the summary of them all. Holds the output folder's lock exclusively (no shard may run)."""
     if not out_dir.is_dir():
         raise UsageError(f"{out_dir} is not an output folder")
+    if not (out_dir / STATE_NAME).is_file() and not shard_state_files(out_dir):
+        raise UsageError(f"{out_dir} holds no run state: it is not the output folder of a run",
+                         hint="give the folder the shards wrote into (their -o)")
     with run_lock(out_dir, wait_seconds=wait_seconds):
         remove_stale_temps(out_dir)  # what killed shards left: no run holds the folder now
         shards = shard_state_files(out_dir)
