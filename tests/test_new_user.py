@@ -52,3 +52,16 @@ def test_report_merge_refuses_a_folder_that_is_no_runs_output(tmp_path):
     assert code == 2 and "holds no run state" in err and str(photos) in err
     assert sorted(p.name for p in photos.iterdir()) == ["a.jpg"]
     assert not (tmp_path / "merged.jsonl").exists()
+
+
+@pytest.mark.parametrize("method, knob, value, message", [
+    ("difface", "--eta", "2", "--eta must be in [0, 1], got 2.0"),  # DifFace §III: η=1 is DDPM
+    ("difface", "--eta", "-0.5", "--eta must be in [0, 1]"),
+    ("difface", "--start-t", "1000", "--start-t must be in [1, 999]"),
+    ("dr2", "--dr2-tau", "99", "--dr2-tau must be in [0, 98]"),
+    ("diffbfr", "--irm2-start-t", "5000", "--irm2-start-t must be in [1, 2000]"),
+])
+def test_a_knob_outside_its_equations_range_is_refused_before_work(method, knob, value, message, tmp_path):
+    code, _out, err = invoke("run", PHOTOS / "whole-02.png", "-o", tmp_path / "out", "--method", method, knob, value)
+    assert code == 2 and message in err, err
+    assert not (tmp_path / "out").exists()

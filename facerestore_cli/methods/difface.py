@@ -13,7 +13,8 @@ from facerestore_cli.methods.params import MethodParams, knob
 class Params(MethodParams):
     steps: int = knob("--steps", "Network evaluations of the diffusion loop (100 = the official respacing below "
                                  "--start-t; 20 is nearly as good, Table IX).", min=1)
-    eta: float = knob("--eta", "DDIM η (0 = deterministic; official 0.5, Table II).", min=0.0)
+    eta: float = knob("--eta", "DDIM η of Eq. 6: 0 deterministic, 1 DDPM (§III); official 0.5 (Table II).",
+                      min=0.0, max=1.0)
     start_t: int = knob("--start-t", "Start timestep N: higher = more realism, less fidelity (400–450, Fig. 6/7).",
                         min=1)
 
