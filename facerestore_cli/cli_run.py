@@ -108,15 +108,22 @@ def check_network_configs(preset) -> None:
     """Every component's network config (its registry entry's under the preset's `config:`) is one its architecture
     can take: a usage error naming the component, key and rule otherwise, before anything is created."""
     from facerestore_cli.archs import check_config
-    from facerestore_cli.weights.registry import load_registry
+    from facerestore_cli.weights.store import WeightStore
 
-    registry = load_registry()
+    store = WeightStore()
     for role, component in preset.components.items():
         for wid in component.weight_ids():
-            if wid in registry:  # an unknown id fails where the weights are required, with its own message
-                spec = registry[wid]
-                check_config(spec.arch, {**(spec.config or {}), **(component.config or {})},
-                             f"preset {preset.source}: component '{role}'")
+            if wid in store.registry:  # an unknown id fails where the weights are required, with its own message
+                where = f"preset {preset.source}: component '{role}'"
+                check_config(store.spec(wid).arch, store.config(wid, component.config), where)
+                recorded = store.recorded_config(wid)
+                clash = sorted(k for k, v in (component.config or {}).items() if k in recorded and recorded[k] != v)
+                if clash:
+                    raise UsageError(f"{where} configures {', '.join(f'{k}={component.config[k]!r}' for k in clash)}"
+                                     f", but the {wid} file in the cache was made with "
+                                     f"{', '.join(f'{k}={recorded[k]!r}' for k in clash)}",
+                                     hint=f"drop those keys from the component's config: (the cache records them "
+                                          f"in {store.config_path(wid).name})")
 
 
 

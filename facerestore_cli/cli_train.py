@@ -199,12 +199,17 @@ def export(run: Path = typer.Argument(..., metavar="RUN"),
                                                                                    "(default: the target's).")) -> int:
     """Put a run's EMA weights into the weights cache, checked against the network (then `run` finds them)."""
     from facerestore_cli.training.checkpoints import export as export_run
+    from facerestore_cli.weights.store import WeightStore
 
     try:
         wid, path, settings = export_run(run, weight_id)
     except FileNotFoundError as exc:
         raise FacerestoreError(f"cannot export {run}: {exc}") from None
     _say(f"{wid}: exported the EMA weights of {run} → {path}")
+    recorded = WeightStore().recorded_config(wid)
+    if recorded:
+        _say(f"{wid}: its network differs from the registry's ({', '.join(f'{k}={v}' for k, v in recorded.items())}); "
+             f"recorded beside it, so every preset naming {wid} builds that network")
     if settings["target"] == "ipc-prior" and settings.get("condition") == "ipc":
         _say("this prior was trained on g_φ(x) (Eq. 5): run ipc-guided with --prior-condition ipc (or set "
              "prior_condition: ipc in a copy of its preset)")

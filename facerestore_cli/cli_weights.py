@@ -60,11 +60,14 @@ def _rows(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
 
 
 def _record(store, wid: str) -> dict:
-    spec = store.spec(wid)
-    return {"id": wid, "file": spec.file, "size": spec.size, "approx_size_mib": spec.approx_size,
-            "status": store.status(wid), "path": str(store.path(wid)), "sha256": store.recorded_sha256(wid),
-            "license": spec.license, "source": spec.source, "urls": list(spec.urls), "obtain": spec.obtain,
-            "arch": spec.arch, "config": spec.config}
+    """size: the file's own when it is present, else the registry's (null when the registry states none);
+    config: the network the file is built as, recorded_config: what of it was recorded beside the file."""
+    spec, path = store.spec(wid), store.path(wid)
+    return {"id": wid, "file": spec.file, "size": path.stat().st_size if path.is_file() else spec.size,
+            "approx_size_mib": spec.approx_size, "status": store.status(wid), "path": str(path),
+            "sha256": store.recorded_sha256(wid), "license": spec.license, "source": spec.source,
+            "urls": list(spec.urls), "obtain": spec.obtain, "arch": spec.arch, "config": store.config(wid),
+            "recorded_config": store.recorded_config(wid)}
 
 
 @weights_app.command("list")
@@ -94,7 +97,9 @@ def show(weight_id: str = typer.Argument(..., metavar="ID"), json_out: bool = JS
                        ("path", record["path"]), ("sha256", record["sha256"] or "not recorded yet"),
                        ("license", spec.license), ("source", spec.source),
                        ("download", " or ".join(spec.urls) or "no direct URL"), ("obtain", spec.obtain or ""),
-                       ("network", f"{spec.arch} {json.dumps(spec.config)}"),
+                       ("network", f"{spec.arch} {json.dumps(record['config'])}"
+                                   + (f" (recorded beside the file: {', '.join(record['recorded_config'])})"
+                                      if record["recorded_config"] else "")),
                        ("get it", spec.fetch_command() if spec.downloadable else spec.import_command())):
         typer.echo(f"{key + ':':<9} {value}")
     return 0

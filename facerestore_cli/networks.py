@@ -58,7 +58,7 @@ class NetworkLoader:
         key = (weight_id, json.dumps(override, sort_keys=True))
         if key not in self._loaded:
             spec = self.store.spec(weight_id)
-            config = {**(spec.config or {}), **override}
+            config = self.store.config(weight_id, override)
             module = build_arch(spec.arch, config)
             state = self.store.load_state_dict(weight_id, expected=layout_of(module))
             module.load_state_dict(state, strict=True)

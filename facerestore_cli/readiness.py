@@ -3,7 +3,7 @@ detector `run` suggests when the default one is missing)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from facerestore_cli import presets
 from facerestore_cli.faces import DEFAULT_DETECTOR, DETECTOR_WEIGHTS
@@ -26,11 +26,14 @@ class Verdict:
     components: list[dict]  # role, weights, status, optional, provenance
     defaults: dict
     runs_as: str | None = None  # what a run at the defaults would use, for methods that choose (ipc-guided)
+    unfit: dict[str, str] = field(default_factory=dict)  # weight id present → how it does not fit its network
 
     @property
     def summary(self) -> str:
         if not self.ready:
-            return "not ready: missing " + ", ".join(self.missing)
+            return "not ready: " + "; ".join(
+                (["missing " + ", ".join(self.missing)] if self.missing else [])
+                + [f"{wid} {problem}" for wid, problem in self.unfit.items()])
         if self.detector != DEFAULT_DETECTOR:
             return (f"ready with --detector {self.detector} "
                     f"({DETECTOR_WEIGHTS[DEFAULT_DETECTOR]}, the default detector, is missing)")
@@ -39,10 +42,12 @@ class Verdict:
     def as_record(self) -> dict:
         return {"preset": self.preset, "title": self.title, "ready": self.ready, "status": self.summary,
                 "detector": self.detector, "missing": self.missing, "components": self.components,
-                "defaults": self.defaults, "runs_as": self.runs_as}
+                "defaults": self.defaults, "runs_as": self.runs_as, "unfit": self.unfit}
 
 
-def verdict(preset, store) -> Verdict:
+def verdict(preset, store, checked: dict | None = None) -> Verdict:
+    """Whether a run at the preset's defaults can start: every weight file it needs present, and every file present
+    fitting the network the preset builds from it (checked: layout checks already made, by weight id and config)."""
     method = method_for(preset)
     params = method.Params.resolve(preset)
     needed = method.required_weights(preset, params)
@@ -50,13 +55,25 @@ def verdict(preset, store) -> Verdict:
     detector = installed_detector(store)
     if detector is None:
         missing.append(DETECTOR_WEIGHTS[DEFAULT_DETECTOR])
-    components = [{"role": role, "weights": c.weights, "status": store.status(c.weights),
+    checked = {} if checked is None else checked
+    unfit = {}
+    for component in preset.components.values():
+        for wid in sorted(component.weight_ids()):
+            if store.is_present(wid):
+                key = (wid, repr(sorted((component.config or {}).items())))
+                if key not in checked:
+                    checked[key] = store.layout_problem(wid, component.config)
+                if checked[key]:
+                    unfit[wid] = checked[key]
+    components = [{"role": role, "weights": c.weights,
+                   "status": "does not fit its network" if c.weights in unfit else store.status(c.weights),
                    "optional": c.optional, "provenance": preset.provenance.get(role)}
                   for role, c in preset.components.items()]
     describe = getattr(method.module, "describe", None)
-    return Verdict(preset.name, preset.title, not missing, detector, missing, components, params.as_record(),
-                   describe(preset, params) if describe else None)
+    return Verdict(preset.name, preset.title, not missing and not unfit, detector, missing, components,
+                   params.as_record(), describe(preset, params) if describe else None, unfit)
 
 
 def builtin_verdicts(store) -> list[Verdict]:
-    return [verdict(presets.load_builtin(name), store) for name in presets.builtin_names()]
+    checked: dict = {}
+    return [verdict(presets.load_builtin(name), store, checked) for name in presets.builtin_names()]

@@ -66,6 +66,14 @@ def write_official_layout(model, path: Path, nested_key: str | None, prefix: str
     torch.save({nested_key: sd} if nested_key else sd, path)
 
 
+def record_config(weights_dir: Path, weight_id: str, config: dict) -> None:
+    """Record beside a file the network config it was made with, as `train export` and `weights import --preset` do
+    (every loader and check then builds its network so)."""
+    from facerestore_cli.weights.store import WeightStore
+
+    WeightStore(weights_dir.parent).record_config(weight_id, config)
+
+
 def write_random_parsenet(weights_dir: Path, seed: int = 14) -> Path:
     """A tiny ParseNet (TINY_PARSENET, as the tiny presets configure it) with seeded default initialisation, in
     facexlib's file layout. With the default seed, its labels on the tiny networks' faces cover part of each face
@@ -77,6 +85,7 @@ def write_random_parsenet(weights_dir: Path, seed: int = 14) -> Path:
     torch.manual_seed(seed)
     path = weights_dir / "parsing_parsenet.pth"
     torch.save(build_arch("parsenet", TINY_PARSENET).state_dict(), path)
+    record_config(weights_dir, "parsenet", TINY_PARSENET)
     return path
 
 
@@ -101,8 +110,11 @@ def make_tiny_weights(weights_dir: Path) -> None:
     swinir = randomize(build_arch("swinir_difface", TINY_SWINIR_AT_128), 2)
     write_official_layout(unet, weights_dir / "iddpm_ffhq512_ema500000.pth", None)
     write_official_layout(swinir, weights_dir / "swinir_restoration512_L1.pth", "state_dict")
-    for seed, (_wid, file, config) in enumerate(TINY_BACKGROUNDS.values(), start=20):
+    record_config(weights_dir, "difface-unet", TINY_UNET_AT_128)
+    record_config(weights_dir, "difface-swinir", TINY_SWINIR_AT_128)
+    for seed, (wid, file, config) in enumerate(TINY_BACKGROUNDS.values(), start=20):
         write_official_layout(randomize(build_arch("rrdbnet", config), seed), weights_dir / file, "params_ema", "")
+        record_config(weights_dir, wid, config)
 
 
 def write_derived_preset(path: Path, builtin: str, name: str, face_size: int, configs: dict, parameters=None) -> Path:
@@ -191,6 +203,8 @@ def make_tiny_dr2_weights(weights_dir: Path) -> None:
         for _ in range(2):
             spar(torch.rand(1, 3, spar_cfg["size"], spar_cfg["size"], generator=torch.Generator().manual_seed(9)) * 2 - 1)
     torch.save(spar.eval().state_dict(), weights_dir / "SPARNetHD_FFHQ_DR2aug.pth")
+    for wid, config in (("dr2-unet", unet_cfg), ("p2-ffhq", unet_cfg), ("dr2-sparnethd", spar_cfg)):
+        record_config(weights_dir, wid, config)
 
 
 def write_tiny_dr2_preset(path: Path) -> Path:
@@ -237,14 +251,17 @@ def make_tiny_ipc_paper_weights(weights_dir: Path, parts=("ipc", "prior", "mask"
     if "ipc" in parts:
         torch.save(randomize(build_arch("swinir_difface", TINY_SWINIR_AT_128), 41).state_dict(),
                    weights_dir / "ipc_swinir_512.pth")
+        record_config(weights_dir, "ipc-swinir", TINY_SWINIR_AT_128)
     if "prior" in parts:
         torch.save(randomize(build_arch("unet", TINY_IPC_PRIOR), 42).state_dict(), weights_dir / "ipc_prior_512.pth")
+        record_config(weights_dir, "ipc-prior", TINY_IPC_PRIOR)
     if "mask" in parts:
         mask = randomize(build_arch("ipc_mask", TINY_IPC_MASK), 43)
         with torch.no_grad():  # logits of order 1, not 0.01, and about half of them positive
             mask.tail.weight.mul_(200.0)
             mask.tail.bias.fill_(-1.0)
         torch.save(mask.state_dict(), weights_dir / "ipc_mask_512.pth")
+        record_config(weights_dir, "ipc-mask", TINY_IPC_MASK)
 
 
 def write_tiny_ipc_preset(path: Path) -> Path:
@@ -284,6 +301,8 @@ def make_tiny_diffbfr_weights(weights_dir: Path) -> None:
     weights_dir.mkdir(parents=True, exist_ok=True)
     torch.save(randomize(build_arch("unet", TINY_IRM1), 21).state_dict(), weights_dir / "diffbfr_irm1_128.pth")
     torch.save(randomize(build_arch("unet", TINY_IRM2), 22).state_dict(), weights_dir / "diffbfr_irm2_512.pth")
+    record_config(weights_dir, "diffbfr-irm1", TINY_IRM1)
+    record_config(weights_dir, "diffbfr-irm2", TINY_IRM2)
 
 
 def write_tiny_diffbfr_preset(path: Path) -> Path:

@@ -119,7 +119,7 @@ def test_preset_and_method_together_is_a_usage_error(toy, tmp_path):
     (("--steps", "0"), "--steps must be ≥ 1, got 0"),
     (("--steps", "1000"), "--steps must be in [1, --start-t=400], got 1000"),
     (("--start-t", "2000"), "--start-t must be in [1, 999], got 2000"),
-    (("--eta", "-1"), "--eta must be ≥ 0, got -1.0"),
+    (("--eta", "-1"), "--eta must be in [0, 1], got -1.0"),
     (("--detector", "yolo"), "unknown detector 'yolo'"),
 ])
 def test_dry_run_refuses_what_a_real_run_refuses(tiny_env, tmp_path, args, message):
@@ -150,7 +150,7 @@ def test_output_that_is_a_file_is_a_usage_error_dry_or_not(tiny_env, tmp_path):
     (tmp_path / "taken").write_text("not a folder")
     for dry in (("--dry-run",), ()):
         code, _o, err = tiny_run(tiny_env, photo, "-o", tmp_path / "taken", *dry)
-        assert code == 2 and f"output {tmp_path / 'taken'} exists and is not a folder" in err, err
+        assert code == 2 and f"-o {tmp_path / 'taken'} exists and is not a folder" in err, err
 
 
 def test_dry_run_of_a_valid_run_lists_it_and_loads_nothing(tiny_env, tmp_path, monkeypatch):

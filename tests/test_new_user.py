@@ -65,3 +65,18 @@ def test_a_knob_outside_its_equations_range_is_refused_before_work(method, knob,
     code, _out, err = invoke("run", PHOTOS / "whole-02.png", "-o", tmp_path / "out", "--method", method, knob, value)
     assert code == 2 and message in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_preset_config_that_contradicts_the_recorded_one_is_refused(tiny_env, tmp_path):
+    """The tiny home records each file's configuration beside it (as `train export` does); a preset that asks for
+    another network from that file is a usage error naming both, before any output exists."""
+    import yaml
+
+    data = yaml.safe_load(tiny_env.read_text())
+    data["components"]["prior"]["config"]["attention_sizes"] = [64]
+    preset = tmp_path / "other.yaml"
+    preset.write_text(yaml.safe_dump(data))
+    code, _out, err = invoke("run", PHOTOS / "whole-02.png", "-o", tmp_path / "out", "--preset", preset)
+    assert code == 2, err
+    assert "configures attention_sizes=[64], but the difface-unet file in the cache was made with attention_sizes=[32]" in err
+    assert not (tmp_path / "out").exists()

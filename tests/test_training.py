@@ -270,7 +270,9 @@ def test_resume_continues_exactly(tmp_path):
 
 
 def test_export_import_and_run_diffbfr(tiny_home, tmp_path, monkeypatch):
-    """Train both IRMs (tiny), export them into a home that has only the tiny TEM and the detector, and restore."""
+    """Train both IRMs (tiny, with --model-config), export them into a home that has only the tiny TEM and the
+    detector, and restore with a preset that configures no network (as the built-in one): the configuration each run
+    was trained with is recorded beside its weights; without that record, verify and methods find the mismatch."""
     require_shared()
     from conftest import write_tiny_diffbfr_preset
 
@@ -287,10 +289,26 @@ def test_export_import_and_run_diffbfr(tiny_home, tmp_path, monkeypatch):
     state = torch.load(tmp_path / "diffbfr-irm1" / "checkpoints" / "step-00000002.pt", weights_only=True)
     exported = torch.load(home / "weights" / "diffbfr_irm1_128.pth", weights_only=True)
     assert all(torch.equal(exported[k], state["ema"][k]) for k in exported)
+    assert "recorded beside it" in err
     preset = write_tiny_diffbfr_preset(tmp_path / "diffbfr-tiny.yaml")
+    data = yaml.safe_load(preset.read_text())
+    for role in ("irm1", "irm2"):
+        del data["components"][role]["config"]
+    preset.write_text(yaml.safe_dump(data))
+    code, out, err = invoke("weights", "verify", "diffbfr-irm1", "diffbfr-irm2")
+    assert code == 0 and "BAD" not in out, out + err
     code, _o, err = invoke("run", ALIGNED_LQ / "256.png", "-o", tmp_path / "out", "--preset", preset, "--aligned", "-q")
     assert code == 0, err
     assert Image.open(tmp_path / "out" / "256.png").size == (512, 512)
+
+    (home / "weights" / "diffbfr_irm1_128.pth.config.json").unlink()  # a file whose configuration nobody recorded
+    code, out, _e = invoke("weights", "verify", "diffbfr-irm1")
+    assert code == 4 and out.startswith("BAD") and "does not fit its network (unet)" in out, out
+    code, out, _e = invoke("methods", "--json")
+    diffbfr = next(json.loads(line) for line in out.splitlines() if json.loads(line)["preset"] == "diffbfr")
+    assert not diffbfr["ready"] and "diffbfr-irm1 does not fit its network" in diffbfr["status"], diffbfr
+    code, _o, err = invoke("run", ALIGNED_LQ / "256.png", "-o", tmp_path / "out2", "--preset", preset, "--aligned")
+    assert code == 4 and "does not fit diffbfr-irm1" in err, err
 
 
 def test_ipc_loss_has_an_arcface_term_with_a_gradient(tiny_ipc_home, monkeypatch):

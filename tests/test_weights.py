@@ -481,12 +481,29 @@ def test_import_accepts_matching_file_byte_identical(tmp_path, tiny_arch):
     assert set(store.load_state_dict(spec.id)) == {"lin.weight", "lin.bias"}
 
 
-def test_verify_without_any_hash_is_unverified_not_bad(tmp_path):
+def test_verify_without_any_hash_is_unverified_not_bad(tmp_path, tiny_arch):
     spec = tiny_spec()
     store = make_store(tmp_path, spec)
     store.weights_dir.mkdir(parents=True)
-    store.path(spec.id).write_bytes(b"some weights")
+    store.path(spec.id).write_bytes(torch_bytes({"state_dict": {f"module.{k}": v for k, v in tiny_state_dict().items()}}))
     result = store.verify(spec.id)
     assert result.ok and result.reason.startswith("unverified")
-    assert store.recorded_sha256(spec.id) == hashlib.sha256(b"some weights").hexdigest()
+    assert store.recorded_sha256(spec.id) == hashlib.sha256(store.path(spec.id).read_bytes()).hexdigest()
     assert not store.verify("tiny-net").reason.startswith("missing")
+
+
+def test_verify_finds_a_file_that_does_not_fit_its_network_unless_its_config_is_recorded(tmp_path, tiny_arch):
+    """A file of another configuration is BAD until the configuration it was made with is recorded beside it (as
+    `train export` does); then every loader builds that network."""
+    spec = tiny_spec()
+    store = make_store(tmp_path, spec)
+    store.weights_dir.mkdir(parents=True)
+    wider = {"lin.weight": torch.zeros(8, 3), "lin.bias": torch.zeros(8)}
+    store.path(spec.id).write_bytes(torch_bytes({"state_dict": {f"module.{k}": v for k, v in wider.items()}}))
+    result = store.verify(spec.id)
+    assert not result.ok and "does not fit its network (tiny)" in result.reason and "lin.weight" in result.reason
+    store.record_config(spec.id, {"width": 8})
+    assert store.verify(spec.id).ok and store.layout_problem(spec.id) is None
+    assert store.config(spec.id) == {"width": 8} and set(store.load_state_dict(spec.id, {})) == set(wider)
+    store.record_config(spec.id, {"width": 4})  # the registry's own: nothing to record
+    assert not store.config_path(spec.id).exists()

@@ -1,7 +1,9 @@
 """The local weights cache: where files live, whether they are intact, and how they get there (fetch/import).
 
-Layout: `<home>/weights/<file>` per registry entry, `<file>.part` while downloading, and `hashes.json`
-recording `{file: {sha256, size, mtime_ns}}` so that later loads only re-hash a file that changed on disk.
+Layout: `<home>/weights/<file>` per registry entry, `<file>.part` while downloading, `hashes.json` recording
+`{file: {sha256, size, mtime_ns}}` so that later loads only re-hash a file that changed on disk, and
+`<file>.config.json` beside a file whose network is configured otherwise than its registry entry (what `train export`
+or `weights import --preset` made it with): every loader and check builds the network with that configuration.
 """
 
 from __future__ import annotations
@@ -15,12 +17,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from facerestore_cli.errors import WeightsError
+from facerestore_cli.errors import UsageError, WeightsError
 from facerestore_cli.files import atomic_open, atomic_symlink, sha256_file
 from facerestore_cli.weights.download import ProgressCallback, download, part_path
 from facerestore_cli.weights.registry import WeightSpec, get_spec, load_registry
 
 HASHES_FILE = "hashes.json"
+CONFIG_SUFFIX = ".config.json"
 _TRUTHY = {"1", "true", "yes"}
 
 
@@ -53,12 +56,13 @@ def _read_state_dict(path: Path, what: str, spec: WeightSpec) -> dict:
     return _normalized(_load_checkpoint(path, what), spec, what, path)
 
 
-def _load_checkpoint(path: Path, what: str):
-    """torch.load on the CPU with weights_only (torch is imported here: the CLI imports this module at start)."""
+def _load_checkpoint(path: Path, what: str, mmap: bool = False):
+    """torch.load on the CPU with weights_only (torch is imported here: the CLI imports this module at start);
+    mmap: map the tensors instead of reading them (keys and shapes at little cost; files of torch's zip format)."""
     import torch
 
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and _zip_format(path))
     except Exception as exc:  # torch raises RuntimeError, EOFError, UnpicklingError, ... for bad files
         text = str(exc)
         unpickler = re.search(r"WeightsUnpickler error:\s*(.+)", text)
@@ -68,6 +72,11 @@ def _load_checkpoint(path: Path, what: str):
         else:
             problem = f"is corrupt or truncated (torch.load: {detail})"
         raise WeightsError(f"{what} {path} {problem}") from exc
+
+
+def _zip_format(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(4) == b"PK\x03\x04"
 
 
 def _normalized(obj, spec: WeightSpec, what: str, path: Path) -> dict:
@@ -115,6 +124,54 @@ class WeightStore:
             return "present"
         return "partial" if part_path(path).is_file() else "missing"
 
+    # -- the configuration a file was made with ------------------------------------------------------------------
+
+    def config_path(self, weight_id: str) -> Path:
+        return self.weights_dir / (self.spec(weight_id).file + CONFIG_SUFFIX)
+
+    def recorded_config(self, weight_id: str) -> dict:
+        """The keys of the file's network config that differ from its registry entry's, as recorded beside it ({}
+        for a file of the registry's network)."""
+        path = self.config_path(weight_id)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            raise WeightsError(f"cannot read {path}: {exc}", hint=f"delete it and import {weight_id} again") from None
+        if not isinstance(data, dict):
+            raise WeightsError(f"{path} is not a mapping of network settings",
+                               hint=f"delete it and import {weight_id} again")
+        return data
+
+    def config(self, weight_id: str, component_config: Mapping | None = None) -> dict:
+        """The network config the file is built as: its registry entry's, updated by what was recorded beside the
+        file, then by a preset component's `config:`."""
+        return {**self.spec(weight_id).config, **self.recorded_config(weight_id), **(component_config or {})}
+
+    def record_config(self, weight_id: str, config: Mapping | None) -> None:
+        """Record beside the file the keys of `config` that differ from the registry's (none: remove the record)."""
+        spec, path = self.spec(weight_id), self.config_path(weight_id)
+        differs = {k: v for k, v in (config or {}).items() if spec.config.get(k) != v}
+        if differs:
+            with atomic_open(path, "w") as handle:
+                json.dump(differs, handle, indent=2, sort_keys=True)
+        else:
+            path.unlink(missing_ok=True)
+
+    def layout_problem(self, weight_id: str, component_config: Mapping | None = None) -> str | None:
+        """None when the file present fits the network it is built as (`config`), else what differs; the keys and
+        shapes are read without loading the tensors."""
+        spec, path = self.spec(weight_id), self.path(weight_id)
+        try:
+            found = _layout().layout_of(_normalized(_load_checkpoint(path, "weight file", mmap=True), spec,
+                                                    "weight file", path))
+            expected = _layout().expected_layout(spec.arch, self.config(weight_id, component_config))
+        except (WeightsError, UsageError) as exc:
+            return exc.message
+        diff = _layout().compare_layouts(expected, found)
+        return None if diff.ok else f"does not fit its network ({spec.arch}): {diff.summary()}"
+
     # -- recorded hashes --------------------------------------------------------------------------------
 
     def _records(self) -> dict[str, dict]:
@@ -149,7 +206,16 @@ class WeightStore:
         return spec.fetch_command() if spec.downloadable else spec.import_command()
 
     def verify(self, weight_id: str) -> VerifyResult:
-        """Hash the whole file and compare it with the registry's sha256, else with the recorded one."""
+        """Hash the whole file and compare it with the registry's sha256, else with the recorded one; then check
+        that its keys and shapes fit the network it is built as (the registry's, or the configuration recorded
+        beside it)."""
+        result = self._verify_hash(weight_id)
+        problem = self.layout_problem(weight_id) if result.ok else None
+        if problem:
+            return VerifyResult(False, result.sha256, problem)
+        return result
+
+    def _verify_hash(self, weight_id: str) -> VerifyResult:
         spec, path = self.spec(weight_id), self.path(weight_id)
         if not path.is_file():
             return VerifyResult(False, None, f"missing: {path}")
@@ -209,7 +275,7 @@ class WeightStore:
         if rehashed:
             self._record(path, sha, best_effort=True)
         if expected is None and config_override is not None:
-            expected = _layout().expected_layout(spec.arch, {**spec.config, **config_override})
+            expected = _layout().expected_layout(spec.arch, self.config(weight_id, config_override))
         if expected is not None:
             self._check_layout(spec, state_dict, expected, str(path))
         return state_dict
@@ -249,6 +315,7 @@ class WeightStore:
                 failures.append(exc.message)
                 continue
             self._record(path, sha)
+            self.record_config(weight_id, None)
             return path
         raise WeightsError(
             f"could not download {weight_id} ({spec.file}): " + "; ".join(failures),
@@ -297,6 +364,7 @@ class WeightStore:
             sha = self._copy_atomically(src, dest, spec)
         part_path(dest).unlink(missing_ok=True)
         self._record(dest, sha)
+        self.record_config(weight_id, config)
         return dest
 
     def _copy_atomically(self, src: Path, dest: Path, spec: WeightSpec) -> str:
