@@ -14,7 +14,9 @@ from facerestore_cli.errors import EXIT_USAGE, FacerestoreError, UsageError
 
 EXIT_CODES = ("Exit codes: 0 all done (or already done) · 1 some files failed · 2 usage error · 3 no inputs matched · "
               "4 weights missing/corrupt or needed while offline · 5 requested device unavailable · 75 output folder "
-              "locked by another run · 130/143 interrupted (SIGINT/SIGTERM).")
+              "locked by another run · 130/143 interrupted (SIGINT/SIGTERM) · 141 stdout closed by its reader "
+              "(finished photos kept, as SIGPIPE ends other tools).")
+EXIT_STDOUT_CLOSED = 141
 
 
 def _stderr():
@@ -100,7 +102,7 @@ def run(ctx: typer.Context, values: dict) -> int:
     from facerestore_cli.files import check_output_file
     from facerestore_cli.runner import run as run_pipeline
     from facerestore_cli.progress import Progress
-    from facerestore_cli.report import StdoutSink
+    from facerestore_cli.report import StdoutClosed, StdoutSink
 
     quiet, verbose = values["quiet"], values["verbose"]
     if quiet and verbose:
@@ -120,7 +122,12 @@ def run(ctx: typer.Context, values: dict) -> int:
                         verbose=verbose)
     sink = StdoutSink("json" if values["json"] else "paths" if values["print_outputs"] else "none",
                       null=values["null"])
-    summary = run_pipeline(opts, progress, found.jobs, found.skipped_hidden, found.skipped_not_image, sink)
+    try:
+        summary = run_pipeline(opts, progress, found.jobs, found.skipped_hidden, found.skipped_not_image, sink)
+    except StdoutClosed:  # a dry run's plan lines
+        return EXIT_STDOUT_CLOSED
+    if sink.closed:
+        return EXIT_STDOUT_CLOSED
     if not quiet and not opts.dry_run:
         skipped = found.skipped_hidden + found.skipped_not_image
         console.print(f"done: {summary.counts()}"
@@ -163,22 +170,15 @@ def doctor(json_out: bool = typer.Option(False, "--json", metavar="", help="The 
     return report(_stderr(), json_out)
 
 
-def _plain_help_flags(command) -> None:
-    """Show -h/--help like the other flags (no `<bool>`), in every command."""
-    option = command.get_help_option(typer.Context(command))
-    if option is not None:
-        option.metavar = ""
-    for sub in getattr(command, "commands", {}).values():
-        _plain_help_flags(sub)
-
-
 def main(argv: Optional[list[str]] = None) -> None:
+    from facerestore_cli.cli_help import plain_help
+
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]
     try:
         command = typer.main.get_command(build_app(args))
-        _plain_help_flags(command)
+        plain_help(command)
         rv = command.main(args=args, prog_name="facerestore", standalone_mode=False)
     except FacerestoreError as exc:
         if debug:

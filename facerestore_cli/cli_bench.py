@@ -50,6 +50,14 @@ def bench_command(knobs):
 
         if save is not None:
             check_output_file(save, "--save", "bench.json")
+        if values["engine"] != "local":
+            raise UsageError("bench times each stage of its own process's pipeline; with --engine ray the stages run "
+                             "in Ray's workers, where it cannot time them",
+                             hint="time a Ray run as a whole: time facerestore run PHOTOS -o OUT --engine ray")
+        if "," in values["device"] or values["device"] == "all":
+            raise UsageError(f"bench times one device's pipeline; --device {values['device']} starts a worker process "
+                             "per device, which it cannot time stage by stage",
+                             hint="bench each device alone (--device cuda:0), or time the run as a whole")
         with tempfile.TemporaryDirectory(prefix="facerestore-bench-") as tmp:
             scratch = Path(tmp)
             inputs, label = values["inputs"], "the given photos"

@@ -18,7 +18,8 @@ def merge_command(
                                               help="If a run still holds OUT, wait this long instead of exiting 75."),
 ) -> int:
     """Fold every shard's state into OUT's one state file and write one report: each input's latest record, then the
-    summary. Run it when all shards have finished (it waits for none: a shard still running exits 75)."""
+    summary. Run it when all shards have finished: a shard still running holds OUT, and merge exits 75 (or waits
+    --wait-lock seconds for it)."""
     from rich.console import Console
 
     from facerestore_cli.files import check_output_file

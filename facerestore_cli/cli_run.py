@@ -22,7 +22,7 @@ class RunCommand:
                               help="Descend into sub-folders.")
     files_from: str | None = setting("--files-from", default=None, panel=IO, metavar="FILE|-", whole_run=True,
                                      help="Read input paths from FILE (one per line), '-' for stdin.")
-    base: Path | None = setting("--base", default=None, panel=IO, metavar="DIR", whole_run=True,
+    base: Path | None = setting("--base", default=None, panel=IO, metavar="DIR", whole_run=True, run_only=True,
                                 help="Outputs of named files mirror their paths relative to DIR (default: their "
                                      "common folder).")
     method: str = setting("-m", "--method", default="difface", panel=METHOD, metavar="NAME",

@@ -42,8 +42,8 @@ def _old_parameter(spec: Setting, old: str) -> inspect.Parameter:
 def command(func: Callable[..., Any], settings: tuple[Setting, ...], knobs=(), own: tuple = ()) -> Callable[..., Any]:
     """`func(ctx, values, **own)` as a Typer command whose options are the settings' (in the order of their help
     panels), one per method knob (knobs: (Setting, presets that take it) pairs), and `own` (inspect.Parameters,
-    last). values: each setting's value by its dest, and `knobs` (flag → value or None); a former flag fills its
-    setting's value."""
+    the command's own options, shown first). values: each setting's value by its dest, and `knobs` (flag → value or
+    None); a former flag fills its setting's value."""
     params = [parameter(s) for s in settings] + [parameter(spec, f" ({', '.join(users)})") for spec, users in knobs]
     everything = [*settings, *(spec for spec, _ in knobs)]
     olds = {_OLD + old.lstrip("-").replace("-", "_"): (spec, old) for spec in everything for old in spec.old}
@@ -66,5 +66,7 @@ def command(func: Callable[..., Any], settings: tuple[Setting, ...], knobs=(), o
         return func(ctx, values, **mine)
 
     ctx = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)
-    run_command.__signature__ = inspect.Signature([ctx, *params, *own])
+    positional = [p for p in params if p.kind is not inspect.Parameter.KEYWORD_ONLY]
+    keyword = [p for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    run_command.__signature__ = inspect.Signature([ctx, *positional, *own, *keyword])  # own options shown first
     return run_command

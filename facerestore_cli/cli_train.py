@@ -32,7 +32,8 @@ def degrade(
                               help="Whose degradation: diffbfr (DiffBFR Eq. 13), difface (DifFace Eq. 17), "
                                    "difface-celeba-test (DifFace's test set, Appendix A), dr2 (DR2 Eq. 13), dnr "
                                    "(Diffuse and Restore Eq. 10)."),
-    seed: int = typer.Option(0, "--seed", help="Each image's degradation is drawn from (seed, its relative path)."),
+    seed: int = typer.Option(0, "--seed", metavar="N",
+                             help="Each image's degradation is drawn from (seed, its relative path)."),
     keep_scale: bool = typer.Option(False, "--keep-scale", metavar="", help="Keep the downscaled size (default: "
                                                                              "back to the input size)."),
     recursive: bool = typer.Option(False, "-r", "--recursive", metavar="", help="Descend into sub-folders."),
@@ -132,10 +133,14 @@ def _make_command(target: str):
         grad_checkpointing: str = typer.Option("auto", "--grad-checkpointing", metavar="auto|on|off",
                                                help="Recompute activations in backward (auto: on at 512)."),
         resume: bool = typer.Option(False, "--resume", metavar="", help="Continue the run RUN holds, exactly."),
-        checkpoint_every: int = typer.Option(1000, "--checkpoint-every", min=1, metavar="N"),
+        checkpoint_every: int = typer.Option(1000, "--checkpoint-every", min=1, metavar="N",
+                                             help="Every N steps save RUN/checkpoints/step-NNNNNNNN.pt (model, "
+                                                  "EMA, optimizer: what --resume and export read)."),
         sample_every: int = typer.Option(1000, "--sample-every", min=1, metavar="N",
                                          help="Write RUN/samples/step-N.png (LQ | EMA restoration | HQ)."),
-        log_every: int = typer.Option(50, "--log-every", min=1, metavar="N"),
+        log_every: int = typer.Option(50, "--log-every", min=1, metavar="N",
+                                      help="Every N steps append the loss and learning rate to "
+                                           "RUN/metrics.jsonl."),
         workers: int = typer.Option(2, "--workers", min=0, metavar="N", help="DataLoader worker processes."),
         device: str = typer.Option("auto", "--device", metavar="DEVICE", help="auto, cpu, cuda or cuda:N."),
         tensorboard: bool = typer.Option(False, "--tensorboard", metavar="",
@@ -190,11 +195,11 @@ def _check_conditions(target: str, condition, irm1, irm1_steps, preset) -> None:
 
 
 for _name in TARGETS:
-    train_app.command(_name)(_make_command(_name))
+    train_app.command(_name, short_help=TARGETS[_name].help.rstrip("."))(_make_command(_name))
 
 
 @train_app.command("export")
-def export(run: Path = typer.Argument(..., metavar="RUN"),
+def export(run: Path = typer.Argument(..., metavar="RUN", help="The run folder `train` wrote (its -o)."),
            weight_id: Optional[str] = typer.Option(None, "--id", metavar="ID", help="The weight id to import as "
                                                                                    "(default: the target's).")) -> int:
     """Put a run's EMA weights into the weights cache, checked against the network (then `run` finds them)."""

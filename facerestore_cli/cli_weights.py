@@ -85,7 +85,8 @@ def list_weights(json_out: bool = JSON) -> int:
 
 
 @weights_app.command()
-def show(weight_id: str = typer.Argument(..., metavar="ID"), json_out: bool = JSON) -> int:
+def show(weight_id: str = typer.Argument(..., metavar="ID", help="A weight id (see `weights list`)."),
+         json_out: bool = JSON) -> int:
     """Everything about one weight file: where it comes from, its license, how to get it, where it is."""
     store = _store()
     record = _record(store, weight_id)
@@ -107,8 +108,8 @@ def show(weight_id: str = typer.Argument(..., metavar="ID"), json_out: bool = JS
 
 @weights_app.command()
 def fetch(
-    ids: List[str] = typer.Argument(None, help="Weight ids (see `weights list`)."),
-    method: Optional[str] = typer.Option(None, "--method", help="Fetch every file this preset needs."),
+    ids: List[str] = typer.Argument(None, metavar="ID...", help="Weight ids (see `weights list`)."),
+    method: Optional[str] = typer.Option(None, "--method", metavar="NAME", help="Fetch every file this preset needs."),
     all_: bool = typer.Option(False, "--all", metavar="", help="Fetch every downloadable file."),
     offline: bool = typer.Option(False, "--offline", metavar="", help="Refuse any network access (also FACERESTORE_OFFLINE=1)."),
 ) -> int:
@@ -137,7 +138,8 @@ def fetch(
 
 
 @weights_app.command()
-def verify(ids: List[str] = typer.Argument(None, help="Weight ids; default: every file present in the cache."),
+def verify(ids: List[str] = typer.Argument(None, metavar="ID...",
+                                          help="Weight ids; default: every file present in the cache."),
            json_out: bool = JSON) -> int:
     """Re-hash cached files and compare with the registry (or the hash recorded at download/import)."""
     store = _store()
@@ -210,8 +212,8 @@ def _preset_configs(preset: Optional[Path]) -> dict[str, dict]:
     return {c.weights: dict(c.config) for c in presets.load_file(preset).components.values() if c.config}
 
 
-@weights_app.command()
-def path(weight_id: Optional[str] = typer.Argument(None, metavar="[ID]")) -> int:
+def path(weight_id: Optional[str] = typer.Argument(None, metavar="ID",
+                                                   help="A weight id; none: the cache folder.")) -> int:
     """Print the cache folder, or where the file of ID lives (stdout, for scripts)."""
     store = _store()
     typer.echo(str(store.path(weight_id) if weight_id else store.weights_dir))

@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 from facerestore_cli import __version__
 from facerestore_cli.settings import OUTPUT, RESTORATION
-from facerestore_cli.report import ReportWriter, Summary, photo_record, skipped_record
+from facerestore_cli.report import ReportWriter, StdoutClosed, Summary, photo_record, skipped_record
 from facerestore_cli.state import RunState, run_signature
 
 
@@ -150,7 +150,10 @@ class Ledger:
 
     def emit(self, rec: dict, progress: bool = True) -> None:
         self.report.write(rec)
-        self.sink.record(rec)
+        try:
+            self.sink.record(rec)
+        except StdoutClosed:
+            raise StopRun("stdout was closed (its reader went away); finished photos are saved") from None
         if progress:
             self.progress.photo(rec)
 

@@ -107,7 +107,7 @@ class RunOptions:
     redo_failed: bool = setting("--redo-failed", default=False, panel=ARCHIVAL, run_only=True,
                                 help="Redo inputs that failed last time (others done stay skipped).")
     shard: tuple[int, int] | None = setting("--shard", default=None, panel=ARCHIVAL, metavar="I/N", parse=parse_shard,
-                                            whole_run=True,
+                                            whole_run=True, run_only=True,
                                             help="Do only shard I of N (0 to N-1) of the inputs, split by a hash of "
                                                  "their paths, beside the other shards in the same OUT (Slurm "
                                                  "arrays, Kubernetes Indexed Jobs); see `report merge`.")

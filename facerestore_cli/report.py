@@ -6,6 +6,7 @@ the new one is complete."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -158,29 +159,42 @@ class ReportWriter:
                                 hint="check free space and permissions where --report points")
 
 
+class StdoutClosed(Exception):
+    """The reader of stdout went away (`facerestore run --json | head -n1`)."""
+
+
 class StdoutSink:
     """stdout carries data only: nothing (default), output paths (--print-outputs, NUL-separated with -0),
-    or the per-file records as JSON lines (--json)."""
+    or the per-file records as JSON lines (--json). When the reader closes the pipe, `closed` is set, stdout is
+    pointed at /dev/null (no error at exit) and StdoutClosed raised: the run stops as on SIGPIPE."""
 
     def __init__(self, mode: str = "none", null: bool = False, stream=None):
         self.mode, self.null = mode, null
         self.stream = stream
+        self.closed = False
 
     def _out(self):
         return self.stream or sys.stdout
 
     def record(self, record: dict) -> None:
         if self.mode == "json":
-            self._out().write(json.dumps(record, ensure_ascii=False) + "\n")
-            self._out().flush()
+            self._write(json.dumps(record, ensure_ascii=False).encode() + b"\n")
         elif self.mode == "paths" and record.get("status") in FINISHED and record.get("output"):
-            out = self._out()
-            data = os.fsencode(record["output"]) + (b"\0" if self.null else b"\n")
+            self._write(os.fsencode(record["output"]) + (b"\0" if self.null else b"\n"))
+
+    def summary(self, summary: Summary) -> None:
+        if self.mode == "json" and not self.closed:
+            with contextlib.suppress(StdoutClosed):  # the run is over: nothing left to stop
+                self._write(json.dumps(summary.as_record()).encode() + b"\n")
+
+    def _write(self, data: bytes) -> None:
+        out = self._out()
+        try:
             out.flush()
             out.buffer.write(data)
             out.buffer.flush()
-
-    def summary(self, summary: Summary) -> None:
-        if self.mode == "json":
-            self._out().write(json.dumps(summary.as_record()) + "\n")
-            self._out().flush()
+        except BrokenPipeError:
+            self.closed = True
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
+            raise StdoutClosed from None

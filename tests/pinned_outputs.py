@@ -1,6 +1,6 @@
 """Pinned outputs: one fixed-seed `facerestore run` per preset, with tiny random networks in the official layouts,
-on ../shared/data/photos/old-portrait-01.jpg (248×189, four faces of ~47 px). The restored face crops
-(--save-faces) and the whole pasted photo (written as PNG) are stored in tests/pinned/<case>.npz, together with
+on ../shared/data/photos/old-portrait-01.jpg (248×189, four faces of ~47 px and a hand DifFace's front end detects,
+kept with --min-score 0). The restored face crops (--save-faces) and the whole pasted photo (written as PNG) are stored in tests/pinned/<case>.npz, together with
 the faces' report fields (box, seed, paste mask, identity mask), and test_pinned_outputs.py compares a fresh run
 with them. Any change in the math, the seeding, the masks or the paste-back shows up there.
 
@@ -80,8 +80,9 @@ KERNEL_SETTINGS = {
     "scalar": {"ATEN_CPU_CAPABILITY": "default", "DNNL_MAX_CPU_ISA": "SSE41", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2"},
     "1-thread": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
 }
+# --min-score 0: the five detections of DifFace's front end (the faint fifth, a hand, too), as they were pinned
 RUN_ARGS = ("--detector", "retinaface_mobile0.25", "--batch-size", "3", "--seed", "7", "--format", "png",
-            "--save-faces", "-q")
+            "--save-faces", "--min-score", "0", "-q")
 
 
 def make_home(case: str, home: Path, extras: tuple[str, ...] | None = None) -> Path:

@@ -200,7 +200,8 @@ def test_run_diffbfr_on_a_photo(tiny_diffbfr_env, tmp_path):
                            "--report", report, "-q")
     assert code == 0, err
     rec = report_lines(report)[0]
-    assert rec["status"] == "restored" and len(rec["faces"]) == 5 and rec["method"] == "diffbfr-tiny"
+    assert rec["status"] == "restored" and len(rec["faces"]) == 4 and rec["method"] == "diffbfr-tiny"
+    assert [f["reason"] for f in rec["skipped_faces"]] == ["score 0.936 < --min-score 0.97"]  # the hand
     assert {k: rec["parameters"][k] for k in TINY_DIFFBFR_STEPS} == TINY_DIFFBFR_STEPS
     assert set(rec["weights"]) >= {"diffbfr-irm1", "diffbfr-irm2", "difface-unet", "arcface-ir-se50"}
     for face in rec["faces"]:

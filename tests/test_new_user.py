@@ -4,10 +4,13 @@ wording, --json's one shape and JPEG quality."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from archival_helpers import invoke
-from conftest import PHOTOS, require_shared
+from conftest import PHOTOS
 
 
 @pytest.fixture
@@ -80,3 +83,33 @@ def test_a_preset_config_that_contradicts_the_recorded_one_is_refused(tiny_env, 
     assert code == 2, err
     assert "configures attention_sizes=[64], but the difface-unet file in the cache was made with attention_sizes=[32]" in err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("option, reason", [(("--engine", "ray"), "with --engine ray the stages run in Ray's workers"),
+                                            (("--device", "cpu,cpu"), "--device cpu,cpu starts a worker process")])
+def test_bench_refuses_what_it_cannot_time_and_says_why(option, reason, tmp_path):
+    code, out, err = invoke("bench", PHOTOS / "whole-02.png", *option, "--json")
+    assert code == 2 and reason in err and out == "", err
+
+
+def test_a_closed_stdout_stops_the_run_like_sigpipe_and_keeps_what_is_done(tiny_env, tmp_path):
+    """`run --json | head -n1`: the reader goes away after one line; the run stops with 141 (as SIGPIPE ends other
+    tools), says why, keeps the finished photos, and prints no traceback."""
+    import os
+    import subprocess
+    import sys
+
+    from archival_helpers import make_one_face_photos
+    from conftest import REPO
+
+    make_one_face_photos(tmp_path / "in", ["a.png", "b.png", "c.png"])
+    run = subprocess.Popen([sys.executable, "-m", "facerestore_cli", "run", tmp_path / "in", "-o", tmp_path / "out",
+                            "--preset", tiny_env, "--detector", "retinaface_mobile0.25", "--json"], cwd=REPO,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ))
+    first = run.stdout.readline()
+    run.stdout.close()
+    err = run.stderr.read().decode()
+    assert run.wait(timeout=300) == 141, err
+    assert first.startswith(b'{"input": ') and "stopping: stdout was closed" in err
+    assert "Traceback" not in err and "Exception ignored" not in err
+    assert Path(json.loads(first)["output"]).is_file()
