@@ -212,6 +212,7 @@ def _preset_configs(preset: Optional[Path]) -> dict[str, dict]:
     return {c.weights: dict(c.config) for c in presets.load_file(preset).components.values() if c.config}
 
 
+@weights_app.command()
 def path(weight_id: Optional[str] = typer.Argument(None, metavar="ID",
                                                    help="A weight id; none: the cache folder.")) -> int:
     """Print the cache folder, or where the file of ID lives (stdout, for scripts)."""

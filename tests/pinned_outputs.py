@@ -1,7 +1,7 @@
 """Pinned outputs: one fixed-seed `facerestore run` per preset, with tiny random networks in the official layouts,
 on ../shared/data/photos/old-portrait-01.jpg (248×189, four faces of ~47 px and a hand DifFace's front end detects,
-kept with --min-score 0). The restored face crops (--save-faces) and the whole pasted photo (written as PNG) are stored in tests/pinned/<case>.npz, together with
-the faces' report fields (box, seed, paste mask, identity mask), and test_pinned_outputs.py compares a fresh run
+kept with --min-score 0). The restored face crops (--save-faces) and the whole pasted photo (written as PNG) are
+stored in tests/pinned/<case>.npz, together with the faces' report fields (box, seed, paste mask, identity mask), and test_pinned_outputs.py compares a fresh run
 with them. Any change in the math, the seeding, the masks or the paste-back shows up there.
 
 Regenerate on purpose, never to make a failing test pass without knowing why:
