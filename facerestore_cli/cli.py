@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import textwrap
 from pathlib import Path
 from typing import Optional
 
@@ -152,22 +153,32 @@ def methods(json_out: bool = typer.Option(False, "--json", metavar="", help="One
         for v in verdicts:
             typer.echo(json.dumps(v.as_record(), ensure_ascii=False))
         return 0
+    def say(text: str, indent: str = "  ", then: str = "    ") -> None:  # at most 80 columns
+        typer.echo(textwrap.fill(text, 80, initial_indent=indent, subsequent_indent=then, break_on_hyphens=False))
+
     for v in verdicts:
-        typer.echo(f"{v.preset}: {v.title}\n  {v.summary}" + (f"\n  runs as {v.runs_as}" if v.runs_as else ""))
+        say(f"{v.preset}: {v.title}", "", "  ")
+        say(v.summary)
+        if v.runs_as:
+            say(f"runs as {v.runs_as}")
         role_width = max(len(c["role"]) for c in v.components)
         for c in v.components:
             status = c["status"] + (", optional" if c["optional"] else "")
-            typer.echo(f"  {c['role']:<{role_width}} {c['weights']:<22} {status}"
-                       + (f" — {c['provenance']}" if c["provenance"] else ""))
-        typer.echo("  defaults: " + " ".join(f"{k}={val}" for k, val in v.defaults.items()) + "\n")
+            say(f"{c['role']:<{role_width}} {c['weights']}: {status}")
+            if c["provenance"]:
+                say(c["provenance"], " " * (role_width + 3), " " * (role_width + 3))
+        say("defaults: " + " ".join(f"{k}={val}" for k, val in v.defaults.items()))
+        typer.echo("")
     return 0
 
 
 def doctor(json_out: bool = typer.Option(False, "--json", metavar="", help="The findings as one JSON object.")) -> int:
-    """Check python, torch, CUDA, the weights cache and which presets can run; exits 1 when none can."""
+    """Check python, torch, CUDA, the weights cache and which presets can run; exits 1 when none can (stdout)."""
+    from rich.console import Console
+
     from facerestore_cli.doctor import report
 
-    return report(_stderr(), json_out)
+    return report(Console(highlight=False), json_out)
 
 
 def main(argv: Optional[list[str]] = None) -> None:

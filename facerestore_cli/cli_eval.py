@@ -11,6 +11,7 @@ import typer
 
 from facerestore_cli.errors import EXIT_SOME_FAILED, UsageError
 from facerestore_cli.files import check_output_file
+from facerestore_cli.wording import counted
 
 EVAL_EXIT = "Exit codes: 0 measured · 1 files left out (unpaired, unreadable, size mismatch) · 2 usage error · " \
             "3 no images · 4 a metric network missing (`facerestore weights fetch`)."
@@ -131,7 +132,7 @@ def _report(result: dict, names: list[str], json_out: bool, markdown: bool) -> i
         typer.echo((markdown_table if markdown else describe)(result["rows"], names))
     else:
         left = sum(row["left_out"] for row in result["rows"])
-        console.print(f"error: nothing measured: {left} file(s) have no partner (listed above)", markup=False)
+        console.print(f"error: nothing measured: {counted(left, 'file')} without a partner (listed above)", markup=False)
         console.print("hint: --allow-missing measures the pairs there are", markup=False)
     left = sum(row["left_out"] for row in result["rows"])
     return EXIT_SOME_FAILED if left and not result["allow_missing"] else 0

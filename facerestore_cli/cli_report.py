@@ -24,10 +24,11 @@ def merge_command(
 
     from facerestore_cli.files import check_output_file
     from facerestore_cli.shards import merge
+    from facerestore_cli.wording import counted
 
     check_output_file(report, "--report", "merged.jsonl")
     summary = merge(output, report, wait_seconds=wait_lock)
     Console(stderr=True, highlight=False).print(
-        f"merged: {summary.photos} photos: {summary.restored} restored, {summary.no_face} without faces (copied), "
-        f"{summary.failed} failed, {summary.faces} faces", markup=False)
+        f"merged: {counted(summary.photos, 'photo')}: {summary.restored} restored, {summary.no_face} without faces "
+        f"(copied), {summary.failed} failed, {counted(summary.faces, 'face')}", markup=False)
     return 1 if summary.failed else 0

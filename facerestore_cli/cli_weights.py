@@ -12,6 +12,7 @@ from typing import List, Optional
 import typer
 
 from facerestore_cli.errors import UsageError, WeightsError
+from facerestore_cli.wording import counted
 
 weights_app = typer.Typer(no_args_is_help=True, context_settings={"help_option_names": ["-h", "--help"]})
 JSON = typer.Option(False, "--json", metavar="", help="Print JSON lines instead of text.")
@@ -133,7 +134,7 @@ def fetch(
             if exc.hint:
                 console.print(f"hint: {exc.hint}")
     if failures:
-        raise WeightsError(f"{len(failures)} file(s) could not be fetched")
+        raise WeightsError(f"{counted(len(failures), 'file')} could not be fetched")
     return 0
 
 
@@ -154,7 +155,7 @@ def verify(ids: List[str] = typer.Argument(None, metavar="ID...",
             mark = "ok" if result.ok else "BAD"
             typer.echo(f"{mark:3} {wid}: {result.reason}" + (f" (sha256 {result.sha256})" if result.sha256 else ""))
     if bad:
-        raise WeightsError(f"{bad} weight file(s) failed verification", hint="delete them and fetch or import again")
+        raise WeightsError(f"{counted(bad, 'weight file')} failed verification", hint="delete them and fetch or import again")
     return 0
 
 
@@ -199,7 +200,7 @@ def import_weights(
             near = f"; nearest: {nearest[0]} ({nearest[1].summary(3)})" if nearest else ""
             console.print(f"error: {path} fits no weight id{near}")
     if failed:
-        raise WeightsError(f"{failed} of {len(args)} file(s) not imported")
+        raise WeightsError(f"{failed} of {counted(len(args), 'file')} not imported")
     return 0
 
 

@@ -62,6 +62,7 @@ class Photo:
     skipped: list[dict]
     started: float
     pending: int = 0
+    restore_seconds: float = 0.0  # its share of the network time of the batches its faces were in
     enlarged: Any = None  # the picture at --upscale size, when enlarged ahead (on Ray's GPU actors)
 
 
@@ -119,6 +120,11 @@ class PhotoReader:
             size = self.opts.preset.face_size
             height, width = photo.picture.rgb.shape[:2]
             kept, photo.skipped = choose_faces(detections, height, width, self.opts.faces)
+            absent = [n for n in self.opts.faces.indices or () if n >= len(detections)]
+            if absent:
+                found = f"numbered 0–{len(detections) - 1}" if len(detections) > 1 else "numbered 0" if detections else ""
+                photo.picture.notes.append(f"--faces {','.join(map(str, absent))}: no such face in this photo "
+                                           f"({len(detections)} detected{', ' + found if found else ''})")
             for number, det in kept:
                 affine = estimate_affine(np.asarray(det.landmarks), size)
                 photo.faces.append(Face(number, tuple(det.box), float(det.score), affine,

@@ -10,6 +10,7 @@ a redo."""
 from __future__ import annotations
 
 import contextlib
+import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -173,6 +174,7 @@ class Pipeline:
             self.guard.check()
             self.progress.step(event.step, event.total, len(batch))
 
+        started = time.perf_counter()
         with self.timings.measure("network", self.synchronize):
             result = self.models.restorer.restore(faces, generators, callback=on_step)
             scores = self.identity_scores(faces, result)
@@ -182,8 +184,10 @@ class Pipeline:
             labels = [None] * len(batch)
             if self.models.parsenet is not None:  # the paste mask's network runs with the others
                 labels = run_parsenet(self.models.parsenet, torch.from_numpy(restored).permute(0, 3, 1, 2))
+        share = (time.perf_counter() - started) / len(batch)
         o = self.opts
-        for i, (_photo, face, k) in enumerate(batch):
+        for i, (photo, face, k) in enumerate(batch):
+            photo.restore_seconds += share
             face.pending_samples[k] = Sample(k, seeds[i], restored[i], estimates[i],
                                              None if labels[i] is None else labels[i].astype(np.uint8),
                                              result.info(i), {name: values[i] for name, values in scores.items()} or None)

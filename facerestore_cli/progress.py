@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from facerestore_cli.wording import counted
 
 HEARTBEAT_SECONDS = 10.0
 
@@ -48,12 +49,15 @@ class Progress:
         return "rich" if (stream or sys.stderr).isatty() else "plain"
 
     # -- events from the pipeline --------------------------------------------------------------------------------
-    def start(self, photos_total: int, device: str, method: str) -> None:
+    def start(self, photos_total: int, device: str, method: str, done: int = 0, engine: str = "local") -> None:
+        """photos_total: the photos this run works on; done: those an earlier run finished (skipped)."""
         self.photos_total, self.method = photos_total, method
         self.started = self._last_line = time.monotonic()
         if self.mode == "quiet":
             return
-        self._print(f"facerestore: {photos_total} photo(s), method {method}" + (f", device {device}" if device else ""))
+        self._print(f"facerestore: {counted(photos_total, 'photo')} to do" + (f", {done} already done" if done else "")
+                    + f", method {method}" + (f", device {device}" if device else "")
+                    + (", engine ray" if engine == "ray" else ""))
         if self.mode == "rich":
             self._start_rich()
         else:
@@ -84,7 +88,8 @@ class Progress:
         with self._lock:
             self.photos_done += 1
         if self.mode == "plain" and self.verbose:
-            self._print(f"[{self.photos_done}/{self.photos_total} photos] {record['input']}: {_outcome(record)}")
+            self._print(f"[{self.photos_done}/{self.photos_total} photos] {record['input']}: {_outcome(record)}"
+                        + "".join(f"; {note}" for note in record.get("notes") or []))
         elif self.mode == "plain" and self.photos_done == self.photos_total:
             self._print(self.status_line())
         self._refresh()
@@ -150,7 +155,8 @@ class Progress:
 def _outcome(record: dict) -> str:
     status, faces = record["status"], len(record.get("faces") or [])
     if status == "restored":
-        return f"restored {faces} face{'s' * (faces != 1)} in {record.get('seconds', 0):.1f}s"
+        return (f"restored {faces} face{'s' * (faces != 1)}: network {record.get('restore_seconds', 0):.1f}s, "
+                f"wall {record.get('seconds', 0):.1f}s (read to written, queues included)")
     if status == "no_face":
         return f"no face restored ({record.get('reason')}), copied through"
     return f"{status}: {record.get('reason')}"

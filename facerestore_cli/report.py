@@ -18,6 +18,7 @@ from typing import Any
 
 from facerestore_cli.files import atomic_open
 from facerestore_cli.errors import FacerestoreError
+from facerestore_cli.wording import counted
 
 FINISHED = ("restored", "no_face", "skipped")
 
@@ -53,7 +54,7 @@ class Summary:
     def counts(self) -> str:
         """The counts as stderr tells them (the same numbers the report's summary holds)."""
         text = (f"{self.restored} restored, {self.no_face} without faces (copied), {self.failed} failed, "
-                f"{self.faces} faces in {self.seconds:.1f}s")
+                f"{counted(self.faces, 'face')} in {self.seconds:.1f}s")
         if self.gated:
             text += f"; {self.gated} below --min-identity (not pasted as restored)"
         if self.skipped:
@@ -94,6 +95,7 @@ def photo_record(job, status: str, photo, reason, extras, run: dict, why) -> dic
         "skipped_faces": photo.skipped if photo else [],
         "mask": _photo_mask(photo) if status == "restored" else None,
         "seconds": round(time.monotonic() - photo.started, 3) if photo else 0.0,
+        "restore_seconds": round(photo.restore_seconds, 3) if photo else 0.0,
         **run, "notes": [], "face_files": None, "compare_file": None,
     }
     rec.update(extras or {})
@@ -105,7 +107,8 @@ def skipped_record(job, entry: dict, reason: str) -> dict:
     last = entry.get("record") or {}
     previous = last.get("status") or {"done": "restored"}.get(entry["status"], entry["status"])
     rec = {**last, "input": str(job.src), "output": None if entry["status"] == "failed" else str(job.dest),
-           "status": "skipped", "reason": reason, "previous_status": previous, "why": None, "seconds": 0.0}
+           "status": "skipped", "reason": reason, "previous_status": previous, "why": None, "seconds": 0.0,
+           "restore_seconds": 0.0}
     for key, empty in (("faces", []), ("skipped_faces", []), ("notes", [])):
         rec.setdefault(key, empty)
     for key in ("mask", "method", "parameters", "weights", "device", "batch_size", "face_files", "compare_file"):

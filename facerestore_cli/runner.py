@@ -82,7 +82,8 @@ def _run_locked(opts, progress, jobs, compute, store, ledger: Ledger, timings, l
             ledger.abandon()
             raise
         try:
-            progress.start(len(todo) + len(extras), compute.describe() if todo else "", opts.preset.name)
+            progress.start(len(todo) + len(extras), compute.describe() if todo else "", opts.preset.name,
+                           done=len(jobs) - len(todo) - len(extras), engine=opts.engine)
             make_extras(opts, ledger, extras, guard)
             if models is not None:
                 Pipeline(opts, models, ledger, guard, timings, schedule).process(todo)
@@ -141,7 +142,7 @@ def make_extras(opts, ledger: Ledger, jobs, guard) -> None:
             if opts.save_compare and entry["status"] == "done" and not all_exist(opts.output, made.get("compare_file")):
                 before = read_image(job.src, max_pixels=opts.max_pixels or DEFAULT_MAX_PIXELS).rgb
                 path = compare_path(opts.output, job.rel)
-                save_compare_sheet(before, after, faces, path)
+                save_compare_sheet(before, after, faces, record.get("skipped_faces") or [], path)
                 extras["compare_file"] = str(path)
             if opts.faces.draw_boxes and not all_exist(opts.output, made.get("boxes_file")):
                 path = boxes_path(opts.output, job.rel)

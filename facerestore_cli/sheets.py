@@ -52,16 +52,18 @@ def _label(image: np.ndarray, text: str, origin: tuple[int, int], scale: float) 
     cv2.putText(image, text, (x + 2, y - base // 2), FONT, scale, TEXT_BGR, thickness, cv2.LINE_AA)
 
 
-def _overview(rgb: np.ndarray, faces: list[dict], width: int) -> np.ndarray:
+def _overview(rgb: np.ndarray, faces: list[dict], left_out: list[dict], width: int) -> np.ndarray:
+    """The input photo at `width`, restored faces boxed green and left-out ones red, each with its number."""
     h, w = rgb.shape[:2]
     scale = width / w
     bgr = cv2.resize(np.ascontiguousarray(to_uint8(rgb)[..., ::-1]), (width, max(1, round(h * scale))),
                      interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
     text_scale = max(0.45, min(1.0, width / 1600))
-    for face in faces:
-        x1, y1, x2, y2 = (round(v * scale) for v in face["box"])
-        cv2.rectangle(bgr, (x1, y1), (x2, y2), BOX_BGR, 2)
-        _label(bgr, f"#{face['index']}", (x1, max(y1, 20)), text_scale)
+    for entries, colour in ((faces, BOX_BGR), (left_out, LEFT_OUT_BGR)):
+        for face in entries:
+            x1, y1, x2, y2 = (round(v * scale) for v in face["box"])
+            cv2.rectangle(bgr, (x1, y1), (x2, y2), colour, 2)
+            _label(bgr, f"#{face['index']}", (x1, max(y1, 20)), text_scale)
     return bgr
 
 
@@ -77,9 +79,10 @@ def aligned_crop(rgb: np.ndarray, face: dict | None, scale: float = 1.0, size: i
     return np.ascontiguousarray(crop[..., ::-1])
 
 
-def compare_sheet(before: np.ndarray, after: np.ndarray, faces: list[dict]) -> np.ndarray:
-    """BGR uint8 sheet: overview with numbered boxes (not for --aligned inputs), then per face `#k input | output`.
-    faces: report face records (index, box, landmarks); landmarks None means the image is the aligned face."""
+def compare_sheet(before: np.ndarray, after: np.ndarray, faces: list[dict], left_out=()) -> np.ndarray:
+    """BGR uint8 sheet: overview with numbered boxes, green restored and red left out (not for --aligned inputs),
+    then per restored face `#k input | output`. faces: report face records (index, box, landmarks), landmarks None
+    meaning the image is the aligned face; left_out: the report's skipped_faces."""
     aligned = not faces or faces[0].get("landmarks") is None
     scale = after.shape[1] / before.shape[1]
     pairs = [(face["index"], aligned_crop(before, face), aligned_crop(after, face, scale)) for face in faces] if not aligned \
@@ -87,7 +90,7 @@ def compare_sheet(before: np.ndarray, after: np.ndarray, faces: list[dict]) -> n
     columns = min(MAX_COLUMNS, max(1, math.ceil(math.sqrt(len(pairs)))))
     pair_w, label_h = 2 * FACE_PX + GAP, 28
     width = max(OVERVIEW_MIN_WIDTH, columns * pair_w + (columns - 1) * 2 * GAP)
-    rows = [] if aligned else [_overview(before, faces, width)]
+    rows = [] if aligned else [_overview(before, faces, list(left_out), width)]
     header = np.full((label_h, width, 3), BACKGROUND, np.uint8)
     _label(header, "input | restored", (4, label_h - 6), 0.6)
     rows.append(header)
@@ -102,9 +105,10 @@ def compare_sheet(before: np.ndarray, after: np.ndarray, faces: list[dict]) -> n
     return np.concatenate(rows, axis=0)
 
 
-def save_compare_sheet(before: np.ndarray, after: np.ndarray, faces: list[dict], path: Path) -> None:
+def save_compare_sheet(before: np.ndarray, after: np.ndarray, faces: list[dict], left_out, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, encode(compare_sheet(before, after, faces), ".jpg", [cv2.IMWRITE_JPEG_QUALITY, 90]))
+    atomic_write_bytes(path, encode(compare_sheet(before, after, faces, left_out), ".jpg",
+                                    [cv2.IMWRITE_JPEG_QUALITY, 90]))
 
 
 def face_crop_path(output: Path, rel: str, index: int) -> Path:
@@ -169,7 +173,7 @@ def save_extras(opts, rel: str, before: np.ndarray, after: np.ndarray, faces: li
             extras["face_files"].append(str(path))
     if opts.save_compare and compare:
         path = compare_path(opts.output, rel)
-        save_compare_sheet(before, after, faces, path)
+        save_compare_sheet(before, after, faces, left_out, path)
         extras["compare_file"] = str(path)
     if opts.faces.draw_boxes and not opts.aligned:
         path = boxes_path(opts.output, rel)

@@ -23,7 +23,7 @@ RETINA_MOBILE = SHARED / "weights" / "detection_mobilenet0.25_Final.pth"
 
 TINY_FACE_SIZE = 128
 # the face front end's settings every record of a built-in (diffusion) preset's run reports, and of an --aligned run
-PRESET_FACE_PARAMETERS = {"det_threshold": 0.8, "det_min_side": 640, "eye_distance": 5, "min_face": 0, "min_score": 0.0,
+PRESET_FACE_PARAMETERS = {"det_threshold": 0.8, "det_min_side": 640, "eye_distance": 5, "min_face": 0, "min_score": 0.97,
                           "select": "all", "indices": None, "upscale": 1, "bg_upsampler": None, "bg_tile": None,
                           "blend": 1.0}
 ALIGNED_FACE_PARAMETERS = {**dict.fromkeys(PRESET_FACE_PARAMETERS), "upscale": 1, "blend": 1.0}

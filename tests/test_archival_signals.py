@@ -160,7 +160,7 @@ def test_sigint_stops_cleanly_and_a_rerun_completes_the_rest(graceful, tiny_env)
     assert summary["failed"] == 0
     # stderr tells the summary's numbers: every input restored, failed or not reached
     assert (f"interrupted by SIGINT: {summary['restored']} restored, 0 without faces (copied), 0 failed, "
-            f"{summary['faces']} faces in ") in log and f"; {summary['unfinished']} not reached" in log
+            f"{summary['faces']} face{'s' * (summary['faces'] != 1)} in ") in log and f"; {summary['unfinished']} not reached" in log
     assert summary["photos"] == len(NAMES) == summary["restored"] + summary["unfinished"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".report.jsonl")]
     assert_no_partial_outputs(out)

@@ -83,7 +83,7 @@ def w_compare_sheet(tmp: Path):
     rgb = _picture(tmp).rgb
     dest = tmp / "out" / "_compare" / "a.jpg"
     faces = [{"index": 0, "box": [4, 4, 30, 30], "landmarks": [[10, 12], [22, 12], [16, 18], [11, 24], [21, 24]]}]
-    return dest, lambda: save_compare_sheet(rgb, rgb, faces, dest), lambda: dest.read_bytes()[:2] == b"\xff\xd8"
+    return dest, lambda: save_compare_sheet(rgb, rgb, faces, [], dest), lambda: dest.read_bytes()[:2] == b"\xff\xd8"
 
 
 def w_report(tmp: Path):

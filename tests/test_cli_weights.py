@@ -214,8 +214,8 @@ def test_methods_lists_every_preset_with_weight_status(tiny_env, capsys, monkeyp
     status = {}
     for line in out.splitlines():
         words = line.split()
-        if len(words) >= 3 and words[1] in ("difface-unet", "difface-swinir", "dr2-unet", "dr2-sparnethd"):
-            status[words[1]] = words[2].rstrip(",")
+        if len(words) >= 3 and words[1].rstrip(":") in ("difface-unet", "difface-swinir", "dr2-unet", "dr2-sparnethd"):
+            status[words[1].rstrip(":")] = words[2].rstrip(",")
     assert status == {"difface-unet": "present", "difface-swinir": "present", "dr2-unet": "missing",
                       "dr2-sparnethd": "missing"}
 
@@ -231,9 +231,9 @@ def test_doctor_mentions_cache_dir(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("FACERESTORE_HOME", str(home))
     code, out, err = run_cli(capsys, "doctor")
     assert code == 1, err  # nothing can run from an empty cache
-    assert out == "" and "verdict: not ready" in err
-    flat = err.replace("\n", "")
+    assert err == "" and "verdict: not ready" in out  # on stdout: `facerestore doctor | grep` finds it
+    flat = out.replace("\n", "")
     assert f"cache: {home.resolve()}" in flat and "writable" in flat
-    assert "torch" in err
+    assert "torch" in out
     for wid in ALL_IDS:
-        assert wid in err
+        assert wid in out

@@ -113,3 +113,47 @@ def test_a_closed_stdout_stops_the_run_like_sigpipe_and_keeps_what_is_done(tiny_
     assert first.startswith(b'{"input": ') and "stopping: stdout was closed" in err
     assert "Traceback" not in err and "Exception ignored" not in err
     assert Path(json.loads(first)["output"]).is_file()
+
+
+def test_a_face_number_the_photo_does_not_have_is_reported_on_it(tiny_env, tmp_path):
+    from archival_helpers import report_lines, tiny_run
+
+    code, _o, err = tiny_run(tiny_env, PHOTOS / "whole-03.png", "-o", tmp_path / "out", "--faces", "1,9", "--steps", "1",
+                             "--report", tmp_path / "r.jsonl")
+    assert code == 0, err
+    record = report_lines(tmp_path / "r.jsonl")[0]
+    assert [f["index"] for f in record["faces"]] == [1]
+    assert "--faces 9: no such face in this photo (2 detected, numbered 0–1)" in record["notes"]
+
+
+def test_a_reruns_header_counts_what_is_left_and_what_is_done(tiny_env, tmp_path):
+    from archival_helpers import make_one_face_photos, tiny_run
+
+    src = tmp_path / "in"
+    make_one_face_photos(src, ["a.png", "b.png"])
+    assert tiny_run(tiny_env, src, "-o", tmp_path / "out", "--steps", "1")[0] == 0
+    make_one_face_photos(src, ["c.png"])
+    code, _o, err = tiny_run(tiny_env, src, "-o", tmp_path / "out", "--steps", "1", quiet=False)
+    assert code == 0, err
+    assert err.startswith("facerestore: 1 photo to do, 2 already done, method difface-tiny"), err
+    assert "1 restored, 0 without faces (copied), 0 failed, 1 face in " in err
+
+
+def test_the_compare_sheet_boxes_left_out_faces_in_red(tiny_env, tmp_path):
+    """old-portrait-01's hand is left out (score < --min-score): the sheet's overview boxes it red, as --draw-boxes."""
+    import cv2
+
+    from archival_helpers import tiny_run
+
+    colours = {}
+    for min_score in ("0.97", "0"):
+        out = tmp_path / min_score
+        code, _o, err = tiny_run(tiny_env, PHOTOS / "old-portrait-01.jpg", "-o", out, "--steps", "1", "--save-compare",
+                                 "--min-score", min_score)
+        assert code == 0, err
+        sheet = cv2.imread(str(out / "_compare" / "old-portrait-01.jpg")).astype(int)
+        scale = sheet.shape[1] / 248  # the photo (248×189) on top, its width the sheet's
+        edge = sheet[round(107.67 * scale) - 1: round(107.67 * scale) + 2, round(8 * scale): round(28 * scale)]
+        colours[min_score] = "red" if edge[..., 2].mean() > edge[..., 1].mean() + 80 else \
+            "green" if edge[..., 1].mean() > edge[..., 2].mean() + 80 else "neither"
+    assert colours == {"0.97": "red", "0": "green"}, colours  # the hand's box (#0) at the left edge

@@ -16,8 +16,8 @@ from archival_helpers import invoke, make_one_face_photos, report_lines, tiny_ru
 from conftest import PHOTOS, RETINA_MOBILE, require_shared
 
 RECORD_FIELDS = {"input", "output", "status", "reason", "previous_status", "why", "faces", "skipped_faces", "mask",
-                 "seconds", "method", "parameters", "weights", "device", "batch_size", "notes", "face_files",
-                 "compare_file"}
+                 "seconds", "restore_seconds", "method", "parameters", "weights", "device", "batch_size", "notes",
+                 "face_files", "compare_file"}
 FACE_FIELDS = {"index", "box", "score", "landmarks", "seed", "mask", "id_mask", "configuration", "identity", "samples",
                "kept", "gate"}
 
@@ -220,13 +220,14 @@ def test_methods_and_doctor_give_a_verdict(tiny_env):
     code, out, err = invoke("methods")
     assert code == 0, err
     assert ("difface: DifFace (TPAMI 2024) — diffused estimator + DDIM from t=400\n  ready with --detector "
-            "retinaface_mobile0.25 (retinaface-resnet50, the default detector, is missing)") in out
+            "retinaface_mobile0.25 (retinaface-resnet50, the default\n    detector, is missing)") in out
+    assert max(len(line) for line in out.splitlines()) <= 80
     assert "dr2: " in out and "not ready: missing dr2-unet, dr2-sparnethd" in out
     records = [json.loads(line) for line in invoke("methods", "--json")[1].splitlines()]
     assert {r["preset"]: r["ready"] for r in records} == {"difface": True, "dr2": False, "ipc-guided": False,
                                                           "diffbfr": False}
     code, out, err = invoke("doctor")
-    assert code == 0 and "verdict: ready: difface can run" in err
+    assert code == 0 and "verdict: ready: difface can run" in out
     code, out, _err = invoke("doctor", "--json")
     assert code == 0 and json.loads(out)["verdict"] == "ready: difface can run"
 

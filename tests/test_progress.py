@@ -25,11 +25,12 @@ def test_verbose_prints_plain_progress_lines_on_stderr(tiny_env, tmp_path, capsy
     assert code == 0, err
     assert out == ""
     lines = err.splitlines()
-    assert lines[0].startswith("facerestore: 1 photo(s), method difface-tiny, device cpu")
+    assert lines[0].startswith("facerestore: 1 photo to do, method difface-tiny, device cpu")
     progress = [line for line in lines if line.startswith("[1/1 photos]")]
-    assert len(progress) == 1 and re.fullmatch(rf"\[1/1 photos\] {re.escape(str(photo))}: restored 1 face in [\d.]+s",
+    assert len(progress) == 1 and re.fullmatch(rf"\[1/1 photos\] {re.escape(str(photo))}: restored 1 face: network "
+                                                rf"[\d.]+s, wall [\d.]+s \(read to written, queues included\)",
                                                 progress[0]), err
-    assert lines[-1].startswith("done: 1 restored, 0 without faces (copied), 0 failed, 1 faces in ")
+    assert lines[-1].startswith("done: 1 restored, 0 without faces (copied), 0 failed, 1 face in ")
     assert len(lines) == 3, err  # one line per event, never wrapped
 
 
@@ -45,7 +46,7 @@ def test_verbose_prints_a_line_per_photo(tiny_env, tmp_path, capsys):
     named = [line.split("] ", 1)[1] for line in err.splitlines() if line.startswith("[")]
     assert named == [f"{src / 'a.jpg'}: no face restored (no face found), copied through",
                      f"{src / 'b.jpg'}: " + named[1].split(": ", 1)[1]] and "restored 1 face" in named[1]
-    assert "done: 1 restored, 1 without faces (copied), 0 failed, 1 faces" in err
+    assert "done: 1 restored, 1 without faces (copied), 0 failed, 1 face in " in err
 
 
 def test_verbose_error_line_names_the_whole_path(tiny_env, tmp_path, capsys):

@@ -379,10 +379,10 @@ def test_training_refuses_bad_data_and_runs_with_reasons(tmp_path):
     shutil.copy(sorted(ALIGNED_LQ.glob("*.png"))[0], few / "a.png")
     (few / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
     code, _o, err = train(tmp_path, "diffbfr-irm1", tmp_path / "r1", TINY_IRM1, "--data", few, "--batch-size", "2")
-    assert code == 2 and "1 training image(s) cannot fill one batch of 2" in err
+    assert code == 2 and "1 training image cannot fill one batch of 2" in err
     code, _o, err = train(tmp_path, "diffbfr-irm1", tmp_path / "r2", TINY_IRM1, "--data", few, "--batch-size", "1",
                           "--steps", "1")
-    assert code == 0 and "skipped 1 unreadable file(s), e.g. broken.png" in err, err
+    assert code == 0 and "skipped 1 unreadable file, e.g. broken.png" in err, err
     code, _o, err = train(tmp_path, "diffbfr-irm1", tmp_path / "r2", TINY_IRM1, "--data", few, "--batch-size", "1",
                           "--steps", "2")
     assert code == 2 and "already holds this run (step 1)" in err and "--resume" in err

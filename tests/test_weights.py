@@ -410,7 +410,7 @@ def test_require_lists_every_missing_file(tmp_path):
     with pytest.raises(WeightsError) as info:
         store.require(["difface-unet", "dr2-sparnethd", "difface-unet"])
     message, hint = info.value.message, info.value.hint
-    assert "2 weight file(s) missing" in message
+    assert "2 weight files missing" in message
     assert "iddpm_ffhq512_ema500000.pth" in message and "SPARNetHD_FFHQ_DR2aug.pth" in message
     assert "https://github.com/zsyOAOA/DifFace/releases/download/V1.0/iddpm_ffhq512_ema500000.pth" in message
     assert "pan.baidu.com" in message

@@ -24,6 +24,7 @@ from facerestore_cli.errors import UsageError
 from facerestore_cli.imageio import read_image
 from facerestore_cli.pixels import to_uint8
 from facerestore_cli.seeds import hashed_seed
+from facerestore_cli.wording import counted
 
 
 @dataclass
@@ -119,7 +120,7 @@ class Positions(Sampler):
     def __init__(self, n: int, seed: int, batch: int, start: int = 0, rank: int = 0, world: int = 1):
         self.per_epoch = n // (batch * world) * batch * world
         if self.per_epoch == 0:
-            raise UsageError(f"{n} training image(s) cannot fill one batch of {batch * world}",
+            raise UsageError(f"{counted(n, 'training image')} cannot fill one batch of {batch * world}",
                              hint="add images, or lower --batch-size")
         self.n, self.seed, self.start, self.rank, self.world = n, seed, start, rank, world
 

@@ -43,6 +43,7 @@ from facerestore_cli.training.mask_loss import mask_loss
 from facerestore_cli.training.targets import TARGETS
 from facerestore_cli.training.watch import Watch
 from facerestore_cli.weights.store import WeightStore
+from facerestore_cli.wording import counted
 
 @dataclass
 class TrainConfig:
@@ -174,7 +175,7 @@ class Trainer:
     def train(self) -> dict:
         cfg, started, losses = self.cfg, time.monotonic(), []
         if self.rank == 0 and self.listing.skipped:
-            self.say(f"skipped {len(self.listing.skipped)} unreadable file(s), e.g. {self.listing.skipped[0][0]}: "
+            self.say(f"skipped {counted(len(self.listing.skipped), 'unreadable file')}, e.g. {self.listing.skipped[0][0]}: "
                      f"{self.listing.skipped[0][1]}")
         faces = Faces(self.listing, self.size * self.target.upscale, self.target.degradation, cfg.seed, cfg.hflip,
                       self.settings["gray_pairs"], self.conditions)

@@ -21,6 +21,7 @@ from facerestore_cli.errors import UsageError, WeightsError
 from facerestore_cli.files import atomic_open, atomic_symlink, sha256_file
 from facerestore_cli.weights.download import ProgressCallback, download, part_path
 from facerestore_cli.weights.registry import WeightSpec, get_spec, load_registry
+from facerestore_cli.wording import counted
 
 HASHES_FILE = "hashes.json"
 CONFIG_SUFFIX = ".config.json"
@@ -391,7 +392,7 @@ class WeightStore:
         missing = [self.spec(i) for i in dict.fromkeys(weight_ids) if not self.is_present(i)]
         if not missing:
             return
-        lines = [f"{len(missing)} weight file(s) missing from {self.weights_dir}:"]
+        lines = [f"{counted(len(missing), 'weight file')} missing from {self.weights_dir}:"]
         for spec in missing:
             size = f" (~{spec.approx_size:g} MiB)" if spec.approx_size else ""
             partial = ", partly downloaded" if self.status(spec.id) == "partial" else ""
