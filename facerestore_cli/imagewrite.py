@@ -91,9 +91,9 @@ def write_image(
         written, e.g. GIF, become PNG). Converting stays faithful where the target can hold it: alpha is dropped
         only for JPEG, 16-bit pixels become 8-bit only for JPEG/WebP/BMP, gray becomes RGB only for WebP, each
         with a note.
-    quality: 1-100 for JPEG/WebP (default 95; WebP is written lossless when quality is None and the source was
-        lossless WebP or another format), "keep" reuses the source JPEG's quantisation tables; ignored (noted)
-        for lossless formats.
+    quality: 1-100 for JPEG/WebP; None: a JPEG source written as JPEG keeps its quantisation tables (its quality,
+        as Pillow's "keep"), another source 95, and WebP is written lossless when the source was lossless WebP or
+        another format; "keep" as None for JPEG; ignored (noted) for lossless formats.
     metadata: "keep" writes EXIF (orientation always 1, pixel dimensions updated in place), ICC, XMP
         (tiff:Orientation 1), IPTC, text chunks/comment and DPI where the target can hold them. "strip" drops
         EXIF, ICC, XMP, IPTC and text; DPI is kept (it is geometry, not a tag). Stripping the ICC profile
@@ -244,8 +244,10 @@ def _fit_segment(build, value, name: str, notes: list[str]) -> bytes:
 
 def _encode_jpeg(plane, alpha, gray, meta, enc, quality, notes) -> bytes:
     kwargs: dict = {}
-    if quality == "keep" and enc.get("jpeg_qtables"):
+    if quality in (None, "keep") and enc.get("jpeg_qtables"):
         kwargs["qtables"] = enc["jpeg_qtables"]
+        notes.append(f"JPEG written at the input's quality (its quantization tables, about quality "
+                     f"{jpeg_quality(enc['jpeg_qtables'])})")
     else:
         kwargs["quality"] = DEFAULT_JPEG_QUALITY if quality in (None, "keep") else int(quality)
     if enc.get("jpeg_subsampling") is not None:
@@ -278,6 +280,24 @@ def _encode_jpeg(plane, alpha, gray, meta, enc, quality, notes) -> bytes:
     if extra:
         kwargs["extra"] = extra
     return _save(_pil_image(plane, None), "JPEG", **kwargs)
+
+
+# the IJG's luminance table at quality 50 (ITU-T T.81 Annex K, Table K.1), row by row as Pillow gives tables
+_IJG_LUMINANCE = (16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
+                  14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+                  49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99)
+
+
+def jpeg_quality(qtables) -> int:
+    """The IJG quality (1-100) whose luminance table (libjpeg's jpeg_quality_scaling of Table K.1) is nearest a
+    JPEG's first table: exact for files libjpeg or Pillow wrote, the nearest for others."""
+    table = qtables[0] if isinstance(qtables, (list, tuple)) else next(iter(qtables.values()))
+
+    def distance(quality: int) -> int:
+        scale = 5000 // quality if quality < 50 else 200 - 2 * quality
+        return sum(abs(max(1, min(255, (t * scale + 50) // 100)) - q) for t, q in zip(_IJG_LUMINANCE, table))
+
+    return min(range(1, 101), key=distance)
 
 
 def _encode_png(plane, alpha, gray, meta, enc, quality, notes) -> bytes:

@@ -128,7 +128,8 @@ class RunOptions:
     fmt: str | None = setting("--format", default=None, panel=EXTRAS, metavar="png|jpg|webp|tiff", parse=format_name,
                               shapes=OUTPUT, record_as="format", help="Write this format instead of the input's.")
     quality: int | None = setting("--quality", default=None, panel=EXTRAS, metavar="N", min=1, max=100,
-                                  shapes=OUTPUT, help="JPEG/WebP quality (default 95).")
+                                  shapes=OUTPUT, help="JPEG/WebP quality (default: a JPEG input's own, from its "
+                                       "quantization tables; otherwise 95).")
     metadata: str = setting("--metadata", default="keep", panel=EXTRAS, metavar="keep|strip",
                             choices=("keep", "strip"), shapes=OUTPUT, help="Keep or strip EXIF/ICC/XMP/IPTC.")
     provenance: bool = setting("--provenance", default=False, panel=EXTRAS, shapes=OUTPUT,

@@ -157,3 +157,29 @@ def test_the_compare_sheet_boxes_left_out_faces_in_red(tiny_env, tmp_path):
         colours[min_score] = "red" if edge[..., 2].mean() > edge[..., 1].mean() + 80 else \
             "green" if edge[..., 1].mean() > edge[..., 2].mean() + 80 else "neither"
     assert colours == {"0.97": "red", "0": "green"}, colours  # the hand's box (#0) at the left edge
+
+
+def test_a_restored_jpeg_keeps_its_inputs_quality_unless_told(tiny_env, tmp_path):
+    """old-portrait-01.jpg is a quality-75 JPEG: its restoration is written at 75 (its own tables, about its size),
+    said in the report; --quality 95 overrides."""
+    from PIL import Image
+
+    from archival_helpers import report_lines, tiny_run
+    from facerestore_cli.imagewrite import jpeg_quality
+
+    source = PHOTOS / "old-portrait-01.jpg"
+    sizes = {}
+    for quality in (None, "95"):
+        out, report = tmp_path / f"q{quality}", tmp_path / f"q{quality}.jsonl"
+        code, _o, err = tiny_run(tiny_env, source, "-o", out, "--steps", "1", "--report", report,
+                                 *(("--quality", quality) if quality else ()))
+        assert code == 0, err
+        written = Image.open(out / source.name)
+        sizes[quality] = (out / source.name).stat().st_size
+        notes = report_lines(report)[0]["notes"]
+        if quality is None:
+            assert written.quantization == Image.open(source).quantization
+            assert "JPEG written at the input's quality (its quantization tables, about quality 75)" in notes
+        else:
+            assert jpeg_quality(written.quantization) == 95 and not any("input's quality" in n for n in notes)
+    assert sizes[None] < 0.7 * sizes["95"], sizes
