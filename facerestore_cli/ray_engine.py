@@ -28,6 +28,17 @@ def _ray():
     return ray
 
 
+def _quiet_ray() -> None:
+    """Ray's own talk (its INFO lines, the dataset plan, its C++ core worker's log) off stderr; -v leaves it on.
+    Errors a run must report come back as photo records either way."""
+    import logging
+    import os
+
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+    for name in ("ray", "ray.data"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def check_ray() -> None:
     """Fail before any work when Ray Data is missing."""
     _ray()
@@ -40,6 +51,8 @@ def restore_with_ray(opts, ledger, guard, jobs, weights_after_load) -> None:
 
     ray = _ray()
     if not ray.is_initialized():
+        if not ledger.progress.verbose:
+            _quiet_ray()
         ray.init(address=opts.ray_address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     context = ray.data.DataContext.get_current()
     context.max_errored_blocks = len(jobs)  # one bad block never stops the others
