@@ -143,7 +143,8 @@ def run(ctx: typer.Context, values: dict) -> int:
     return 1 if summary.failed else 0
 
 
-def methods(json_out: bool = typer.Option(False, "--json", metavar="", help="One JSON object per preset.")) -> int:
+def methods(json_out: bool = typer.Option(False, "--json", metavar="",
+                                          help="JSON Lines: one object per preset.")) -> int:
     """Each preset: whether it can run now, its components, weights and defaults."""
     from facerestore_cli.readiness import builtin_verdicts
     from facerestore_cli.weights.store import WeightStore
@@ -172,7 +173,8 @@ def methods(json_out: bool = typer.Option(False, "--json", metavar="", help="One
     return 0
 
 
-def doctor(json_out: bool = typer.Option(False, "--json", metavar="", help="The findings as one JSON object.")) -> int:
+def doctor(json_out: bool = typer.Option(False, "--json", metavar="",
+                                         help="JSON Lines: one object, the findings.")) -> int:
     """Check python, torch, CUDA, the weights cache and which presets can run; exits 1 when none can (stdout)."""
     from rich.console import Console
 

@@ -22,7 +22,7 @@ OWN = (
         True, "--startup/--no-startup", rich_help_panel=BENCH,
         help="Measure start-up (a fresh `facerestore run` process to its first face).")),
     inspect.Parameter("bench_json", inspect.Parameter.KEYWORD_ONLY, annotation=bool, default=typer.Option(
-        False, "--json", metavar="", rich_help_panel=BENCH, help="The result as one JSON object on stdout.")),
+        False, "--json", metavar="", rich_help_panel=BENCH, help="JSON Lines: one object, the result.")),
     inspect.Parameter("save", inspect.Parameter.KEYWORD_ONLY, annotation=Path | None, default=typer.Option(
         None, "--save", metavar="FILE.json", rich_help_panel=BENCH, help="Also write the JSON result to FILE.")),
 )

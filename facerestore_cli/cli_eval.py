@@ -77,7 +77,7 @@ def eval_command(
                                  help="LMD's landmark detector: retinaface_resnet50 or retinaface_mobile0.25."),
     allow_missing: bool = typer.Option(False, "--allow-missing", metavar="",
                                        help="Measure the pairs there are; say how many were left out (exit 0)."),
-    json_out: bool = typer.Option(False, "--json", metavar="", help="The result as one JSON object on stdout."),
+    json_out: bool = typer.Option(False, "--json", metavar="", help="JSON Lines: one object, the result."),
     markdown: bool = typer.Option(False, "--markdown", metavar="", help="The table in Markdown on stdout."),
     per_image: Optional[Path] = typer.Option(None, "--per-image", metavar="FILE.jsonl",
                                              help="Also write one JSON line per image."),

@@ -43,7 +43,7 @@ class RunCommand:
     print_outputs: bool = setting("--print-outputs", default=False, panel=STDOUT, run_only=True,
                                   help="Write each finished output path to stdout (and nothing else).")
     json_out: bool = setting("--json", default=False, panel=STDOUT, run_only=True,
-                             help="Write the per-file records as JSON lines to stdout.")
+                             help="JSON Lines: one object per photo (its report record), then the summary.")
     null: bool = setting("-0", "--null", default=False, panel=STDOUT, run_only=True,
                          help="NUL-separated paths for --files-from and --print-outputs.")
 

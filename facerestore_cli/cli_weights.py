@@ -15,7 +15,8 @@ from facerestore_cli.errors import UsageError, WeightsError
 from facerestore_cli.wording import counted
 
 weights_app = typer.Typer(no_args_is_help=True, context_settings={"help_option_names": ["-h", "--help"]})
-JSON = typer.Option(False, "--json", metavar="", help="Print JSON lines instead of text.")
+def _json_option(what: str):
+    return typer.Option(False, "--json", metavar="", help=f"JSON Lines: {what}.")
 
 
 def _console(stderr: bool = True):
@@ -72,7 +73,7 @@ def _record(store, wid: str) -> dict:
 
 
 @weights_app.command("list")
-def list_weights(json_out: bool = JSON) -> int:
+def list_weights(json_out: bool = _json_option("one object per weight file")) -> int:
     """Every weight file any preset uses: id, size, whether it is in the cache, file name."""
     store = _store()
     if json_out:
@@ -87,7 +88,7 @@ def list_weights(json_out: bool = JSON) -> int:
 
 @weights_app.command()
 def show(weight_id: str = typer.Argument(..., metavar="ID", help="A weight id (see `weights list`)."),
-         json_out: bool = JSON) -> int:
+         json_out: bool = _json_option("one object, the weight file")) -> int:
     """Everything about one weight file: where it comes from, its license, how to get it, where it is."""
     store = _store()
     record = _record(store, weight_id)
@@ -141,7 +142,7 @@ def fetch(
 @weights_app.command()
 def verify(ids: List[str] = typer.Argument(None, metavar="ID...",
                                           help="Weight ids; default: every file present in the cache."),
-           json_out: bool = JSON) -> int:
+           json_out: bool = _json_option("one object per file checked")) -> int:
     """Re-hash cached files and compare with the registry (or the hash recorded at download/import)."""
     store = _store()
     chosen = list(ids) if ids else [wid for wid in store.registry if store.is_present(wid)]

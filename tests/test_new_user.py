@@ -183,3 +183,23 @@ def test_a_restored_jpeg_keeps_its_inputs_quality_unless_told(tiny_env, tmp_path
         else:
             assert jpeg_quality(written.quantization) == 95 and not any("input's quality" in n for n in notes)
     assert sizes[None] < 0.7 * sizes["95"], sizes
+
+
+@pytest.mark.parametrize("args, lines", [(("methods",), 4), (("doctor",), 1), (("weights", "list"), None),
+                                         (("weights", "show", "difface-unet"), 1), (("weights", "verify"), None)])
+def test_every_json_output_is_json_lines_one_per_item_or_one(tiny_env, args, lines):
+    """The one rule of --json (README, each command's --help): JSON Lines on stdout, one compact object per item of a
+    list, exactly one for a command about one thing; sizes are the files' own when present."""
+    from facerestore_cli.weights.store import WeightStore
+
+    code, out, err = invoke(*args, "--json")
+    assert code in (0, 1), err
+    records = [json.loads(line) for line in out.splitlines()]
+    assert all(isinstance(r, dict) for r in records) and out.endswith("\n")
+    store = WeightStore()
+    expected = {"list": len(store.registry), "verify": sum(store.is_present(w) for w in store.registry)}
+    assert len(records) == (lines or expected[args[1]])
+    if args[:2] == ("weights", "show"):
+        assert records[0]["size"] == store.path("difface-unet").stat().st_size
+    _code, page, _err = invoke(*args, "--help")
+    assert "JSON Lines: one object" in " ".join(page.split())
