@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import List, Optional
 
@@ -17,8 +18,6 @@ train_app = typer.Typer(no_args_is_help=True, context_settings={"help_option_nam
 
 def _say(text: str) -> None:
     """A line on stderr; under torchrun only rank 0 speaks (errors reach stderr from every rank all the same)."""
-    import os
-
     from rich.console import Console
 
     if os.environ.get("RANK", "0") == "0":
@@ -92,7 +91,9 @@ def _make_command(target: str):
     recipe = TARGETS[target].recipe
 
     def command(
-        data: Path = typer.Option(..., "--data", metavar="DIR", help="A folder of aligned HQ faces (any size)."),
+        ctx: typer.Context,
+        data: Optional[Path] = typer.Option(None, "--data", metavar="DIR",
+                                            help="A folder of aligned HQ faces (any size); with --resume, the run's."),
         run: Path = typer.Option(..., "-o", "--output", metavar="RUN", help="The run folder (checkpoints, samples, metrics)."),
         steps: Optional[int] = typer.Option(None, "--steps", min=1, metavar="N",
                                             help=f"Optimizer steps to train to (default {recipe.steps:,})."),
@@ -132,7 +133,9 @@ def _make_command(target: str):
                                                     help="Override the network's config (keys of its registry entry)."),
         grad_checkpointing: str = typer.Option("auto", "--grad-checkpointing", metavar="auto|on|off",
                                                help="Recompute activations in backward (auto: on at 512)."),
-        resume: bool = typer.Option(False, "--resume", metavar="", help="Continue the run RUN holds, exactly."),
+        resume: bool = typer.Option(False, "--resume", metavar="",
+                                    help="Continue the run RUN holds, exactly, with its settings (RUN/train.json); "
+                                         "--steps, logging, workers and device may be given anew."),
         checkpoint_every: int = typer.Option(1000, "--checkpoint-every", min=1, metavar="N",
                                              help="Every N steps save RUN/checkpoints/step-NNNNNNNN.pt (model, "
                                                   "EMA, optimizer: what --resume and export read)."),
@@ -150,27 +153,31 @@ def _make_command(target: str):
         from facerestore_cli.training.trainer import TrainConfig, Trainer
 
         check_output_folder(run)
-        if loss not in ("l1", "l2"):
-            raise UsageError(f"--loss must be l1 or l2, not '{loss}'")
-        _check_conditions(target, condition, irm1, irm1_steps, preset)
-        if lr_schedule not in (None, "constant", "cosine"):
-            raise UsageError(f"--lr-schedule must be constant or cosine, not '{lr_schedule}'")
-        if lr_min is not None and (lr_schedule or recipe.lr_schedule) != "cosine":
+        o = _stored_options(run, ctx) if resume else dict(ctx.params)
+        if o["data"] is None:
+            raise UsageError("--data names the faces to train on", hint="e.g. --data ~/ffhq512")
+        if o["loss"] not in ("l1", "l2"):
+            raise UsageError(f"--loss must be l1 or l2, not '{o['loss']}'")
+        _check_conditions(target, o["condition"], o["irm1"], o["irm1_steps"], o["preset"])
+        if o["lr_schedule"] not in (None, "constant", "cosine"):
+            raise UsageError(f"--lr-schedule must be constant or cosine, not '{o['lr_schedule']}'")
+        if o["lr_min"] is not None and (o["lr_schedule"] or recipe.lr_schedule) != "cosine":
             raise UsageError("--lr-min is where the cosine schedule ends: it needs --lr-schedule cosine")
-        if grad_checkpointing not in ("auto", "on", "off"):
-            raise UsageError(f"--grad-checkpointing must be auto, on or off, not '{grad_checkpointing}'")
-        cfg = TrainConfig(target=target, data=data, run=run, steps=steps, batch_size=batch_size, grad_accum=grad_accum,
-                          lr=lr, warmup=warmup, lr_schedule=lr_schedule, lr_min=lr_min,
-                          precision=precision, seed=seed, hflip=hflip, condition=condition, irm1=irm1,
-                          irm1_steps=irm1_steps, preset=preset, loss=loss, tensorboard=tensorboard,
-                          model_config=_model_config(model_config), model_config_file=model_config,
-                          grad_checkpointing={"auto": None, "on": True, "off": False}[grad_checkpointing],
-                          resume=resume, checkpoint_every=checkpoint_every, sample_every=sample_every,
-                          log_every=log_every, workers=workers, device=device)
-        result = Trainer(cfg, _say).train()
+        if o["grad_checkpointing"] not in ("auto", "on", "off"):
+            raise UsageError(f"--grad-checkpointing must be auto, on or off, not '{o['grad_checkpointing']}'")
+        config = o["model_config"] if isinstance(o["model_config"], dict) else _model_config(o["model_config"])
+        cfg = TrainConfig(target=target, data=Path(o["data"]), run=run, **{name: o[name] for name in PASSED},
+                          preset=None if o["preset"] is None else Path(o["preset"]), model_config=config,
+                          model_config_file=None if isinstance(o["model_config"], dict) else o["model_config"],
+                          grad_checkpointing={"auto": None, "on": True, "off": False}[o["grad_checkpointing"]],
+                          resume=resume)
+        trainer = Trainer(cfg, _say)
+        if not resume and os.environ.get("RANK", "0") == "0":
+            _store_options(run, o, config)
+        result = trainer.train()
         if result["loss"] is None:  # a resume of a run already at --steps: no step ran
-            _say(f"nothing to train: {run} is at step {result['step']} (--steps {result['steps']}); raise --steps to train on, "
-                 f"or: facerestore train export {run}")
+            _say(f"nothing to train: {run} is at step {result['step']} (--steps {result['steps']}); raise --steps to "
+                 f"train on, or: facerestore train export {run}")
             return 0
         _say(f"done: step {result['step']}, loss {result['loss']:.4f}, {result['seconds']}s → {run}; "
              f"next: facerestore train export {run}")
@@ -179,6 +186,38 @@ def _make_command(target: str):
     command.__doc__ = (f"{TARGETS[target].help} Degraded on the fly; --resume continues exactly. Defaults: "
                        f"{recipe.source}.")
     return command
+
+
+# the options TrainConfig takes as they are given
+PASSED = ("steps", "batch_size", "grad_accum", "lr", "warmup", "lr_schedule", "lr_min", "precision", "seed", "hflip",
+          "condition", "irm1", "irm1_steps", "loss", "tensorboard", "checkpoint_every", "sample_every", "log_every",
+          "workers", "device")
+OPTIONS_FILE = "train.json"  # in RUN: the options the run started with, for --resume
+
+
+def _store_options(run: Path, options: dict, config: dict) -> None:
+    from facerestore_cli.files import atomic_open
+
+    stored = {name: str(Path(value).absolute()) if isinstance(value, Path) else value
+              for name, value in options.items() if name not in ("run", "resume")}
+    stored["model_config"] = config
+    run.mkdir(parents=True, exist_ok=True)
+    with atomic_open(run / OPTIONS_FILE, "w") as handle:
+        json.dump(stored, handle, indent=2, sort_keys=True)
+
+
+def _stored_options(run: Path, ctx) -> dict:
+    """--resume: the options RUN/train.json stored, each given on the command line over it (the checkpoint then
+    refuses those that change the math, naming them). A run started before the file existed: the command line's."""
+    given = dict(ctx.params)
+    try:
+        stored = json.loads((run / OPTIONS_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return given
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot read {run / OPTIONS_FILE}: {exc}", hint="give every option again") from None
+    explicit = {name for name in given if ctx.get_parameter_source(name).name in ("COMMANDLINE", "ENVIRONMENT")}
+    return {**given, **{name: value for name, value in stored.items() if name in given and name not in explicit}}
 
 
 def _check_conditions(target: str, condition, irm1, irm1_steps, preset) -> None:

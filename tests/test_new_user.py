@@ -203,3 +203,26 @@ def test_every_json_output_is_json_lines_one_per_item_or_one(tiny_env, args, lin
         assert records[0]["size"] == store.path("difface-unet").stat().st_size
     _code, page, _err = invoke(*args, "--help")
     assert "JSON Lines: one object" in " ".join(page.split())
+
+
+def test_resume_takes_the_runs_own_settings(tmp_path):
+    """`train … --resume` needs only the run folder: RUN/train.json holds the options it started with; --steps may
+    change, a setting that shapes the weights may not (the checkpoint names it)."""
+    import yaml
+
+    from conftest import ALIGNED_LQ, TINY_IRM1
+
+    config = tmp_path / "irm1.yaml"
+    config.write_text(yaml.safe_dump(TINY_IRM1))
+    run = tmp_path / "run"
+    code, _o, err = invoke("train", "diffbfr-irm1", "--data", ALIGNED_LQ, "-o", run, "--model-config", config,
+                           "--workers", "0", "--warmup", "5", "--lr", "2e-4", "--device", "cpu", "--steps", "1",
+                           "--batch-size", "1", "--checkpoint-every", "1", "--sample-every", "100")
+    assert code == 0, err
+    assert json.loads((run / "train.json").read_text())["lr"] == 2e-4
+    code, _o, err = invoke("train", "diffbfr-irm1", "-o", run, "--resume", "--steps", "2")
+    assert code == 0 and "done: step 2" in err, err
+    code, _o, err = invoke("train", "diffbfr-irm1", "-o", run, "--resume", "--steps", "3", "--lr", "1e-3")
+    assert code == 2 and "the run's settings changed (lr: 0.0002 → 0.001)" in err, err
+    code, _o, err = invoke("train", "diffbfr-irm1", "-o", tmp_path / "new", "--steps", "1")
+    assert code == 2 and "--data names the faces to train on" in err
