@@ -14,7 +14,7 @@ from pathlib import Path
 from facerestore_cli.errors import UsageError
 from facerestore_cli.files import remove_stale_temps
 from facerestore_cli.report import ReportWriter, Summary
-from facerestore_cli.runlock import run_lock
+from facerestore_cli.runlock import LOCK_NAME, SHARD_LOCK, run_lock
 from facerestore_cli.state import STATE_NAME, merge_shards, shard_state_files
 
 
@@ -45,7 +45,8 @@ def merge(out_dir: Path, report: Path, wait_seconds: float | None = None) -> Sum
     shard wrote), then the summary of them all. Holds the output folder's lock exclusively (no shard may run)."""
     if not out_dir.is_dir():
         raise UsageError(f"{out_dir} is not an output folder")
-    if not (out_dir / STATE_NAME).is_file() and not shard_state_files(out_dir):
+    marks = [out_dir / STATE_NAME, out_dir / LOCK_NAME, *shard_state_files(out_dir)]
+    if not any(p.is_file() for p in marks) and not any(SHARD_LOCK.fullmatch(p.name) for p in out_dir.iterdir()):
         raise UsageError(f"{out_dir} holds no run state: it is not the output folder of a run",
                          hint="give the folder the shards wrote into (their -o)")
     with run_lock(out_dir, wait_seconds=wait_seconds):

@@ -220,7 +220,7 @@ def test_bench_times_the_pipeline_and_the_reference(tiny_env, tmp_path):
     result = json.loads(out)
     assert json.loads(saved.read_text()) == result
     main, ref = result["passes"]["pipeline"], result["passes"]["reference"]
-    assert main["photos"] == ref["photos"] == 3 and main["faces"] == ref["faces"] == 17
+    assert main["photos"] == ref["photos"] == 3 and main["faces"] == ref["faces"] == 16
     assert set(main["stages_s"]) == {"decode", "detect", "align", "network", "upscale", "paste", "encode",
                                      "write"}
     assert all(v > 0 for k, v in main["stages_s"].items() if k not in ("write", "upscale"))  # no --upscale here

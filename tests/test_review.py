@@ -63,7 +63,7 @@ def test_run_review_shows_the_run_and_a_rerun_updates_it(tiny_ipc_home, tmp_path
     shutil.copy(PHOTOS / "old-portrait-01.jpg", inputs)
     (inputs / "broken.jpg").write_text("not an image")
     common = ("-o", out, "--preset", tiny_ipc_home / "difface-tiny.yaml", "--detector", "retinaface_mobile0.25",
-              "--faces", "0", "--min-identity", "1.0", "--review")
+              "--faces", "1", "--min-identity", "1.0", "--review")
     code, _o, err = run_cli(capsys, "run", inputs, *common, "--report", tmp_path / "run.jsonl")
     assert code == 1, err
     page = out / "review.html"
@@ -73,11 +73,11 @@ def test_run_review_shows_the_run_and_a_rerun_updates_it(tiny_ipc_home, tmp_path
     failed, portrait = entries["broken.jpg"], entries["old-portrait-01.jpg"]
     assert failed["status"] == "failed" and "not a recognised image" in failed["reason"] and not failed["before"]
     assert portrait["status"] == "restored" and portrait["before"] and portrait["after"]
-    assert [(f["index"], f["gate"], f["threshold"], f["crop"]) for f in portrait["faces"]] == [(0, "original", 1.0, True)]
+    assert [(f["index"], f["gate"], f["threshold"], f["crop"]) for f in portrait["faces"]] == [(1, "original", 1.0, True)]
     assert portrait["faces"][0]["identity"] < 1.0 and len(portrait["skipped"]) == 4
     thumbs = out / "review_files"
     assert {p.name for p in thumbs.glob(portrait["thumb"] + "*")} == {
-        f"{portrait['thumb']}_{s}.jpg" for s in ("b", "a", "0b", "0a")}
+        f"{portrait['thumb']}_{s}.jpg" for s in ("b", "a", "1b", "1a")}
 
     shutil.copy(PHOTOS / "old-portrait-00.jpg", inputs)  # a rerun with one new photo
     code, _o, err = run_cli(capsys, "run", inputs, *common)

@@ -81,6 +81,7 @@ class FaceSettings:
                            help="Mix each restored face with its input before paste-back: 1 restored only (default), "
                                 "0 the input.")
     draw_boxes: bool = setting("--draw-boxes", default=False, panel=PASTE, photo_only=True, preset_default=True,
+                               run_only=True,
                                help="Also write a copy of each output with numbered face boxes under OUT/_boxes/ "
                                     "(green restored, red left out).")
 
