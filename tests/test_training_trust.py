@@ -1,0 +1,116 @@
+"""Training you can trust (#26), the checks that need no training run: each target's objective is the one its sampler
+assumes (closed form: a network returning the true ε, or the true image for the SwinIR targets, has zero loss, one
+returning something else does not), its timesteps span its preset's schedule, and degradations are drawn per image
+and recorded as applied."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from archival_helpers import invoke
+from conftest import ALIGNED_LQ
+from facerestore_cli.degrade import MODELS, image_rng
+from facerestore_cli.diffusion.schedule import extract
+from facerestore_cli.pixels import resize_batch
+from facerestore_cli.training.losses import condition_of, diffusion_loss, restorer_loss
+from facerestore_cli.training.targets import TARGETS
+
+DIFFUSION = [name for name, target in TARGETS.items() if target.kind == "diffusion"]
+RESTORERS = [name for name, target in TARGETS.items() if target.kind == "restorer" and not target.identity_weight]
+SIZE = 32
+
+
+class Oracle(torch.nn.Module):
+    """An ε-network that knows x0: returns the ε that made x_t (`answer` "eps"), or x0 itself ("x0"); it checks the
+    condition it is given is the target's own."""
+
+    def __init__(self, x0, abar, answer: str, condition):
+        super().__init__()
+        self.x0, self.abar, self.answer, self.condition = x0.double(), abar, answer, condition
+
+    def forward(self, x, t):
+        if self.condition is not None:
+            assert torch.equal(x[:, 3:], self.condition)
+        x_t, a = x[:, :3].double(), extract(self.abar, t, x[:, :3]).double()
+        eps = (x_t - a.sqrt() * self.x0) / (1 - a).sqrt()
+        return (eps if self.answer == "eps" else self.x0).float()
+
+
+def batch(seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    hq, lq = (torch.rand(4, 3, SIZE, SIZE, generator=generator) for _ in range(2))
+    return hq, lq, torch.tensor([11, 22, 33, 44])
+
+
+@pytest.mark.parametrize("name", DIFFUSION)
+def test_an_eps_target_has_zero_loss_for_the_true_eps_and_not_for_x0(name):
+    target = TARGETS[name]
+    abar = target.schedule()
+    hq, lq, keys = batch()
+    x0 = resize_batch(hq, SIZE) * 2 - 1
+    condition = condition_of(target, lq, SIZE)
+    losses = {answer: diffusion_loss(target, Oracle(x0, abar, answer, condition), abar, hq, lq, keys, SIZE, "l2").item()
+              for answer in ("eps", "x0")}
+    assert losses["eps"] < 1e-6 and losses["x0"] > 0.1, losses
+
+
+@pytest.mark.parametrize("name", DIFFUSION)
+def test_an_eps_target_trains_on_every_timestep_of_the_schedule_its_preset_samples(name):
+    """t is drawn uniformly over the preset component's whole schedule (its length and ᾱ are the run's), which
+    covers every step a run starts from (the preset's chain start)."""
+    from facerestore_cli.diffusion.schedule import preset_alphas_cumprod
+    from facerestore_cli.presets import load_builtin
+
+    target = TARGETS[name]
+    run_abar = preset_alphas_cumprod(load_builtin(target.preset).schedule(target.schedule_of))
+    abar = target.schedule()
+    assert torch.equal(abar, run_abar)
+    start = target.chain_start()
+    assert start is None or start <= len(abar)
+    drawn = []
+
+    class Spy(torch.nn.Module):
+        def forward(self, x, t):
+            drawn.extend(t.tolist())
+            return torch.zeros(x.shape[0], 3, *x.shape[2:])
+
+    hq, lq, _ = batch()
+    for first in range(0, 4000, 4):
+        diffusion_loss(target, Spy(), abar, hq[:1].expand(4, -1, -1, -1), lq[:1].expand(4, -1, -1, -1),
+                       torch.arange(first, first + 4), 8, "l1")
+    assert min(drawn) < len(abar) * 0.01 and max(drawn) > len(abar) * 0.99 and max(drawn) < len(abar)
+
+
+@pytest.mark.parametrize("name", RESTORERS)
+def test_a_restorer_target_has_zero_loss_for_the_true_image_and_not_for_its_input(name):
+    target = TARGETS[name]
+    hq, lq, _ = batch()
+
+    def returning(image):
+        return lambda x: resize_batch(image, SIZE)
+
+    assert restorer_loss(target, returning(hq), hq, lq, SIZE, "l1").item() < 1e-7
+    assert restorer_loss(target, returning(lq), hq, lq, SIZE, "l1").item() > 0.1
+
+
+def test_degradations_differ_per_image_repeat_per_seed_and_are_recorded_as_applied(tmp_path):
+    code, _o, err = invoke("degrade", ALIGNED_LQ, "-o", tmp_path / "lq", "--model", "difface", "--seed", "5")
+    assert code == 0, err
+    records = [json.loads(line) for line in (tmp_path / "lq" / "degradations.jsonl").read_text().splitlines()]
+    assert len(records) >= 2
+    drawn = [json.dumps(r["params"], sort_keys=True) for r in records]
+    assert len(set(drawn)) == len(drawn)  # one seed, a draw per image
+    model = MODELS["difface"]
+    for record in records:
+        rel = record["output"].split("/lq/", 1)[1]
+        rng = image_rng(record["seed"], rel)
+        assert model.sample(rng) == record["params"]  # the same (seed, path): the same draw
+        hq = cv2.imread(record["input"], cv2.IMREAD_COLOR)[..., ::-1]
+        lq = model.apply(np.ascontiguousarray(hq), record["params"], rng, record["keep_scale"])
+        written = cv2.imread(record["output"], cv2.IMREAD_COLOR)[..., ::-1]
+        assert np.array_equal(lq, written), rel  # re-degraded from the record: the file, byte for byte
