@@ -128,6 +128,9 @@ def _make_command(target: str):
         preset: Optional[Path] = typer.Option(None, "--preset", metavar="FILE.yaml",
                                               help="ipc-mask, ipc-prior --condition ipc: the ipc-guided preset whose "
                                                    "IPC and prior it trains against (default the built-in)."),
+        ema_decay: float = typer.Option(0.9999, "--ema-decay", min=0.0, max=1.0, metavar="D",
+                                        help="Decay of the weights' EMA, which export exports (0: the trained "
+                                             "weights themselves); early steps use at most (1 + step)/(10 + step)."),
         loss: str = typer.Option("l1", "--loss", metavar="l1|l2", help="L1 (Table 6) or squared error (Eq. 8/9)."),
         model_config: Optional[Path] = typer.Option(None, "--model-config", metavar="FILE.yaml",
                                                     help="Override the network's config (keys of its registry entry)."),
@@ -190,6 +193,7 @@ def _make_command(target: str):
 
 # the options TrainConfig takes as they are given
 PASSED = ("steps", "batch_size", "grad_accum", "lr", "warmup", "lr_schedule", "lr_min", "precision", "seed", "hflip",
+          "ema_decay",
           "condition", "irm1", "irm1_steps", "loss", "tensorboard", "checkpoint_every", "sample_every", "log_every",
           "workers", "device")
 OPTIONS_FILE = "train.json"  # in RUN: the options the run started with, for --resume

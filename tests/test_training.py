@@ -430,7 +430,8 @@ MUST_MATCH = {"batch_size": ("--batch-size", "2", "batch_size"), "grad_accum": (
               "lr": ("--lr", "1e-3", "lr"), "warmup": ("--warmup", "7", "warmup"),
               "precision": ("--precision", "bf16", "precision"), "seed": ("--seed", "1", "seed"),
               "loss": ("--loss", "l2", "loss"), "model_config": ("--model-config", "wider", "config"),
-              "lr_schedule": ("--lr-schedule", "cosine", "lr_schedule"), "hflip": ("--no-hflip", None, "hflip")}
+              "lr_schedule": ("--lr-schedule", "cosine", "lr_schedule"), "hflip": ("--no-hflip", None, "hflip"),
+              "ema_decay": ("--ema-decay", "0.5", "ema_decay")}
 # train option → (flag, a changed value): checkpoints.MAY_CHANGE_ON_RESUME
 MAY_CHANGE = {"steps": ("--steps", "2"), "checkpoint_every": ("--checkpoint-every", "5"),
               "sample_every": ("--sample-every", "5"), "log_every": ("--log-every", "5"), "workers": ("--workers", "1"),

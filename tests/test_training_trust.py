@@ -6,6 +6,7 @@ and recorded as applied."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import cv2
 import numpy as np
@@ -114,3 +115,49 @@ def test_degradations_differ_per_image_repeat_per_seed_and_are_recorded_as_appli
         lq = model.apply(np.ascontiguousarray(hq), record["params"], rng, record["keep_scale"])
         written = cv2.imread(record["output"], cv2.IMREAD_COLOR)[..., ::-1]
         assert np.array_equal(lq, written), rel  # re-degraded from the record: the file, byte for byte
+
+
+def test_validation_scores_go_into_metrics_and_ema_decay_0_exports_the_trained_weights(metric_home, tmp_path,
+                                                                                         monkeypatch):
+    """Every --sample-every steps the EMA network's PSNR and LPIPS on the fixed validation faces join metrics.jsonl;
+    with --ema-decay 0 the EMA is the trained weights, so export writes them exactly."""
+    import yaml
+
+    from conftest import use_home
+
+    home = tmp_path / "home"
+    shutil.copytree(metric_home, home)
+    use_home(monkeypatch, home)
+    config = tmp_path / "swinir.yaml"
+    config.write_text(yaml.safe_dump({"img_size": 8, "embed_dim": 12, "depths": [2], "num_heads": [2], "window_size": 4,
+                                      "mlp_ratio": 2.0}))
+    run = tmp_path / "run"
+    code, _o, err = invoke("train", "difface-estimator", "--data", ALIGNED_LQ, "-o", run, "--model-config", config,
+                           "--steps", "2", "--batch-size", "2", "--workers", "0", "--device", "cpu", "--sample-every",
+                           "1", "--ema-decay", "0")
+    assert code == 0, err
+    scores = [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "val_psnr" in r]
+    assert [r["step"] for r in scores] == [1, 2]
+    assert all(5 < r["val_psnr"] < 60 and 0 <= r["val_lpips"] < 1.5 for r in scores), scores
+    code, _o, err = invoke("train", "export", run)
+    assert code == 0, err
+    state = torch.load(run / "checkpoints" / "step-00000002.pt", weights_only=True)
+    exported = torch.load(home / "weights" / "estimator_swinir_512.pth", weights_only=True)
+    assert set(exported) == set(state["model"]) and all(torch.equal(exported[k], state["model"][k]) for k in exported)
+
+
+def test_the_ema_moves_toward_the_trained_weights_at_its_decay():
+    """ema ← d·ema + (1 − d)·θ with d = min(--ema-decay, (1 + step)/(10 + step))."""
+    from types import SimpleNamespace
+
+    from facerestore_cli.training.trainer import Trainer
+
+    model, ema = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    before = [p.detach().clone() for p in ema.parameters()]
+    for step, decay, used in ((0, 0.9999, 0.1), (990, 0.9999, 991 / 1000), (5000, 0.5, 0.5)):
+        trainer = SimpleNamespace(cfg=SimpleNamespace(ema_decay=decay), step=step, model=model,
+                                  ema=ema)
+        before = [p.detach().clone() for p in ema.parameters()]
+        Trainer._update_ema(trainer)
+        for old, new, param in zip(before, ema.parameters(), model.parameters()):
+            assert torch.allclose(new, used * old + (1 - used) * param, atol=1e-7)

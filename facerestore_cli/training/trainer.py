@@ -41,6 +41,7 @@ from facerestore_cli.training.data import Faces, Positions, list_faces
 from facerestore_cli.training.losses import diffusion_loss, restorer_loss, to_unit, validation_sample
 from facerestore_cli.training.mask_loss import mask_loss
 from facerestore_cli.training.targets import TARGETS
+from facerestore_cli.training.validation import ValidationScores
 from facerestore_cli.training.watch import Watch
 from facerestore_cli.weights.store import WeightStore
 from facerestore_cli.wording import counted
@@ -134,6 +135,7 @@ class Trainer:
             self.settings["condition"] = cfg.condition or "lq"
         self.parts = frozen.ipc_parts(cfg, self.device, self.settings)
         self.watch = Watch(cfg.run, cfg.tensorboard and self.rank == 0)
+        self.validation: ValidationScores | None = None  # made at the first validation grid
         self._resume_or_start()
         self.net = torch.nn.parallel.DistributedDataParallel(self.model) if self.world > 1 else self.model
 
@@ -309,6 +311,10 @@ class Trainer:
                                         condition=condition)
         side = hq.shape[-1]
         out = torch.nn.functional.interpolate(out.float(), size=(side, side), mode="bicubic", antialias=True).clamp(0, 1)
+        if self.target.kind != "mask":  # a mask is no restoration to score
+            if self.validation is None:
+                self.validation = ValidationScores(self.device, self.say)
+            self.watch.log({"step": self.step, **self.validation(out, to_unit(hq))})
         rows = [torch.cat([to_unit(lq[i]), out[i], to_unit(hq[i])], dim=2) for i in range(count)]
         grid = (torch.cat(rows, dim=1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
         path = self.cfg.run / "samples" / f"step-{self.step:08d}.png"

@@ -13,7 +13,7 @@ import numpy as np
 from facerestore_cli.errors import UsageError
 from facerestore_cli.files import atomic_open
 
-SCALARS = ("loss", "lr", "it_per_s")
+SCALARS = ("loss", "lr", "it_per_s", "val_psnr", "val_lpips")
 
 
 class Watch:
@@ -46,7 +46,7 @@ class Watch:
             handle.write(json.dumps(record) + "\n")
         if self.writer is not None:
             for name in SCALARS:
-                if name in record:
+                if record.get(name) is not None:
                     self.writer.add_scalar(f"train/{name}", record[name], record["step"])
             for name, value in record.get("terms", {}).items():
                 self.writer.add_scalar(f"train/{name}", value, record["step"])
@@ -66,7 +66,9 @@ class Watch:
         matplotlib.use("Agg")
         from matplotlib.figure import Figure
 
-        lines = [json.loads(line) for line in self.metrics.read_text().splitlines() if line.strip()]
+        lines = [r for r in map(json.loads, filter(str.strip, self.metrics.read_text().splitlines())) if "loss" in r]
+        if not lines:  # a validation score before the first log
+            return self.run / "loss.png"
         steps = [r["step"] for r in lines]
         figure = Figure(figsize=(8, 3.2), dpi=100, layout="constrained")
         loss, lr = figure.subplots(1, 2)
