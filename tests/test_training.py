@@ -238,9 +238,12 @@ def test_training_lowers_the_loss(tmp_path):
     assert [e.step for e in events.Scalars("train/loss")] == [20, 40, 60, 80, 100]
     assert [e.step for e in events.Images("validation")] == [100]
     assert Image.open(tmp_path / "run" / "loss.png").size == (800, 320)
-    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    metrics = [m for m in lines if "loss" in m]
     assert [m["step"] for m in metrics] == [20, 40, 60, 80, 100]
     assert metrics[-1]["loss"] < 0.8 * metrics[0]["loss"], metrics
+    assert [(m["step"], sorted(m)) for m in lines if "loss" not in m] == [(100, ["step", "val_lpips", "val_psnr"])]
+    assert [e.step for e in events.Scalars("train/val_psnr")] == [100]
     grid = Image.open(tmp_path / "run" / "samples" / "step-00000100.png")
     assert grid.size == (3 * 128, 4 * 128)  # LQ | EMA sample | HQ, four validation faces at the data's 128 px
     assert "step 100/100 · loss" in err
