@@ -126,7 +126,6 @@ def check_network_configs(preset) -> None:
                                           f"in {store.config_path(wid).name})")
 
 
-
 def _load_preset(ctx: typer.Context, method: str, preset_file: Optional[Path]):
     from facerestore_cli import presets
 

@@ -15,6 +15,8 @@ from facerestore_cli.errors import UsageError, WeightsError
 from facerestore_cli.wording import counted
 
 weights_app = typer.Typer(no_args_is_help=True, context_settings={"help_option_names": ["-h", "--help"]})
+
+
 def _json_option(what: str):
     return typer.Option(False, "--json", metavar="", help=f"JSON Lines: {what}.")
 

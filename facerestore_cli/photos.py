@@ -122,9 +122,9 @@ class PhotoReader:
             kept, photo.skipped = choose_faces(detections, height, width, self.opts.faces)
             absent = [n for n in self.opts.faces.indices or () if n >= len(detections)]
             if absent:
-                found = f"numbered 0–{len(detections) - 1}" if len(detections) > 1 else "numbered 0" if detections else ""
+                numbers = {0: "", 1: ", numbered 0"}.get(len(detections), f", numbered 0–{len(detections) - 1}")
                 photo.picture.notes.append(f"--faces {','.join(map(str, absent))}: no such face in this photo "
-                                           f"({len(detections)} detected{', ' + found if found else ''})")
+                                           f"({len(detections)} detected{numbers})")
             for number, det in kept:
                 affine = estimate_affine(np.asarray(det.landmarks), size)
                 photo.faces.append(Face(number, tuple(det.box), float(det.score), affine,

@@ -14,6 +14,7 @@ from facerestore_cli.device import Compute
 from facerestore_cli.evaluation.metrics import psnr
 from facerestore_cli.evaluation.networks import LPIPS_WEIGHTS, lpips_model
 from facerestore_cli.networks import NetworkLoader
+from facerestore_cli.pixels import from_float
 from facerestore_cli.weights.store import WeightStore
 
 
@@ -31,8 +32,8 @@ class ValidationScores:
     @torch.no_grad()
     def __call__(self, restored01: torch.Tensor, hq01: torch.Tensor) -> dict:
         """{"val_psnr": dB, "val_lpips": distance or None} of restorations and HQ ([B, 3, H, W] in [0, 1])."""
-        as_uint8 = lambda images: (images.clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)  # noqa: E731
-        restored, truth = as_uint8(restored01), as_uint8(hq01)
+        restored, truth = (from_float(images.permute(0, 2, 3, 1).float().cpu().numpy(), np.uint8)
+                           for images in (restored01, hq01))
         scores = {"val_psnr": round(float(np.mean([psnr(r, t, 0, False) for r, t in zip(restored, truth)])), 3),
                   "val_lpips": None}
         if self.lpips is not None:
