@@ -7,9 +7,10 @@
 #      cuDNN setting, and what each setting costs;
 #   3. `facerestore bench --reference` with FULL-SIZE random networks (benchmarks/homes.py full) on the built-in set's
 #      portraits and group photos (8 photos, 16 faces; its scans' 100 faces would not fit the time):
-#      difface --steps 100 and --steps 20, dr2 (default), ipc-guided (arcface-guided, parsing mask);
+#      ipc-guided (arcface-guided, parsing mask), difface --steps 20, dr2 (default), difface --steps 100 (the longest,
+#      last; LIMIT_IPC and LIMIT_STEPS100 lengthen their allowances, default 65 s and 110 s);
 # and writes everything as JSON under $OUT (default benchmarks/results/gpu-<date>/). BENCHES="difface-steps20 ...",
-# TESTS="pytest -k expression" and INVARIANCE=0 run a part, when a lease has little time left.
+# TESTS="pytest -k expression", GPU_TESTS=0 and INVARIANCE=0 run a part, when a lease has little time left.
 #
 # On the lent GPU machine (no registry there; python 3.12): build the missing wheels here first,
 #   pip wheel --no-deps -w .gpu-wheels facexlib lpips pytorch-fid && \
@@ -45,7 +46,7 @@ if [ "${REHEARSE:-0}" = 1 ]; then  # one aligned face, one step: minutes on a CP
   DEVICE=cpu; STEPS100=1; STEPS20=1; DR2=(--dr2-n 1); LIMIT=(60 900 900 900 900)
   INPUTS=(../shared/data/aligned-lq/256.png --aligned)
 else
-  DEVICE=cuda; STEPS100=100; STEPS20=20; DR2=(); LIMIT=(100 110 45 55 65)
+  DEVICE=cuda; STEPS100=100; STEPS20=20; DR2=(); LIMIT=(100 "${LIMIT_STEPS100:-110}" 45 55 "${LIMIT_IPC:-65}")
   BENCH_SET=${TMPDIR:-/tmp}/facerestore-bench-set
   $PY -c "import sys; from pathlib import Path; from facerestore_cli.benchset import write_builtin_set; \
 write_builtin_set(Path(sys.argv[1]))" "$BENCH_SET" || exit 1
@@ -64,17 +65,21 @@ bench() {  # name, seconds allowed, bench arguments...
     --save "$OUT/$name.json" "$@" > "$OUT/$name.txt" 2>&1
   log "bench $name exit $?"; cat "$OUT/$name.txt"
 }
-bench difface-steps100 "${LIMIT[1]}" --method difface --steps "$STEPS100"
+bench ipc-guided "${LIMIT[4]}" --method ipc-guided --steps "$STEPS20"
 bench difface-steps20 "${LIMIT[2]}" --method difface --steps "$STEPS20" --no-startup
 bench dr2-default "${LIMIT[3]}" --method dr2 "${DR2[@]}" --no-startup
-bench ipc-guided "${LIMIT[4]}" --method ipc-guided --steps "$STEPS20" --no-startup
+bench difface-steps100 "${LIMIT[1]}" --method difface --steps "$STEPS100" --no-startup
 
-log "cuda invariance"
-[ "${INVARIANCE:-1}" = 1 ] && timeout "${LIMIT[0]}" $PY benchmarks/cuda_invariance.py > "$OUT/cuda-invariance.jsonl" 2>&1
-log "cuda invariance exit $?"; cat "$OUT/cuda-invariance.jsonl"
+if [ "${INVARIANCE:-1}" = 1 ]; then
+  log "cuda invariance"
+  timeout "${LIMIT[0]}" $PY benchmarks/cuda_invariance.py > "$OUT/cuda-invariance.jsonl" 2>&1
+  log "cuda invariance exit $?"; cat "$OUT/cuda-invariance.jsonl"
+fi
 
-log "gpu tests"
-timeout "${LIMIT[0]}" $PY -m pytest -q -m gpu tests/test_gpu.py ${TESTS:+-k "$TESTS"} -p no:cacheprovider --junitxml "$OUT/gpu-tests.xml" \
-  > "$OUT/gpu-tests.txt" 2>&1
-log "gpu tests exit $?: $(tail -n 1 "$OUT/gpu-tests.txt")"
+if [ "${GPU_TESTS:-1}" = 1 ]; then
+  log "gpu tests"
+  timeout "${LIMIT[0]}" $PY -m pytest -q -m gpu tests/test_gpu.py ${TESTS:+-k "$TESTS"} -p no:cacheprovider \
+    --junitxml "$OUT/gpu-tests.xml" > "$OUT/gpu-tests.txt" 2>&1
+  log "gpu tests exit $?: $(tail -n 1 "$OUT/gpu-tests.txt")"
+fi
 log "done: results in $OUT"
