@@ -94,6 +94,10 @@ def _make_command(target: str):
         ctx: typer.Context,
         data: Optional[Path] = typer.Option(None, "--data", metavar="DIR",
                                             help="A folder of aligned HQ faces (any size); with --resume, the run's."),
+        val_data: Optional[Path] = typer.Option(None, "--val-data", metavar="DIR",
+                                                help="Aligned HQ faces held apart for validation: the first four are "
+                                                     "scored and pictured every --sample-every steps (default: the "
+                                                     "first four of --data)."),
         run: Path = typer.Option(..., "-o", "--output", metavar="RUN", help="The run folder (checkpoints, samples, metrics)."),
         steps: Optional[int] = typer.Option(None, "--steps", min=1, metavar="N",
                                             help=f"Optimizer steps to train to (default {recipe.steps:,})."),
@@ -171,6 +175,7 @@ def _make_command(target: str):
         config = o["model_config"] if isinstance(o["model_config"], dict) else _model_config(o["model_config"])
         cfg = TrainConfig(target=target, data=Path(o["data"]), run=run, **{name: o[name] for name in PASSED},
                           preset=None if o["preset"] is None else Path(o["preset"]), model_config=config,
+                          val_data=None if o["val_data"] is None else Path(o["val_data"]),
                           model_config_file=None if isinstance(o["model_config"], dict) else o["model_config"],
                           grad_checkpointing={"auto": None, "on": True, "off": False}[o["grad_checkpointing"]],
                           resume=resume)

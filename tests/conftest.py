@@ -19,6 +19,7 @@ from tiny_configs import TINY_PARSENET, TINY_RRDBNET, TINY_SWINIR, TINY_UNET_DIF
 
 PHOTOS = SHARED / "data" / "photos"
 ALIGNED_LQ = SHARED / "data" / "aligned-lq"
+ALIGNED_HQ = SHARED / "data" / "aligned-hq-ish"  # five cleaner aligned faces: held apart from ALIGNED_LQ
 RETINA_MOBILE = SHARED / "weights" / "detection_mobilenet0.25_Final.pth"
 
 TINY_FACE_SIZE = 128
@@ -323,10 +324,9 @@ def tiny_diffbfr_env(tiny_diffbfr_home, monkeypatch) -> Path:
 
 
 # -- eval's networks -------------------------------------------------------------------------------------------
-def write_metric_weights(weights_dir: Path) -> None:
-    """eval's networks: torchvision AlexNet and pytorch-fid's Inception with seeded default initialisation in their
-    official layouts, LPIPS's real v0.1 linear layers (the lpips package ships them), a random ArcFace, and the
-    real RetinaFace mobile0.25."""
+def write_lpips_weights(weights_dir: Path) -> None:
+    """LPIPS's networks: torchvision AlexNet with seeded default initialisation in its official layout, and LPIPS's
+    real v0.1 linear layers (the lpips package ships them)."""
     import os
 
     import lpips
@@ -337,6 +337,17 @@ def write_metric_weights(weights_dir: Path) -> None:
     weights_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(31)
     torch.save(build_arch("tv_alexnet", {"num_classes": 1000}).state_dict(), weights_dir / "alexnet-owt-7be5be79.pth")
+    shutil.copy(Path(os.path.dirname(lpips.__file__)) / "weights" / "v0.1" / "alex.pth", weights_dir / "alex.pth")
+
+
+def write_metric_weights(weights_dir: Path) -> None:
+    """eval's networks: LPIPS's, pytorch-fid's Inception with seeded default initialisation in its official layout,
+    a random ArcFace, and the real RetinaFace mobile0.25."""
+    import torch
+
+    from facerestore_cli.archs import build_arch
+
+    write_lpips_weights(weights_dir)
     torch.manual_seed(32)
     inception = build_arch("fid_inception", {"num_classes": 1008}).train()
     for layer in inception.modules():  # BatchNorm statistics of random images, so pool3 features are not ~0
@@ -345,8 +356,6 @@ def write_metric_weights(weights_dir: Path) -> None:
     with torch.no_grad():
         inception(torch.rand(4, 3, 299, 299))
     torch.save(inception.eval().state_dict(), weights_dir / "pt_inception-2015-12-05-6726825d.pth")
-    shutil.copy(Path(os.path.dirname(lpips.__file__)) / "weights" / "v0.1" / "alex.pth",
-                weights_dir / "alex.pth")
     write_random_arcface(weights_dir)
     shutil.copy(RETINA_MOBILE, weights_dir / RETINA_MOBILE.name)
 
@@ -356,4 +365,17 @@ def metric_home(tmp_path_factory) -> Path:
     require_shared()
     home = tmp_path_factory.mktemp("facerestore-home-eval")
     write_metric_weights(home / "weights")
+    return home
+
+
+@pytest.fixture(scope="session")
+def trained_home(tiny_diffbfr_home, tmp_path_factory) -> Path:
+    """The tiny diffbfr/ipc home plus LPIPS's networks, with every `train` target trained briefly and exported into it
+    (trained_runs.py; the runs lie beside it)."""
+    from trained_runs import train_and_export
+
+    home = tmp_path_factory.mktemp("trained") / "home"
+    shutil.copytree(tiny_diffbfr_home, home)
+    write_lpips_weights(home / "weights")
+    train_and_export(home)
     return home

@@ -1,6 +1,7 @@
 """Diffuse and Restore's trained parts (#22): `train ipc-prior` learns, an `ipc-mask` step moves only the mask branch
 and its gradient is that of Eq. 7 + LPIPS, the ipc targets train on Eq. 10's degradations, and after training and
-exporting ipc, ipc-prior and ipc-mask the paper's configuration of ipc-guided restores a real photo and says so."""
+exporting ipc, ipc-prior and ipc-mask (the trained home: trained_runs.py) the paper's configuration of ipc-guided
+restores a real photo and says so."""
 
 from __future__ import annotations
 
@@ -8,13 +9,13 @@ import json
 import shutil
 
 import numpy as np
-import pytest
 import torch
 import yaml
 from PIL import Image
 
 from archival_helpers import invoke
-from conftest import ALIGNED_LQ, PHOTOS, TINY_IPC_MASK, TINY_IPC_PRIOR, TINY_SWINIR_AT_128, home_environment, use_home
+from conftest import ALIGNED_LQ, PHOTOS, TINY_IPC_MASK, TINY_IPC_PRIOR, TINY_SWINIR_AT_128, use_home
+from trained_runs import metrics
 
 DET = ("--detector", "retinaface_mobile0.25")
 
@@ -33,49 +34,15 @@ def _train(folder, target: str, config: dict, *args):
     return err
 
 
-def _write_lpips_weights(weights_dir) -> None:
-    """LPIPS's AlexNet (seeded default initialisation, torchvision's layout) and its real v0.1 linear layers."""
-    import os
-
-    import lpips
-
-    from facerestore_cli.archs import build_arch
-
-    torch.manual_seed(31)
-    torch.save(build_arch("tv_alexnet", {"num_classes": 1000}).state_dict(), weights_dir / "alexnet-owt-7be5be79.pth")
-    shutil.copy(os.path.join(os.path.dirname(lpips.__file__), "weights", "v0.1", "alex.pth"), weights_dir / "alex.pth")
-
-
-@pytest.fixture(scope="module")
-def paper_home(tiny_ipc_home, tmp_path_factory):
-    """The ipc home plus LPIPS's networks, with ipc, ipc-prior (20 steps) and ipc-mask trained on the shared crops
-    and exported into it, in that order (the mask trains against the trained IPC and prior)."""
-    root = tmp_path_factory.mktemp("ipc-paper")
-    home = root / "home"
-    shutil.copytree(tiny_ipc_home, home)
-    _write_lpips_weights(home / "weights")
-    with home_environment(home):
-        _train(root, "ipc", TINY_SWINIR_AT_128, "--steps", "2")
-        _train(root, "ipc-prior", TINY_IPC_PRIOR, "--steps", "20", "--log-every", "10", "--sample-every", "1000",
-               "--checkpoint-every", "20", "--lr", "1e-3")
-        for target in ("ipc", "ipc-prior"):
-            code, _o, err = invoke("train", "export", root / target)
-            assert code == 0, err
-        _train(root, "ipc-mask", TINY_IPC_MASK, "--steps", "2", "--preset", home / "ipc-tiny.yaml")
-        code, _o, err = invoke("train", "export", root / "ipc-mask")
-        assert code == 0, err
-    return home
-
-
-def test_ipc_prior_learns_and_the_ipc_targets_train_on_eq10(paper_home):
-    """20 steps of the tiny conditional prior: the mean loss of its last 10 steps is below 80 % of its first 10's
-    (ε-prediction from scratch starts near E|ε| ≈ 0.8); every ipc run recorded Eq. 10's degradation (dnr)."""
+def test_ipc_prior_learns_and_the_ipc_targets_train_on_eq10(trained_home):
+    """10 steps of the tiny conditional prior (trained_runs.py): the mean loss of its last 5 steps is below 80 % of its
+    first 5's (ε-prediction from scratch starts near E|ε| ≈ 0.8); every ipc run recorded Eq. 10's degradation (dnr)."""
     from facerestore_cli.training import checkpoints
 
-    root = paper_home.parent
-    metrics = [json.loads(line) for line in (root / "ipc-prior" / "metrics.jsonl").read_text().splitlines()]
-    assert [m["step"] for m in metrics] == [10, 20]
-    assert metrics[-1]["loss"] < 0.8 * metrics[0]["loss"], metrics
+    root = trained_home.parent
+    losses = [line for line in metrics(root / "ipc-prior") if "loss" in line]
+    assert [m["step"] for m in losses] == [5, 10]
+    assert losses[-1]["loss"] < 0.8 * losses[0]["loss"], losses
     for target in ("ipc", "ipc-prior", "ipc-mask"):
         state = checkpoints.load(checkpoints.latest(root / target))
         assert state["settings"]["degradation"] == "dnr", target
@@ -85,21 +52,22 @@ def test_ipc_prior_learns_and_the_ipc_targets_train_on_eq10(paper_home):
     assert frozen["guidance_scale"] == 100.0 and frozen["start_t"] == 400
 
 
-def test_an_ipc_run_from_before_eq10_is_not_resumed_on_it(paper_home, tmp_path, monkeypatch):
+def test_an_ipc_run_from_before_eq10_is_not_resumed_on_it(trained_home, tmp_path, monkeypatch):
     """A checkpoint of `train ipc` without a recorded degradation trained on DifFace's Eq. 17: --resume refuses to
     continue it on Eq. 10, naming the setting."""
     from facerestore_cli.training import checkpoints
 
-    use_home(monkeypatch, paper_home)
+    use_home(monkeypatch, trained_home)
     run = tmp_path / "ipc"
-    shutil.copytree(paper_home.parent / "ipc", run)
+    shutil.copytree(trained_home.parent / "ipc", run)
     path = checkpoints.latest(run)
     state = checkpoints.load(path)
     del state["settings"]["degradation"]
     torch.save(state, path)
     code, _o, err = invoke("train", "ipc", "--data", ALIGNED_LQ, "-o", run, "--model-config",
                            _config(tmp_path, "ipc", TINY_SWINIR_AT_128), "--workers", "0", "--warmup", "5", "--lr",
-                           "2e-4", "--device", "cpu", "--batch-size", "2", "--steps", "2", "--resume")
+                           "1e-3", "--device", "cpu", "--batch-size", "2", "--steps", "10", "--ema-decay", "0.9",
+                           "--resume")
     assert code == 2 and "(degradation: 'difface' → 'dnr')" in err, err
 
 
@@ -111,9 +79,9 @@ def _mask_trainer(home, run):
     return Trainer(cfg, lambda line: None)
 
 
-def test_an_ipc_mask_step_changes_only_the_mask_branch(paper_home, tmp_path, monkeypatch):
-    use_home(monkeypatch, paper_home)
-    trainer = _mask_trainer(paper_home, tmp_path / "run")
+def test_an_ipc_mask_step_changes_only_the_mask_branch(trained_home, tmp_path, monkeypatch):
+    use_home(monkeypatch, trained_home)
+    trainer = _mask_trainer(trained_home, tmp_path / "run")
     frozen = {"ipc": trainer.parts.ipc.module, "prior": trainer.parts.prior.module, "arcface": trainer.parts.arcface,
               "lpips": trainer.parts.lpips}
     before = {name: {k: v.clone() for k, v in module.state_dict().items()} for name, module in frozen.items()}
@@ -125,7 +93,7 @@ def test_an_ipc_mask_step_changes_only_the_mask_branch(paper_home, tmp_path, mon
     assert len(changed) == len(branch)  # every weight and bias of the branch took the step
 
 
-def test_the_mask_gradient_is_that_of_eq7_plus_lpips(paper_home, tmp_path, monkeypatch):
+def test_the_mask_gradient_is_that_of_eq7_plus_lpips(trained_home, tmp_path, monkeypatch):
     """mask_loss against the objective written out from §3.2.1: M = sigmoid(branch([x, M′])), ŷ′_0 = Eq. 6 on
     y_t − s∇L_arc ⊙ M, loss = (1 − cos ArcFace(ŷ′_0, g_φ(x))) + LPIPS(ŷ′_0, y_0); the branch's gradient is the sum of
     the two terms' gradients, each non-zero; with s = 0 the mask changes nothing and its gradient is zero."""
@@ -138,8 +106,8 @@ def test_the_mask_gradient_is_that_of_eq7_plus_lpips(paper_home, tmp_path, monke
     from facerestore_cli.faces.identity import identity_embedding
     from facerestore_cli.training.mask_loss import mask_loss
 
-    use_home(monkeypatch, paper_home)
-    trainer = _mask_trainer(paper_home, tmp_path / "run")
+    use_home(monkeypatch, trained_home)
+    trainer = _mask_trainer(trained_home, tmp_path / "run")
     parts, branch, size = trainer.parts, trainer.model, trainer.size
     faces = [np.asarray(Image.open(p).convert("RGB").resize((size, size))) for p in sorted(ALIGNED_LQ.glob("*.png"))[:2]]
     hq = torch.from_numpy(np.stack(faces)).permute(0, 3, 1, 2).float() / 255
@@ -186,16 +154,16 @@ def test_the_mask_gradient_is_that_of_eq7_plus_lpips(paper_home, tmp_path, monke
     assert grads(mask_loss(branch, still, hq, lq, keys, size)[0]).abs().max() == 0
 
 
-def test_the_papers_configuration_restores_a_real_photo(paper_home, tmp_path, monkeypatch):
+def test_the_papers_configuration_restores_a_real_photo(trained_home, tmp_path, monkeypatch):
     """With ipc-swinir, ipc-prior and ipc-mask exported, --prior auto and --id-mask auto run the paper's
     configuration: the trained parts, ancestral DDPM, the learned mask; each face record says so. --prior
     unconditional --id-mask proxy on the same photo keeps only the trained IPC: a mixed configuration, so labelled."""
-    use_home(monkeypatch, paper_home)
+    use_home(monkeypatch, trained_home)
     runs = {}
     for name, extra in (("paper", ()), ("substitute", ("--prior", "unconditional", "--id-mask", "proxy"))):
         report = tmp_path / f"{name}.jsonl"
         code, _o, err = invoke("run", PHOTOS / "old-portrait-00.jpg", "-o", tmp_path / name, "--preset",
-                               paper_home / "ipc-tiny.yaml", *DET, "--faces", "0,1", "--id-mask", "auto", *extra,
+                               trained_home / "ipc-tiny.yaml", *DET, "--faces", "0,1", "--id-mask", "auto", *extra,
                                "--batch-size", "2", "--report", report, "-q")
         assert code == 0, err
         runs[name] = json.loads(report.read_text().splitlines()[0])
@@ -216,7 +184,7 @@ def test_the_papers_configuration_restores_a_real_photo(paper_home, tmp_path, mo
     assert a.shape == b.shape and np.abs(a.astype(int) - b.astype(int)).max() > 10
 
 
-def test_ipc_prior_on_g_phi_of_x_sees_what_the_run_feeds_it(paper_home, tmp_path, monkeypatch):
+def test_ipc_prior_on_g_phi_of_x_sees_what_the_run_feeds_it(trained_home, tmp_path, monkeypatch):
     """--condition ipc (Eq. 5): the prior trains on g_φ(x) of the --preset's IPC, bit for bit the condition ipc-guided
     --prior-condition ipc feeds it at run time; its export says so; the options are refused where they mean
     nothing."""
@@ -229,7 +197,7 @@ def test_ipc_prior_on_g_phi_of_x_sees_what_the_run_feeds_it(paper_home, tmp_path
     from facerestore_cli.training.trainer import TrainConfig, Trainer
 
     home = tmp_path / "home"
-    shutil.copytree(paper_home, home)
+    shutil.copytree(trained_home, home)
     use_home(monkeypatch, home)
     _train(tmp_path, "ipc-prior", TINY_IPC_PRIOR, "--steps", "1", "--condition", "ipc", "--preset",
            home / "ipc-tiny.yaml")
@@ -265,25 +233,25 @@ def test_ipc_prior_on_g_phi_of_x_sees_what_the_run_feeds_it(paper_home, tmp_path
         assert code == 2 and message in err and not (tmp_path / "bad").exists(), (target, err)
 
 
-def test_methods_says_which_configuration_a_run_would_use(paper_home, tmp_path, monkeypatch):
+def test_methods_says_which_configuration_a_run_would_use(trained_home, tmp_path, monkeypatch):
     """`methods` with the paper's parts present: runs as the paper configuration; with its mask forced to another
     kind: mixed; without them: the substitutes."""
     from facerestore_cli.presets import load_file
     from facerestore_cli.readiness import verdict
     from facerestore_cli.weights.store import WeightStore
 
-    data = yaml.safe_load((paper_home / "ipc-tiny.yaml").read_text())
+    data = yaml.safe_load((trained_home / "ipc-tiny.yaml").read_text())
     for mask in ("auto", "proxy"):
         data["parameters"]["id_mask"] = mask
         _config(tmp_path, f"ipc-{mask}", data)
-    use_home(monkeypatch, paper_home)
+    use_home(monkeypatch, trained_home)
     paper = verdict(load_file(tmp_path / "ipc-auto.yaml"), WeightStore()).runs_as
     assert paper.startswith("the paper configuration: IPC ipc-swinir, prior ipc-prior (ancestral DDPM"), paper
     assert paper.endswith("identity mask learned")
     mixed = verdict(load_file(tmp_path / "ipc-proxy.yaml"), WeightStore()).runs_as
     assert mixed.startswith("the mixed configuration") and mixed.endswith("identity mask proxy"), mixed
     bare = tmp_path / "home"
-    shutil.copytree(paper_home, bare)
+    shutil.copytree(trained_home, bare)
     for name in ("ipc_swinir_512.pth", "ipc_prior_512.pth", "ipc_mask_512.pth"):
         (bare / "weights" / name).unlink()
     use_home(monkeypatch, bare)

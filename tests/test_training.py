@@ -18,7 +18,7 @@ import yaml
 from PIL import Image
 
 from archival_helpers import invoke
-from conftest import ALIGNED_LQ, REPO, TINY_IRM1, TINY_IRM2, require_shared, use_home
+from conftest import ALIGNED_HQ, ALIGNED_LQ, REPO, TINY_IRM1, TINY_IRM2, require_shared, use_home
 from facerestore_cli.degrade import MODELS, add_noise, image_rng
 
 TINY_SWINIR_64 = {"img_size": 8, "embed_dim": 12, "depths": [2], "num_heads": [2], "window_size": 4, "mlp_ratio": 2.0}
@@ -223,30 +223,29 @@ def test_each_degradation_parameter_has_its_effect():
 
 # -- train -------------------------------------------------------------------------------------------------------
 
-def test_training_lowers_the_loss(tmp_path):
-    """100 steps of a tiny IRM(-1) on the shared crops: the mean loss of the last 20 steps is below 80 % of the
-    first 20 steps' (ε-prediction from scratch starts near E|ε| ≈ 0.8); with --tensorboard the scalars and the
-    validation grid are in RUN/tensorboard, and RUN/loss.png is drawn."""
-    require_shared()
-    code, _o, err = train(tmp_path, "diffbfr-irm1", tmp_path / "run", TINY_IRM1, "--steps", "100", "--log-every", "20",
-                          "--sample-every", "100", "--checkpoint-every", "100", "--tensorboard")
-    assert code == 0, err
+def test_training_lowers_the_loss(trained_home):
+    """20 steps of a tiny IRM(-1) on the shared crops (trained_runs.py): the mean loss of the last 5 steps is below
+    80 % of the first 5 steps' (ε-prediction from scratch starts near E|ε| ≈ 0.8); with --tensorboard the scalars
+    and the validation grid are in RUN/tensorboard, and RUN/loss.png is drawn."""
+    run = trained_home.parent / "diffbfr-irm1"
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events = EventAccumulator(str(run / "tensorboard"))
     events.Reload()
-    assert [e.step for e in events.Scalars("train/loss")] == [20, 40, 60, 80, 100]
-    assert [e.step for e in events.Images("validation")] == [100]
-    assert Image.open(tmp_path / "run" / "loss.png").size == (800, 320)
-    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [e.step for e in events.Scalars("train/loss")] == [5, 10, 15, 20]
+    assert [e.step for e in events.Images("validation")] == [20]
+    assert Image.open(run / "loss.png").size == (800, 320)
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     metrics = [m for m in lines if "loss" in m]
-    assert [m["step"] for m in metrics] == [20, 40, 60, 80, 100]
+    assert [m["step"] for m in metrics] == [5, 10, 15, 20]
     assert metrics[-1]["loss"] < 0.8 * metrics[0]["loss"], metrics
-    assert [(m["step"], sorted(m)) for m in lines if "loss" not in m] == [(100, ["step", "val_lpips", "val_psnr"])]
-    assert [e.step for e in events.Scalars("train/val_psnr")] == [100]
-    grid = Image.open(tmp_path / "run" / "samples" / "step-00000100.png")
+    assert [(m["step"], sorted(m)) for m in lines if "loss" not in m] == [
+        (0, ["step", "val_loss"]), (20, ["step", "val_loss", "val_lpips", "val_psnr"])]
+    assert [e.step for e in events.Scalars("train/val_psnr")] == [20]
+    assert [e.step for e in events.Scalars("train/val_loss")] == [0, 20]
+    grid = Image.open(run / "samples" / "step-00000020.png")
     assert grid.size == (3 * 128, 4 * 128)  # LQ | EMA sample | HQ, four validation faces at the data's 128 px
-    assert "step 100/100 · loss" in err
+    assert "step 20/20 · loss" in (trained_home.parent / "diffbfr-irm1.log").read_text()
 
 
 def test_resume_continues_exactly(tmp_path):
@@ -266,33 +265,24 @@ def test_resume_continues_exactly(tmp_path):
     b = tensors(tmp_path / "split" / "checkpoints" / "step-00000006.pt")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     lines = (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(line)["step"] for line in lines] == [3, 6]
+    assert [json.loads(line)["step"] for line in lines] == [0, 3, 6]  # the initial network's validation loss first
     # loss.png goes on across the resume: the same curve as the straight run's
     curves = [np.asarray(Image.open(tmp_path / run / "loss.png")) for run in ("straight", "split")]
     assert np.array_equal(*curves)
 
 
-def test_export_import_and_run_diffbfr(tiny_home, tmp_path, monkeypatch):
-    """Train both IRMs (tiny, with --model-config), export them into a home that has only the tiny TEM and the
-    detector, and restore with a preset that configures no network (as the built-in one): the configuration each run
-    was trained with is recorded beside its weights; without that record, verify and methods find the mismatch."""
-    require_shared()
+def test_export_import_and_run_diffbfr(trained_home, tmp_path, monkeypatch):
+    """Both IRMs trained (tiny, with --model-config: trained_runs.py) and exported: restore with a preset that
+    configures no network (as the built-in one): the configuration each run was trained with is recorded beside its
+    weights; without that record, verify and methods find the mismatch."""
     from conftest import write_tiny_diffbfr_preset
 
     home = tmp_path / "home"
-    shutil.copytree(tiny_home, home)
-    monkeypatch.setenv("FACERESTORE_HOME", str(home))
-    monkeypatch.setenv("FACERESTORE_OFFLINE", "1")
-    irm2_on_irm1 = ("--irm1", tmp_path / "diffbfr-irm1", "--irm1-steps", "2")  # its run folder holds the tiny config
-    for target, config, more in (("diffbfr-irm1", TINY_IRM1, ()), ("diffbfr-irm2", TINY_IRM2, irm2_on_irm1)):
-        code, _o, err = train(tmp_path, target, tmp_path / target, config, "--steps", "2", "--batch-size", "2", *more)
-        assert code == 0, err
-        code, _o, err = invoke("train", "export", tmp_path / target)
-        assert code == 0 and f"{target}: exported the EMA weights" in err, err
-    state = torch.load(tmp_path / "diffbfr-irm1" / "checkpoints" / "step-00000002.pt", weights_only=True)
-    exported = torch.load(home / "weights" / "diffbfr_irm1_128.pth", weights_only=True)
-    assert all(torch.equal(exported[k], state["ema"][k]) for k in exported)
-    assert "recorded beside it" in err
+    shutil.copytree(trained_home, home)
+    use_home(monkeypatch, home)
+    for target in ("diffbfr-irm1", "diffbfr-irm2"):
+        assert f"{target}: exported the EMA weights" in (trained_home.parent / f"{target}.log").read_text()
+    assert "recorded beside it" in (trained_home.parent / "diffbfr-irm2.log").read_text()
     preset = write_tiny_diffbfr_preset(tmp_path / "diffbfr-tiny.yaml")
     data = yaml.safe_load(preset.read_text())
     for role in ("irm1", "irm2"):
@@ -413,7 +403,7 @@ def test_ctrl_c_saves_a_checkpoint_that_resume_continues(tmp_path):
     proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": str(REPO)}, stderr=subprocess.PIPE, text=True)
     metrics = tmp_path / "run" / "metrics.jsonl"
     deadline = time.monotonic() + 120
-    while not (metrics.exists() and metrics.read_text().strip()) and time.monotonic() < deadline:
+    while not (metrics.exists() and '"loss"' in metrics.read_text()) and time.monotonic() < deadline:
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     _out, err = proc.communicate(timeout=120)
@@ -439,7 +429,7 @@ MUST_MATCH = {"batch_size": ("--batch-size", "2", "batch_size"), "grad_accum": (
 MAY_CHANGE = {"steps": ("--steps", "2"), "checkpoint_every": ("--checkpoint-every", "5"),
               "sample_every": ("--sample-every", "5"), "log_every": ("--log-every", "5"), "workers": ("--workers", "1"),
               "device": ("--device", "auto"), "grad_checkpointing": ("--grad-checkpointing", "on"),
-              "tensorboard": ("--tensorboard", None)}
+              "tensorboard": ("--tensorboard", None), "val_data": ("--val-data", ALIGNED_HQ)}
 # the run itself, its data (fingerprint: test above), the flag, and --lr-min (part of lr_schedule: test below)
 # and the condition options of diffbfr-irm2 and the ipc targets (refused for other targets; their `condition` and
 # `frozen` settings: the IRM(-2) and ipc-mask tests)

@@ -18,7 +18,7 @@ NAME = re.compile(r"^step-(\d{8})\.pt$")
 # data order and every draw are functions of the seed and the step). Every other setting that shapes the weights is stored in the checkpoint
 # (Trainer.settings) and must match; so must the --data folder's images.
 MAY_CHANGE_ON_RESUME = ("steps", "checkpoint_every", "sample_every", "log_every", "workers", "device",
-                        "grad_checkpointing", "tensorboard")
+                        "grad_checkpointing", "tensorboard", "val_data")
 
 
 # settings added after the first checkpoints were written: what a checkpoint without them ran with

@@ -38,10 +38,12 @@ class Listing:
         return hashlib.sha256("\n".join(self.rels).encode()).hexdigest()
 
 
-def list_faces(root: Path) -> Listing:
-    """Every image under root, by name or content; files that do not open as images are skipped and counted."""
+def list_faces(root: Path, option: str = "--data", prefix: str = "") -> Listing:
+    """Every image under root, by name or content; files that do not open as images are skipped and counted.
+    option: the flag that named root, for messages; prefix: put before each relative path (the faces' draws and
+    cached conditions are keyed by it: held-apart validation faces must not share a training face's)."""
     if not root.is_dir():
-        raise UsageError(f"--data {root} is not a folder")
+        raise UsageError(f"{option} {root} is not a folder")
     listing = Listing([], [])
     # sorted by path, folder parts first: the order resumes and epochs were made with
     for path, rel in sorted(folder_images(Discovery(), root, recursive=True), key=lambda found: found[0]):
@@ -52,9 +54,9 @@ def list_faces(root: Path) -> Listing:
             listing.skipped.append((rel, f"not a readable image ({exc})".replace("\n", " ")))
             continue
         listing.files.append(path)
-        listing.rels.append(rel)
+        listing.rels.append(prefix + rel)
     if not listing.files:
-        raise UsageError(f"no images in --data {root}" + (f" ({len(listing.skipped)} unreadable)" if listing.skipped else ""),
+        raise UsageError(f"no images in {option} {root}" + (f" ({len(listing.skipped)} unreadable)" if listing.skipped else ""),
                          hint="point --data at a folder of aligned HQ face images (PNG or JPEG)")
     return listing
 

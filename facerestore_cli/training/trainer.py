@@ -1,6 +1,7 @@
 """The training loop: AdamW with linear warm-up, gradient clipping, autocast (bf16, or fp16 with a gradient scaler),
 gradient accumulation, an EMA of the weights (what `train export` exports), checkpoints every N steps, progress,
-metrics as JSON lines, and a picture of fixed validation faces every K steps. Under torchrun it is data-parallel
+metrics as JSON lines, and every K steps a picture of fixed validation faces and the EMA network's scores on them
+(its training objective, PSNR, LPIPS; the initial network's objective at step 0). Under torchrun it is data-parallel
 (DDP): each rank takes every world-th sample of the global order and rank 0 writes.
 
 A step's randomness is a function of (seed, step) and of each sample's key, so N steps and a resume for M more
@@ -46,6 +47,8 @@ from facerestore_cli.training.watch import Watch
 from facerestore_cli.weights.store import WeightStore
 from facerestore_cli.wording import counted
 
+VALIDATION_DRAWS = 4  # per validation face, fixed draws of its timestep and noise in the validation loss
+
 @dataclass
 class TrainConfig:
     target: str
@@ -80,7 +83,8 @@ class TrainConfig:
     keep: int = 2
     log_every: int = 50
     sample_every: int = 1000
-    samples: int = 4
+    samples: int = 4  # validation faces: the first of --val-data (held apart) or of --data
+    val_data: Path | None = None
     workers: int = 2
     device: str = "auto"
     tensorboard: bool = False
@@ -111,6 +115,7 @@ class Trainer:
         check_config(spec.arch, self.config, f"--model-config {cfg.model_config_file or ''}".rstrip())
         self.size = input_size(spec.arch, self.config)
         self.listing = list_faces(cfg.data)
+        self.val_listing = list_faces(cfg.val_data, "--val-data", "validation/") if cfg.val_data else self.listing
         torch.manual_seed(cfg.seed)
         self.model = build_arch(spec.arch, self.config).to(self.device).train()
         if hasattr(self.model, "grad_checkpointing"):
@@ -194,6 +199,8 @@ class Trainer:
         bar = _bar(cfg.steps, self.step) if self.rank == 0 and sys.stderr.isatty() else None
         with InterruptGuard() as guard:
             try:
+                if self.step == 0 and self.rank == 0:  # where the curve starts: the initial network's objective
+                    self.watch.log({"step": 0, "val_loss": round(self.validation_loss(self.ema), 6)})
                 while self.step < cfg.steps:
                     losses.append(self.train_step(batches))
                     guard.check()
@@ -223,12 +230,7 @@ class Trainer:
             condition = self._condition(lq, conditions)
             sync = micro == cfg.grad_accum - 1 or self.world == 1
             with (contextlib.nullcontext() if sync else self.net.no_sync()), self.compute.autocast():
-                if self.target.kind == "diffusion":
-                    loss = diffusion_loss(self.target, self.net, self.abar, hq, lq, keys, self.size, cfg.loss, condition)
-                elif self.target.kind == "mask":
-                    loss, _terms = mask_loss(self.net, self.parts, hq, lq, keys, self.size)
-                else:
-                    loss = restorer_loss(self.target, self.net, hq, lq, self.size, cfg.loss, self.arcface)
+                loss = self._loss(self.net, hq, lq, keys, condition)
                 self.scaler.scale(loss / cfg.grad_accum).backward()
             total += loss.item() / cfg.grad_accum
         for group in self.optimizer.param_groups:
@@ -242,6 +244,14 @@ class Trainer:
         self.step += 1
         self.consumed += cfg.batch_size * self.world * cfg.grad_accum
         return total
+
+    def _loss(self, net, hq01: torch.Tensor, lq01: torch.Tensor, keys, condition) -> torch.Tensor:
+        """The target's objective on one batch (losses.py, mask_loss.py); keys draw each sample's t and noise."""
+        if self.target.kind == "diffusion":
+            return diffusion_loss(self.target, net, self.abar, hq01, lq01, keys, self.size, self.cfg.loss, condition)
+        if self.target.kind == "mask":
+            return mask_loss(net, self.parts, hq01, lq01, keys, self.size)[0]
+        return restorer_loss(self.target, net, hq01, lq01, self.size, self.cfg.loss, self.arcface)
 
     def _condition(self, lq01: torch.Tensor, cached: torch.Tensor) -> torch.Tensor | None:
         """A diffusion target's condition when it is not the LQ itself: IRM(-1)'s cached samples (diffbfr-irm2),
@@ -282,6 +292,33 @@ class Trainer:
         if self.step % cfg.checkpoint_every == 0:
             self.save()
 
+    # -- validation --------------------------------------------------------------------------------------------
+    def validation_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The fixed validation faces, each under one fixed degradation draw: (HQ, LQ in [0, 1] on the device,
+        IRM(-1) conditions, made here once if the cache lacks them, or an empty tensor per face)."""
+        faces = Faces(self.val_listing, self.size * self.target.upscale, self.target.degradation, self.cfg.seed,
+                      gray_pairs=self.settings["gray_pairs"], conditions=self.conditions)
+        if self.conditions is not None and self.val_listing is not self.listing:
+            self.conditions.fill(faces, self.irm1.network, self.irm1.abar, self.cfg.batch_size, self.say)
+        items = [faces[(i, -1)] for i in range(min(self.cfg.samples, len(faces)))]
+        hq, lq = (to_unit(torch.stack([it[k] for it in items]).to(self.device)) for k in (0, 1))
+        return hq, lq, torch.stack([it[3] for it in items])
+
+    @torch.no_grad()
+    def validation_loss(self, network) -> float:
+        """`network`'s training objective on the fixed validation faces, each face under VALIDATION_DRAWS fixed draws
+        of its timestep and noise (a restorer's objective draws none): the same draws at every call, so two
+        networks' values compare draw for draw."""
+        hq, lq, cached = self.validation_batch()
+        condition = self._condition(lq, cached)
+        draws = 1 if self.target.kind == "restorer" else VALIDATION_DRAWS
+        total = 0.0
+        for draw in range(draws):
+            keys = [hashed_seed("validation", self.cfg.seed, face, draw) for face in range(len(hq))]
+            with self.compute.autocast():
+                total += float(self._loss(network, hq, lq, keys, condition))
+        return total / draws
+
     # -- what a run writes -------------------------------------------------------------------------------------
     def save(self) -> Path:
         state = {"target": self.cfg.target, "settings": self.settings, "config": self.config, "step": self.step,
@@ -293,29 +330,26 @@ class Trainer:
     @torch.no_grad()
     def save_samples(self) -> Path:
         """RUN/samples/step-NNNNNNNN.png: per fixed validation face, LQ | the EMA network's restoration (ipc-mask:
-        its binary mask M) | HQ."""
-        count = min(self.cfg.samples, len(self.listing.files))
-        faces = Faces(self.listing, self.size * self.target.upscale, self.target.degradation, self.cfg.seed,
-                      gray_pairs=self.settings["gray_pairs"], conditions=self.conditions)
-        items = [faces[(i, -1)] for i in range(count)]
-        hq = torch.stack([it[0] for it in items]).to(self.device)
-        lq = torch.stack([it[1] for it in items]).to(self.device)
+        its binary mask M) | HQ; the EMA network's validation loss and its restorations' PSNR and LPIPS into
+        metrics.jsonl."""
+        hq, lq, cached = self.validation_batch()
         with self.compute.autocast():
             if self.target.kind == "mask":
-                x = resize_batch(to_unit(lq), self.size)
+                x = resize_batch(lq, self.size)
                 out = (self.ema(mask_branch_input(self.parts.ipc(x).clamp(0.0, 1.0), x)).float() > 0).float()
                 out = out.expand(-1, 3, -1, -1)
             else:
-                condition = self._condition(to_unit(lq), torch.stack([it[3] for it in items]))
-                out = validation_sample(self.target, self.ema, self.abar, to_unit(lq), self.size, self.cfg.seed,
-                                        condition=condition)
+                out = validation_sample(self.target, self.ema, self.abar, lq, self.size, self.cfg.seed,
+                                        condition=self._condition(lq, cached))
         side = hq.shape[-1]
         out = torch.nn.functional.interpolate(out.float(), size=(side, side), mode="bicubic", antialias=True).clamp(0, 1)
+        record = {"step": self.step, "val_loss": round(self.validation_loss(self.ema), 6)}
         if self.target.kind != "mask":  # a mask is no restoration to score
             if self.validation is None:
                 self.validation = ValidationScores(self.device, self.say)
-            self.watch.log({"step": self.step, **self.validation(out, to_unit(hq))})
-        rows = [torch.cat([to_unit(lq[i]), out[i], to_unit(hq[i])], dim=2) for i in range(count)]
+            record.update(self.validation(out, hq))
+        self.watch.log(record)
+        rows = [torch.cat([lq[i], out[i], hq[i]], dim=2) for i in range(len(hq))]
         grid = (torch.cat(rows, dim=1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
         path = self.cfg.run / "samples" / f"step-{self.step:08d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)

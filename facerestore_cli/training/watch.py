@@ -13,7 +13,7 @@ import numpy as np
 from facerestore_cli.errors import UsageError
 from facerestore_cli.files import atomic_open
 
-SCALARS = ("loss", "lr", "it_per_s", "val_psnr", "val_lpips")
+SCALARS = ("loss", "lr", "it_per_s", "val_loss", "val_psnr", "val_lpips")
 
 
 class Watch:
