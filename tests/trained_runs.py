@@ -11,14 +11,15 @@ import yaml
 
 from archival_helpers import invoke
 from conftest import (ALIGNED_HQ, ALIGNED_LQ, TINY_IPC_MASK, TINY_IPC_PRIOR, TINY_IRM1, TINY_IRM2, TINY_SWINIR_AT_128,
-                      TINY_UNET_AT_128, home_environment)
+                      home_environment)
+from tiny_configs import TINY_UNET_DIFFACE
 
 # target → (tiny config, steps, its own options; "{root}" is the runs' folder, "{home}" the home). A 128-px step of
 # a tiny UNet takes about a second here, an ipc-mask step two (ArcFace's gradient through the guidance).
 RUNS = {
     "diffbfr-irm1": (TINY_IRM1, 20, ("--sample-every", "20", "--tensorboard")),
     "diffbfr-irm2": (TINY_IRM2, 10, ("--irm1", "{root}/diffbfr-irm1", "--irm1-steps", "2")),
-    "diffbfr-tem": (TINY_UNET_AT_128, 10, ()),
+    "diffbfr-tem": (TINY_UNET_DIFFACE, 20, ()),  # at 32 px: no test runs the exported TEM
     "difface-estimator": (TINY_SWINIR_AT_128, 20, ()),
     "ipc": (TINY_SWINIR_AT_128, 10, ()),
     "ipc-prior": (TINY_IPC_PRIOR, 10, ()),
