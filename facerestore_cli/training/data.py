@@ -57,7 +57,7 @@ def list_faces(root: Path, option: str = "--data", prefix: str = "") -> Listing:
         listing.rels.append(prefix + rel)
     if not listing.files:
         raise UsageError(f"no images in {option} {root}" + (f" ({len(listing.skipped)} unreadable)" if listing.skipped else ""),
-                         hint="point --data at a folder of aligned HQ face images (PNG or JPEG)")
+                         hint=f"point {option} at a folder of aligned HQ face images (PNG or JPEG)")
     return listing
 
 

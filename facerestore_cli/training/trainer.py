@@ -49,6 +49,7 @@ from facerestore_cli.wording import counted
 
 VALIDATION_DRAWS = 4  # per validation face, fixed draws of its timestep and noise in the validation loss
 
+
 @dataclass
 class TrainConfig:
     target: str

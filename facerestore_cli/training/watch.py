@@ -1,7 +1,7 @@
-"""What a training run shows while it runs: RUN/metrics.jsonl (one JSON line per log), RUN/loss.png (the loss and
-learning rate so far, matplotlib, redrawn at each log) and, with --tensorboard, RUN/tensorboard/ (the same scalars
-and each validation grid, torch.utils.tensorboard). A resume trims the lines logged after its checkpoint and goes on
-drawing from the lines kept, so the curve continues across resumes."""
+"""What a training run shows while it runs: RUN/metrics.jsonl (one JSON line per log), RUN/loss.png (the training and
+validation losses and the learning rate so far, matplotlib, redrawn at each log) and, with --tensorboard,
+RUN/tensorboard/ (the same scalars and each validation grid, torch.utils.tensorboard). A resume trims the lines logged
+after its checkpoint and goes on drawing from the lines kept, so the curve continues across resumes."""
 
 from __future__ import annotations
 
@@ -60,21 +60,26 @@ class Watch:
             self.writer.flush()
 
     def draw(self) -> Path:
-        """RUN/loss.png from every line of metrics.jsonl: the loss (log scale) over steps, the learning rate beside."""
+        """RUN/loss.png from every line of metrics.jsonl: the training loss and the EMA network's validation loss (log
+        scale) over steps, the learning rate beside."""
         import matplotlib
 
         matplotlib.use("Agg")
         from matplotlib.figure import Figure
 
-        lines = [r for r in map(json.loads, filter(str.strip, self.metrics.read_text().splitlines())) if "loss" in r]
+        records = list(map(json.loads, filter(str.strip, self.metrics.read_text().splitlines())))
+        lines = [r for r in records if "loss" in r]
         if not lines:  # a validation score before the first log
             return self.run / "loss.png"
+        validated = [r for r in records if r.get("val_loss") is not None]
         steps = [r["step"] for r in lines]
         figure = Figure(figsize=(8, 3.2), dpi=100, layout="constrained")
         loss, lr = figure.subplots(1, 2)
-        loss.plot(steps, [r["loss"] for r in lines], marker="." if len(lines) < 50 else None)
+        loss.plot(steps, [r["loss"] for r in lines], marker="." if len(lines) < 50 else None, label="training")
+        loss.plot([r["step"] for r in validated], [r["val_loss"] for r in validated], marker="o", label="validation")
         loss.set(xlabel="step", ylabel="loss", title=f"loss (mean of each log's steps), step {steps[-1]}")
-        if all(r["loss"] > 0 for r in lines):
+        loss.legend()
+        if all(r["loss"] > 0 for r in lines) and all(r["val_loss"] > 0 for r in validated):
             loss.set_yscale("log")
         lr.plot(steps, [r["lr"] for r in lines], color="tab:orange")
         lr.set(xlabel="step", ylabel="learning rate", title="learning rate")

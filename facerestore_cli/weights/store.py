@@ -12,13 +12,13 @@ import hashlib
 import importlib
 import json
 import os
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from facerestore_cli.errors import UsageError, WeightsError
 from facerestore_cli.files import atomic_open, atomic_symlink, sha256_file
+from facerestore_cli.weights.checkpoint_files import load_checkpoint, normalized, read_state_dict
 from facerestore_cli.weights.download import ProgressCallback, download, part_path
 from facerestore_cli.weights.registry import WeightSpec, get_spec, load_registry
 from facerestore_cli.wording import counted
@@ -44,49 +44,11 @@ def offline_from_environment() -> bool:
     return os.environ.get("FACERESTORE_OFFLINE", "").strip().lower() in _TRUTHY
 
 
-
 @dataclass(frozen=True)
 class VerifyResult:
     ok: bool
     sha256: str | None
     reason: str
-
-
-def _read_state_dict(path: Path, what: str, spec: WeightSpec) -> dict:
-    """torch.load (CPU, weights_only) and normalise to a flat state dict; any failure names the file."""
-    return _normalized(_load_checkpoint(path, what), spec, what, path)
-
-
-def _load_checkpoint(path: Path, what: str, mmap: bool = False):
-    """torch.load on the CPU with weights_only (torch is imported here: the CLI imports this module at start);
-    mmap: map the tensors instead of reading them (keys and shapes at little cost; files of torch's zip format)."""
-    import torch
-
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and _zip_format(path))
-    except Exception as exc:  # torch raises RuntimeError, EOFError, UnpicklingError, ... for bad files
-        text = str(exc)
-        unpickler = re.search(r"WeightsUnpickler error:\s*(.+)", text)
-        detail = (unpickler.group(1) if unpickler else text.split("\n")[0] or type(exc).__name__)[:160]
-        if "Unsupported global" in text:
-            problem = f"holds Python objects other than tensors; refusing to unpickle it ({detail})"
-        else:
-            problem = f"is corrupt or truncated (torch.load: {detail})"
-        raise WeightsError(f"{what} {path} {problem}") from exc
-
-
-def _zip_format(path: Path) -> bool:
-    with open(path, "rb") as handle:
-        return handle.read(4) == b"PK\x03\x04"
-
-
-def _normalized(obj, spec: WeightSpec, what: str, path: Path) -> dict:
-    from facerestore_cli.archs.layout import normalize_state_dict
-
-    try:
-        return normalize_state_dict(obj, spec.nested_key, spec.strip_prefix)
-    except WeightsError as exc:
-        raise WeightsError(f"{what} {path}: {exc.message}", hint=exc.hint) from exc
 
 
 class WeightStore:
@@ -165,7 +127,7 @@ class WeightStore:
         shapes are read without loading the tensors."""
         spec, path = self.spec(weight_id), self.path(weight_id)
         try:
-            found = _layout().layout_of(_normalized(_load_checkpoint(path, "weight file", mmap=True), spec,
+            found = _layout().layout_of(normalized(load_checkpoint(path, "weight file", mmap=True), spec,
                                                     "weight file", path))
             expected = _layout().expected_layout(spec.arch, self.config(weight_id, component_config))
         except (WeightsError, UsageError) as exc:
@@ -272,7 +234,7 @@ class WeightStore:
         spec, path = self.spec(weight_id), self.path(weight_id)
         self.require([weight_id])
         sha, rehashed = self._checked_sha256(spec, path)
-        state_dict = _read_state_dict(path, f"weight file of {weight_id}:", spec)
+        state_dict = read_state_dict(path, f"weight file of {weight_id}:", spec)
         if rehashed:
             self._record(path, sha, best_effort=True)
         if expected is None and config_override is not None:
@@ -328,11 +290,11 @@ class WeightStore:
         """Which weight ids a checkpoint fits by its keys and shapes: (ids it fits, (nearest id, its difference)
         when it fits none). configs: per id, an update of the registry config (a preset's component config)."""
         layout = _layout()
-        obj = _load_checkpoint(Path(src), "checkpoint")
+        obj = load_checkpoint(Path(src), "checkpoint")
         fits, nearest = [], None
         for wid, spec in self.registry.items():
             try:
-                found = layout.layout_of(_normalized(obj, spec, "checkpoint", Path(src)))
+                found = layout.layout_of(normalized(obj, spec, "checkpoint", Path(src)))
             except WeightsError:
                 continue  # not nested the way this entry's files are
             diff = layout.compare_layouts(layout.expected_layout(spec.arch, {**spec.config, **(configs or {}).get(wid, {})}),
@@ -350,7 +312,7 @@ class WeightStore:
         src = Path(src).expanduser()
         if not src.is_file():
             raise WeightsError(f"cannot import {weight_id}: {src} is not a file")
-        state_dict = _read_state_dict(src, "checkpoint", spec)
+        state_dict = read_state_dict(src, "checkpoint", spec)
         self._check_layout(spec, state_dict, _layout().expected_layout(spec.arch, {**spec.config, **(config or {})}),
                            str(src))
 
