@@ -11,6 +11,8 @@
 #      last; LIMIT_IPC and LIMIT_STEPS100 lengthen their allowances, default 65 s and 110 s);
 # and writes everything as JSON under $OUT (default benchmarks/results/gpu-<date>/). BENCHES="difface-steps20 ...",
 # TESTS="pytest -k expression", GPU_TESTS=0 and INVARIANCE=0 run a part, when a lease has little time left.
+# TRAINING=1 adds `facerestore train` of every target at FULL size for TRAIN_STEPS (10) steps each, exported in turn
+# (metrics, validation grids and logs under $OUT/train/); BENCHES=none runs no bench.
 #
 # On the lent GPU machine (no registry there; python 3.12): build the missing wheels here first,
 #   pip wheel --no-deps -w .gpu-wheels facexlib lpips pytorch-fid && \
@@ -69,6 +71,34 @@ bench ipc-guided "${LIMIT[4]}" --method ipc-guided --steps "$STEPS20"
 bench difface-steps20 "${LIMIT[2]}" --method difface --steps "$STEPS20" --no-startup
 bench dr2-default "${LIMIT[3]}" --method dr2 "${DR2[@]}" --no-startup
 bench difface-steps100 "${LIMIT[1]}" --method difface --steps "$STEPS100" --no-startup
+
+train() {  # target, its own options...: TRAIN_STEPS full-size steps on the shared crops, then export
+  local target=$1; shift
+  local own=("$@")
+  [ "${REHEARSE:-0}" = 1 ] && own+=(--model-config "$RUNS/$target.yaml")
+  log "train $target"
+  timeout "${LIMIT_TRAIN:-150}" $PY -m facerestore_cli train "$target" --data "$SHARED_DIR/data/aligned-lq" \
+    --val-data "$SHARED_DIR/data/aligned-hq-ish" -o "$RUNS/$target" --steps "$TRAIN_STEPS" --log-every 5 \
+    --sample-every "$TRAIN_STEPS" --checkpoint-every "$TRAIN_STEPS" --device "$DEVICE" --workers 4 "${own[@]}" \
+    > "$OUT/train/$target.txt" 2>&1 && $PY -m facerestore_cli train export "$RUNS/$target" >> "$OUT/train/$target.txt" 2>&1
+  log "train $target exit $?"; tail -n 3 "$OUT/train/$target.txt"
+  cp "$RUNS/$target/metrics.jsonl" "$OUT/train/$target.metrics.jsonl" 2>/dev/null
+  cp "$RUNS/$target/samples/step-$(printf %08d "$TRAIN_STEPS").png" "$OUT/train/$target.png" 2>/dev/null
+}
+if [ "${TRAINING:-0}" = 1 ]; then  # every target at full size (REHEARSE: the suite's tiny configs), in the order
+  # their frozen parts need: IRM(-2) on IRM(-1)'s samples, ipc-mask against the exported IPC and prior
+  SHARED_DIR=${FACERESTORE_SHARED:-../shared}; RUNS=${TMPDIR:-/tmp}/facerestore-train; TRAIN_STEPS=${TRAIN_STEPS:-10}
+  mkdir -p "$OUT/train" "$RUNS"
+  [ "${REHEARSE:-0}" = 1 ] && $PY -c "import sys, yaml; sys.path[:0] = ['tests']; from trained_runs import RUNS; \
+[open(f'{sys.argv[1]}/{t}.yaml', 'w').write(yaml.safe_dump(c)) for t, (c, _s, _o) in RUNS.items()]" "$RUNS"
+  train difface-estimator
+  train diffbfr-irm1
+  train diffbfr-irm2 --irm1 "$RUNS/diffbfr-irm1" --irm1-steps 20
+  train diffbfr-tem
+  train ipc
+  train ipc-prior
+  train ipc-mask
+fi
 
 if [ "${INVARIANCE:-1}" = 1 ]; then
   log "cuda invariance"

@@ -6,7 +6,8 @@
 Both hold the real RetinaFace mobile0.25 weights from ../shared (random detector weights would find no face). Tiny:
 the suite's own tiny home (no ParseNet: faces are pasted with the square mask, so the pipeline's own work is what is
 timed). Full size: difface (UNet + SwinIR), dr2 (UNet, P2 UNet, SPARNetHD), ParseNet and ArcFace, each initialised by
-PyTorch's defaults: the outputs are noise, the cost of every forward is the real one.
+PyTorch's defaults: the outputs are noise, the cost of every forward is the real one; and LPIPS's (seeded AlexNet, the
+real v0.1 linear layers).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def full_home(home: Path, ids: tuple[str, ...] = FULL_SIZE) -> None:
     (nested key, "module." prefix); SPARNetHD's spectral-norm u/v buffers settled by a forward in train mode."""
     import torch
 
-    from conftest import RETINA_MOBILE
+    from conftest import RETINA_MOBILE, write_lpips_weights
     from facerestore_cli.archs import build_arch
     from facerestore_cli.weights.registry import get_spec
 
@@ -56,6 +57,7 @@ def full_home(home: Path, ids: tuple[str, ...] = FULL_SIZE) -> None:
         del model, state
         gc.collect()
     shutil.copy(RETINA_MOBILE, weights / RETINA_MOBILE.name)
+    write_lpips_weights(weights)  # training's validation scores and ipc-mask's objective
 
 
 if __name__ == "__main__":

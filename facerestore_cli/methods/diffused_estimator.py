@@ -20,6 +20,14 @@ from facerestore_cli.pixels import resize_batch
 Guidance = Callable[[torch.Tensor, torch.Tensor, EpsModel], Guide]
 
 
+def prior_condition(kind: str | None, lq01: torch.Tensor, estimate01: torch.Tensor) -> torch.Tensor | None:
+    """What a conditional prior gets concatenated to its input, SR3-style, in [−1, 1]: "input" the degraded face x,
+    "estimate" the estimator's e(x) (both [0, 1]); None for an unconditional prior. Training feeds its priors this too."""
+    if kind is None:
+        return None
+    return (lq01 if kind == "input" else estimate01) * 2.0 - 1.0
+
+
 class DiffusedEstimator:
     """params: anything with `steps`, `eta` and `start_t` (difface's Params). sampler: "ddim" (η, floor spacing as
     DifFace's ddim250) or "ancestral" (σ² = β over every `rounded` step). condition: what a conditional prior gets
@@ -37,7 +45,7 @@ class DiffusedEstimator:
         lq = resize_batch(faces.to(self.estimator.compute.device, torch.float32), self.face_size)
         estimate = self.estimator(lq).clamp(0.0, 1.0)
         x0 = estimate * 2.0 - 1.0
-        condition = {None: None, "input": lq * 2.0 - 1.0, "estimate": x0}[self.condition]
+        condition = prior_condition(self.condition, lq, estimate)
 
         eps_with_grad = eps_model(self.prior, condition, grad=True)
 

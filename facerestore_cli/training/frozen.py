@@ -16,6 +16,7 @@ from facerestore_cli.device import Compute
 from facerestore_cli.diffusion.schedule import preset_alphas_cumprod
 from facerestore_cli.errors import UsageError
 from facerestore_cli.files import sha256_file
+from facerestore_cli.methods.diffused_estimator import prior_condition
 from facerestore_cli.networks import Network, NetworkLoader
 from facerestore_cli.presets import Component, load_builtin, load_file
 from facerestore_cli.training import checkpoints
@@ -97,9 +98,8 @@ class IpcParts:
 
     def condition(self, x01: torch.Tensor, estimate01: torch.Tensor) -> torch.Tensor | None:
         """The prior's condition in [−1, 1], as ipc-guided's run feeds it."""
-        if not self.prior.condition_channels:
-            return None
-        return (x01 if self.prior_condition == "lq" else estimate01) * 2.0 - 1.0
+        kind = {"lq": "input", "ipc": "estimate"}[self.prior_condition] if self.prior.condition_channels else None
+        return prior_condition(kind, x01, estimate01)
 
 
 def ipc_parts(cfg, device: torch.device, settings: dict) -> IpcParts | None:

@@ -32,6 +32,7 @@ from facerestore_cli.faces.id_masks import mask_branch_input
 from facerestore_cli.files import atomic_write_bytes
 from facerestore_cli.interrupts import InterruptGuard, Interrupted
 from facerestore_cli.methods.cascade import irm2_condition
+from facerestore_cli.methods.diffused_estimator import prior_condition
 from facerestore_cli.networks import NetworkLoader
 from facerestore_cli.pixels import resize_batch
 from facerestore_cli.presets import Component
@@ -261,7 +262,7 @@ class Trainer:
             return irm2_condition(cached.to(self.device), self.size)
         if self.target.kind == "diffusion" and self.parts is not None:
             with torch.no_grad():
-                return self.parts.ipc(resize_batch(lq01, self.size)).clamp(0.0, 1.0) * 2.0 - 1.0
+                return prior_condition("estimate", lq01, self.parts.ipc(resize_batch(lq01, self.size)).clamp(0.0, 1.0))
         return None
 
     @torch.no_grad()
