@@ -91,11 +91,11 @@ if [ "${TRAINING:-0}" = 1 ]; then  # every target at full size (REHEARSE: the su
   mkdir -p "$OUT/train" "$RUNS"
   [ "${REHEARSE:-0}" = 1 ] && $PY -c "import sys, yaml; sys.path[:0] = ['tests']; from trained_runs import RUNS; \
 [open(f'{sys.argv[1]}/{t}.yaml', 'w').write(yaml.safe_dump(c)) for t, (c, _s, _o) in RUNS.items()]" "$RUNS"
-  train difface-estimator
+  train difface-estimator --batch-size 8  # its recipe's 16 is more than the ten shared crops
   train diffbfr-irm1
   train diffbfr-irm2 --irm1 "$RUNS/diffbfr-irm1" --irm1-steps 20
   train diffbfr-tem
-  train ipc
+  train ipc --batch-size 8
   train ipc-prior
   train ipc-mask
 fi
