@@ -12,7 +12,7 @@
 # and writes everything as JSON under $OUT (default benchmarks/results/gpu-<date>/). BENCHES="difface-steps20 ...",
 # TESTS="pytest -k expression", GPU_TESTS=0 and INVARIANCE=0 run a part, when a lease has little time left.
 # TRAINING=1 adds `facerestore train` of every target at FULL size for TRAIN_STEPS (10) steps each, exported in turn
-# (metrics, validation grids and logs under $OUT/train/); BENCHES=none runs no bench.
+# (metrics, validation grids and logs under $OUT/train/; TRAIN_ARGS adds options to each); BENCHES=none runs no bench.
 #
 # On the lent GPU machine (no registry there; python 3.12): build the missing wheels here first,
 #   pip wheel --no-deps -w .gpu-wheels facexlib lpips pytorch-fid && \
@@ -79,7 +79,7 @@ train() {  # target, its own options...: TRAIN_STEPS full-size steps on the shar
   log "train $target"
   timeout "${LIMIT_TRAIN:-150}" $PY -m facerestore_cli train "$target" --data "$SHARED_DIR/data/aligned-lq" \
     --val-data "$SHARED_DIR/data/aligned-hq-ish" -o "$RUNS/$target" --steps "$TRAIN_STEPS" --log-every 5 \
-    --sample-every "$TRAIN_STEPS" --checkpoint-every "$TRAIN_STEPS" --device "$DEVICE" --workers 4 "${own[@]}" \
+    --sample-every "$TRAIN_STEPS" --checkpoint-every "$TRAIN_STEPS" --device "$DEVICE" --workers 4 ${TRAIN_ARGS:-} "${own[@]}" \
     > "$OUT/train/$target.txt" 2>&1 && $PY -m facerestore_cli train export "$RUNS/$target" >> "$OUT/train/$target.txt" 2>&1
   log "train $target exit $?"; tail -n 3 "$OUT/train/$target.txt"
   cp "$RUNS/$target/metrics.jsonl" "$OUT/train/$target.metrics.jsonl" 2>/dev/null
