@@ -260,7 +260,7 @@ def test_quality_script_writes_a_table_with_its_commands(tiny_home, metric_home,
     hq = write_set(tmp_path / "hq", faces(256)[:3])
     results = tmp_path / "results"
     env = {**os.environ, "FACERESTORE": str(Path(sys.executable).parent / "facerestore"), "OUT": str(results),
-           "FACERESTORE_HOME": str(home.parent), "FACERESTORE_OFFLINE": "1", "METRICS": "psnr,ssim,lpips,ids,niqe"}
+           "FACERESTORE_HOME": str(home.parent), "FACERESTORE_OFFLINE": "1", "METRICS": "psnr,lpips"}
     done = subprocess.run(["bash", str(REPO / "benchmarks" / "quality.sh"), str(hq), str(preset)], env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
