@@ -3,7 +3,6 @@ spandrel's), and the loader that builds them from the weights registry, once per
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,8 +53,7 @@ class NetworkLoader:
     _loaded: dict[tuple[str, str], Network] = field(default_factory=dict)
 
     def load(self, component: Component) -> Network:
-        weight_id, override = component.weights, dict(component.config or {})
-        key = (weight_id, json.dumps(override, sort_keys=True))
+        weight_id, override, key = component.weights, dict(component.config or {}), component.network_key()
         if key not in self._loaded:
             spec = self.store.spec(weight_id)
             config = self.store.config(weight_id, override)

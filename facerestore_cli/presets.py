@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import types
 import typing
 from dataclasses import dataclass, field
@@ -52,6 +53,11 @@ class Component:
 
     def weight_ids(self) -> set[str]:
         return {self.weights, *(self.choices or {}).values()}
+
+    def network_key(self, weight_id: str | None = None) -> tuple[str, str]:
+        """What identifies the network it builds from `weight_id` (default its own): the id and its config over the
+        registry entry's (caches of loaded networks and of layout checks key by it)."""
+        return weight_id or self.weights, json.dumps(dict(self.config or {}), sort_keys=True)
 
 
 @dataclass(frozen=True)

@@ -60,7 +60,7 @@ def verdict(preset, store, checked: dict | None = None) -> Verdict:
     for component in preset.components.values():
         for wid in sorted(component.weight_ids()):
             if store.is_present(wid):
-                key = (wid, repr(sorted((component.config or {}).items())))
+                key = component.network_key(wid)
                 if key not in checked:
                     checked[key] = store.layout_problem(wid, component.config)
                 if checked[key]:
