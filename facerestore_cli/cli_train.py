@@ -157,7 +157,7 @@ def _make_command(target: str):
                                          help="Also log the scalars and validation grids to RUN/tensorboard."),
     ) -> int:
         from facerestore_cli.files import check_output_folder
-        from facerestore_cli.training.trainer import TrainConfig, Trainer
+        from facerestore_cli.training.trainer import Trainer
 
         check_output_folder(run)
         o = _stored_options(run, ctx) if resume else dict(ctx.params)
@@ -172,16 +172,10 @@ def _make_command(target: str):
             raise UsageError("--lr-min is where the cosine schedule ends: it needs --lr-schedule cosine")
         if o["grad_checkpointing"] not in ("auto", "on", "off"):
             raise UsageError(f"--grad-checkpointing must be auto, on or off, not '{o['grad_checkpointing']}'")
-        config = o["model_config"] if isinstance(o["model_config"], dict) else _model_config(o["model_config"])
-        cfg = TrainConfig(target=target, data=Path(o["data"]), run=run, **{name: o[name] for name in PASSED},
-                          preset=None if o["preset"] is None else Path(o["preset"]), model_config=config,
-                          val_data=None if o["val_data"] is None else Path(o["val_data"]),
-                          model_config_file=None if isinstance(o["model_config"], dict) else o["model_config"],
-                          grad_checkpointing={"auto": None, "on": True, "off": False}[o["grad_checkpointing"]],
-                          resume=resume)
+        cfg = train_config(target, run, o, resume)
         trainer = Trainer(cfg, _say)
         if not resume and os.environ.get("RANK", "0") == "0":
-            _store_options(run, o, config)
+            _store_options(run, o, cfg.model_config)
         result = trainer.train()
         if result["loss"] is None:  # a resume of a run already at --steps: no step ran
             _say(f"nothing to train: {run} is at step {result['step']} (--steps {result['steps']}); raise --steps to "
@@ -202,6 +196,20 @@ PASSED = ("steps", "batch_size", "grad_accum", "lr", "warmup", "lr_schedule", "l
           "condition", "irm1", "irm1_steps", "loss", "tensorboard", "checkpoint_every", "sample_every", "log_every",
           "workers", "device")
 OPTIONS_FILE = "train.json"  # in RUN: the options the run started with, for --resume
+
+
+def train_config(target: str, run: Path, o: dict, resume: bool):
+    """The TrainConfig of a command's options, or of those RUN/train.json stored (paths as strings, the model
+    configuration as its mapping)."""
+    from facerestore_cli.training.trainer import TrainConfig
+
+    config = o["model_config"] if isinstance(o["model_config"], dict) else _model_config(o["model_config"])
+    return TrainConfig(target=target, data=Path(o["data"]), run=run, **{name: o[name] for name in PASSED},
+                       preset=None if o["preset"] is None else Path(o["preset"]), model_config=config,
+                       val_data=None if o["val_data"] is None else Path(o["val_data"]),
+                       model_config_file=None if isinstance(o["model_config"], dict) else o["model_config"],
+                       grad_checkpointing={"auto": None, "on": True, "off": False}[o["grad_checkpointing"]],
+                       resume=resume)
 
 
 def _store_options(run: Path, options: dict, config: dict) -> None:

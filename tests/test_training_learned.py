@@ -24,16 +24,13 @@ MARGIN = {"diffbfr-irm1": 0.3, "diffbfr-irm2": 0.3, "diffbfr-tem": 0.3, "difface
 
 def resumed_trainer(run: Path):
     """A Trainer on RUN at its last checkpoint, built from the options RUN/train.json holds (as --resume builds it)."""
-    from facerestore_cli.cli_train import OPTIONS_FILE, PASSED
+    from facerestore_cli.cli_train import OPTIONS_FILE, train_config
     from facerestore_cli.training import checkpoints
-    from facerestore_cli.training.trainer import TrainConfig, Trainer
+    from facerestore_cli.training.trainer import Trainer
 
     options = json.loads((run / OPTIONS_FILE).read_text())
     target = checkpoints.load(checkpoints.latest(run))["target"]
-    paths = {name: None if options[name] is None else Path(options[name]) for name in ("preset", "val_data")}
-    cfg = TrainConfig(target, Path(options["data"]), run, **{name: options[name] for name in PASSED}, **paths,
-                      model_config=options["model_config"], resume=True)
-    return Trainer(cfg, lambda line: None)
+    return Trainer(train_config(target, run, options, resume=True), lambda line: None)
 
 
 @pytest.mark.parametrize("target", list(RUNS))

@@ -22,6 +22,8 @@ from facerestore_cli.methods.params import knob
 ROLES = ("ipc", "ipc_substitute", "conditional_prior", "prior", "mask", "arcface", "parser")
 PAPER_STEPS = 400  # Table 6 (Net2–Net4): the reverse process runs 400 steps from T′ = 400
 SUBSTITUTE_STEPS = 100  # DifFace's official respacing below T′
+# --prior-condition → what DiffusedEstimator concatenates to the conditional prior's input
+PRIOR_CONDITION = {"lq": "input", "ipc": "estimate"}
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,7 @@ class Params(difface.Params):
                       choices=("auto", "conditional", "unconditional"), shown="KIND")
     prior_condition: str = knob("--prior-condition", "What the conditional prior was trained on: lq (the degraded "
                                                      "face x, §3.2's text) or ipc (g_φ(x), Eq. 5).",
-                                choices=("lq", "ipc"))
+                                choices=tuple(PRIOR_CONDITION))
     guidance_scale: float = knob("--guidance-scale", "Identity guidance scale s of Eq. 9 (0 disables guidance; not "
                                                      "from the paper, tune it with the report's identity cosines).",
                                  min=0.0)
@@ -134,8 +136,7 @@ def build(preset, params: Params, networks):
                              preset_alphas_cumprod(preset.schedule(config.prior)),
                              dataclasses.replace(params, steps=config.steps), preset.face_size, guidance=guidance,
                              sampler=config.sampler,
-                             condition=("estimate" if params.prior_condition == "ipc" else "input") if conditional
-                             else None,
+                             condition=PRIOR_CONDITION[params.prior_condition] if conditional else None,
                              face_info=config.record(preset, params))
 
 

@@ -16,6 +16,7 @@ from facerestore_cli.device import Compute
 from facerestore_cli.diffusion.schedule import preset_alphas_cumprod
 from facerestore_cli.errors import UsageError
 from facerestore_cli.files import sha256_file
+from facerestore_cli.methods import ipc_guided
 from facerestore_cli.methods.diffused_estimator import prior_condition
 from facerestore_cli.networks import Network, NetworkLoader
 from facerestore_cli.presets import Component, load_builtin, load_file
@@ -98,7 +99,7 @@ class IpcParts:
 
     def condition(self, x01: torch.Tensor, estimate01: torch.Tensor) -> torch.Tensor | None:
         """The prior's condition in [−1, 1], as ipc-guided's run feeds it."""
-        kind = {"lq": "input", "ipc": "estimate"}[self.prior_condition] if self.prior.condition_channels else None
+        kind = ipc_guided.PRIOR_CONDITION[self.prior_condition] if self.prior.condition_channels else None
         return prior_condition(kind, x01, estimate01)
 
 
@@ -108,8 +109,6 @@ def ipc_parts(cfg, device: torch.device, settings: dict) -> IpcParts | None:
     needs_ipc = cfg.target == "ipc-mask" or (cfg.target == "ipc-prior" and cfg.condition == "ipc")
     if not needs_ipc:
         return None
-    from facerestore_cli.methods import ipc_guided
-
     preset = load_file(cfg.preset) if cfg.preset else load_builtin("ipc-guided")
     if preset.method != "ipc_guided":
         raise UsageError(f"--preset {cfg.preset} is a {preset.method} preset, not ipc-guided")

@@ -295,24 +295,25 @@ class Trainer:
             self.save()
 
     # -- validation --------------------------------------------------------------------------------------------
-    def validation_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The fixed validation faces, each under one fixed degradation draw: (HQ, LQ in [0, 1] on the device,
-        IRM(-1) conditions, made here once if the cache lacks them, or an empty tensor per face)."""
+    @torch.no_grad()
+    def validation_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The fixed validation faces, each under one fixed degradation draw: (HQ, LQ in [0, 1] on the device, the
+        condition the target's network gets with them: _condition's, from IRM(-1) samples made here once if the
+        cache lacks them)."""
         faces = Faces(self.val_listing, self.size * self.target.upscale, self.target.degradation, self.cfg.seed,
                       gray_pairs=self.settings["gray_pairs"], conditions=self.conditions)
         if self.conditions is not None and self.val_listing is not self.listing:
             self.conditions.fill(faces, self.irm1.network, self.irm1.abar, self.cfg.batch_size, self.say)
         items = [faces[(i, -1)] for i in range(min(self.cfg.samples, len(faces)))]
         hq, lq = (to_unit(torch.stack([it[k] for it in items]).to(self.device)) for k in (0, 1))
-        return hq, lq, torch.stack([it[3] for it in items])
+        return hq, lq, self._condition(lq, torch.stack([it[3] for it in items]))
 
     @torch.no_grad()
-    def validation_loss(self, network) -> float:
-        """`network`'s training objective on the fixed validation faces, each face under VALIDATION_DRAWS fixed draws
-        of its timestep and noise (a restorer's objective draws none): the same draws at every call, so two
-        networks' values compare draw for draw."""
-        hq, lq, cached = self.validation_batch()
-        condition = self._condition(lq, cached)
+    def validation_loss(self, network, batch: tuple | None = None) -> float:
+        """`network`'s training objective on the fixed validation faces (batch: validation_batch's, when the caller
+        has it), each face under VALIDATION_DRAWS fixed draws of its timestep and noise (a restorer's objective draws
+        none): the same draws at every call, so two networks' values compare draw for draw."""
+        hq, lq, condition = batch or self.validation_batch()
         draws = 1 if self.target.kind == "restorer" else VALIDATION_DRAWS
         total = 0.0
         for draw in range(draws):
@@ -334,7 +335,7 @@ class Trainer:
         """RUN/samples/step-NNNNNNNN.png: per fixed validation face, LQ | the EMA network's restoration (ipc-mask:
         its binary mask M) | HQ; the EMA network's validation loss and its restorations' PSNR and LPIPS into
         metrics.jsonl."""
-        hq, lq, cached = self.validation_batch()
+        batch = hq, lq, condition = self.validation_batch()
         with self.compute.autocast():
             if self.target.kind == "mask":
                 x = resize_batch(lq, self.size)
@@ -342,10 +343,10 @@ class Trainer:
                 out = out.expand(-1, 3, -1, -1)
             else:
                 out = validation_sample(self.target, self.ema, self.abar, lq, self.size, self.cfg.seed,
-                                        condition=self._condition(lq, cached))
+                                        condition=condition)
         side = hq.shape[-1]
         out = torch.nn.functional.interpolate(out.float(), size=(side, side), mode="bicubic", antialias=True).clamp(0, 1)
-        record = {"step": self.step, "val_loss": round(self.validation_loss(self.ema), 6)}
+        record = {"step": self.step, "val_loss": round(self.validation_loss(self.ema, batch), 6)}
         if self.target.kind != "mask":  # a mask is no restoration to score
             if self.validation is None:
                 self.validation = ValidationScores(self.device, self.say)
